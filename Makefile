@@ -1,0 +1,41 @@
+# Two commands matter: `make demo` (setup, data, train, serve) and `make test` (setup, full suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_ROOT ?= data
+DEMO_ROWS ?= 2000
+PYTEST_ARGS ?=
+
+.PHONY: setup demo data test test-fast clean-venv
+
+setup: $(STAMP)
+	@$(BIN)/rakuten setup-weights >/dev/null
+
+# Re-installs only when the lock or the project metadata changed, so a second `make setup` is instant.
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==26.3
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# The challenge files in data/raw/ when present, a synthetic catalogue otherwise.
+data: setup
+	@if [ -f $(DATA_ROOT)/raw/X_train_update.csv ]; then src=$(DATA_ROOT)/raw; \
+	else src=$(DATA_ROOT)/synthetic; \
+	  [ -f $$src/X_train_update.csv ] || $(BIN)/rakuten data synth --out $$src --rows $(DEMO_ROWS) --seed 0; fi; \
+	echo "data source: $$src"; $(BIN)/rakuten data load --data-dir $$src
+
+demo: data
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
