@@ -1,0 +1,101 @@
+"""Loading stored models and turning probabilities into the API's answer.
+
+Used by the training pipeline (scoring), `rakuten evaluate`, the Python API and the service, so
+every path computes predictions the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .categories import CATEGORY_CODES, category_name
+from .preprocessing import load_image
+from .registry import model_path, read_fusion_config
+from .text_model import ModelLoadError, TextModel, load_text_model
+
+log = logging.getLogger(__name__)
+
+IMAGE_BATCH = 32
+
+
+@lru_cache(maxsize=4)
+def text_model_for(tag: str) -> TextModel:
+    """The text model stored under ``tag`` (loaded once per process)."""
+    return load_text_model(model_path(tag))
+
+
+@lru_cache(maxsize=4)
+def image_model_for(tag: str):
+    """The image model stored under ``tag`` (loaded once per process)."""
+    from .image_model import ImageClassifier
+
+    try:
+        return ImageClassifier.load(model_path(tag))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
+
+
+def image_proba_for_paths(model, paths: Sequence[str | None], desc: str = "scoring images") -> np.ndarray:
+    """Probabilities for image files; rows whose path is None (or unreadable) are NaN."""
+    proba = np.full((len(paths), len(CATEGORY_CODES)), np.nan)
+    present = [i for i, p in enumerate(paths) if isinstance(p, str)]
+    for start in tqdm(range(0, len(present), IMAGE_BATCH), desc=desc, unit="batch", disable=None):
+        batch = present[start : start + IMAGE_BATCH]
+        images, kept = [], []
+        for i in batch:
+            try:
+                images.append(load_image(paths[i]))
+                kept.append(i)
+            except Exception as exc:  # a corrupt file is a missing image, reported, never fatal
+                log.warning("%s: unreadable image, scored from text alone (%s)", paths[i], exc)
+        if images:
+            proba[kept] = model.predict_proba(images)
+    return proba
+
+
+def top_k(proba: np.ndarray, k: int) -> list[dict]:
+    """The k most probable categories of one probability vector."""
+    order = np.argsort(-proba, kind="stable")[:k]
+    return [
+        {"prdtypecode": int(CATEGORY_CODES[i]), "category": category_name(CATEGORY_CODES[i]),
+         "probability": round(float(proba[i]), 6)}
+        for i in order
+    ]
+
+
+def build_answer(
+    fused: np.ndarray, text_proba: np.ndarray | None, image_proba: np.ndarray | None,
+    text_weight: float, k: int, models: dict,
+) -> dict:
+    """The JSON answer of /predict_multimodal for one product."""
+    best = top_k(fused, k)
+    return {
+        "prdtypecode": best[0]["prdtypecode"],
+        "category": best[0]["category"],
+        "probability": best[0]["probability"],
+        "top_k": best,
+        "text": None if text_proba is None else top_k(text_proba, k),
+        "image": None if image_proba is None else top_k(image_proba, k),
+        "text_weight": text_weight,
+        "models": models,
+    }
+
+
+def coerce_image(image: Image.Image | str | bytes | None) -> Image.Image | None:
+    """Accept a PIL image, a path or raw bytes; decode with the shared preprocessing."""
+    if image is None:
+        return None
+    return load_image(image)
+
+
+def fusion_config_for(tag: str) -> dict:
+    """The fusion version's settings (cached by the registry read)."""
+    return read_fusion_config(tag)

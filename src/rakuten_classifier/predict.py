@@ -1,0 +1,53 @@
+"""Python API for prediction with the production models (the service computes the same thing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .fusion import fuse_probabilities
+from .inference import build_answer, coerce_image, fusion_config_for, image_model_for, text_model_for
+from .preprocessing import product_text
+from .registry import ProductionModels, production_models
+
+
+class NoModelError(LookupError):
+    """No production models in the store yet."""
+
+
+def current_models() -> ProductionModels:
+    """The production tags, or NoModelError telling the user to train."""
+    models = production_models()
+    if models is None:
+        raise NoModelError("no production models in the BentoML store; run `rakuten train all` first")
+    return models
+
+
+def predict_multimodal(
+    designation: str | None = None,
+    description: str | None = "",
+    image: Image.Image | str | Path | bytes | None = None,
+    text_weight: float | None = None,
+    top_k: int = 5,
+    models: ProductionModels | None = None,
+) -> dict:
+    """Classify one product from its text and/or image with the production models."""
+    models = models or current_models()
+    config = fusion_config_for(models.fusion)
+    text = product_text(designation, description)
+    picture = coerce_image(str(image) if isinstance(image, Path) else image)
+    if not text and picture is None:
+        raise ValueError("give a designation, an image, or both")
+    if not 1 <= top_k <= len(config["classes"]):
+        raise ValueError(f"top_k must lie in 1..{len(config['classes'])}")
+    weight = config["text_weight"] if text_weight is None else float(text_weight)
+    text_proba = text_model_for(models.text).predict_proba([text])[0] if text else None
+    image_proba = image_model_for(models.image).predict_proba([picture])[0] if picture is not None else None
+    fused = fuse_probabilities(
+        None if text_proba is None else text_proba[None], None if image_proba is None else image_proba[None],
+        weight, config["method"],
+    )[0]
+    tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
+    return build_answer(np.asarray(fused), text_proba, image_proba, weight, top_k, tags)
