@@ -67,7 +67,11 @@ def model_info(tag: str) -> dict:
 
 def latest_tag(name: str, **labels: str) -> str | None:
     """Newest version of ``name`` whose labels include ``labels``, or None."""
-    matching = [m for m in bentoml.models.list(name) if all(m.info.labels.get(k) == v for k, v in labels.items())]
+    try:
+        versions = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:  # no version of that name yet
+        return None
+    matching = [m for m in versions if all(m.info.labels.get(k) == v for k, v in labels.items())]
     if not matching:
         return None
     return str(max(matching, key=lambda m: m.info.creation_time).tag)
