@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+# One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
 SAMPLE_DIR = (REPO_ROOT / ".." / "shared" / "rakuten-sample").resolve()
 
 
@@ -51,3 +64,85 @@ def pg_url() -> str:
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_data_root(tmp_path_factory) -> Path:
+    """A data root shared by the session's trained models and servers."""
+    return tmp_path_factory.mktemp("session-data")
+
+
+@pytest.fixture(scope="session")
+def trained(sample_dir, session_data_root):
+    """`train_all` on the real sample, once per session (the end-to-end run, default settings)."""
+    from rakuten_classifier.config import Settings
+    from rakuten_classifier.training import train_all
+
+    started = time.perf_counter()
+    result = train_all(data_dir=sample_dir, settings=Settings(data_root=session_data_root))
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A `bentoml serve` child in its own process group (stopped by group, never by pid alone)."""
+
+    def __init__(self, target: str, env: dict, cwd: Path, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(self.port), "--host", "127.0.0.1"],
+            cwd=cwd, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def server_env(data_root: Path, **extra: str) -> dict:
+    """Environment of a test server: the session's store and data root."""
+    env = dict(os.environ)
+    env.update({"RAKUTEN_DATA_ROOT": str(data_root), "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"}, **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def served(trained, session_data_root, tmp_path_factory):
+    """`bentoml serve service:RakutenClassifier` from the repository, over HTTP."""
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = Server("service:RakutenClassifier", server_env(session_data_root, RAKUTEN_TRAIN_TOKEN="test-token",
+                                                            RAKUTEN_RELOAD_SECONDS="1"), REPO_ROOT, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -64,7 +64,7 @@ WEIGHTS_FILE = "image_model.pt"
 # Logit given to categories never seen in training: their probability is ~0 but never exactly 0
 # (a weighted geometric mean with the text model stays finite).
 ABSENT_LOGIT = -20.0
-DEFAULT_C_GRID = (0.001, 0.003, 0.01, 0.03)
+DEFAULT_C_GRID = (0.001, 0.003)
 
 
 class ImageModelError(RuntimeError):
@@ -529,7 +529,7 @@ def train_one_epoch(
         optimizer.step()
         if lr_scheduler is not None:
             lr_scheduler.step()
-        total += float(loss) * len(targets)
+        total += loss.detach().item() * len(targets)
         count += len(targets)
     return total / max(count, 1)
 

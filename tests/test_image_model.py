@@ -1,0 +1,168 @@
+"""Fast unit tests of the image model on generated images with a randomly initialised backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier import image_model
+from rakuten_classifier.image_model import (
+    BACKBONES,
+    ImageClassifier,
+    ImageModelError,
+    View,
+    build_blocks,
+    extract_features,
+    fit_image_model,
+)
+
+CODES = (10, 2583, 1940)  # three categories: the other 24 are absent from training
+COLOURS = {10: (200, 30, 30), 2583: (30, 60, 210), 1940: (40, 180, 60)}
+
+
+def _image(code: int, i: int) -> Image.Image:
+    rng = np.random.default_rng(i)
+    base = np.array(COLOURS[code], dtype=np.int16)
+    pixels = np.clip(base + rng.integers(-25, 25, size=(48, 48, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_inputs():
+    """64-pixel crops instead of 224: the same code path, about 12 times less computation."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(image_model, "RESIZE_SIZE", 72)
+        patch.setattr(image_model, "CROP_SIZE", 64)
+        yield
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    paths, labels = [], []
+    for code in CODES:
+        for i in range(6):
+            path = root / f"{code}_{i}.jpg"
+            _image(code, code + i).save(path, quality=90)
+            paths.append(str(path))
+            labels.append(code)
+    return paths, labels
+
+
+@pytest.fixture(scope="module")
+def fitted(image_files, tmp_path_factory):
+    paths, labels = image_files
+    train_idx = [i for i in range(len(paths)) if i % 6 < 4]
+    val_idx = [i for i in range(len(paths)) if i % 6 >= 4]
+    model, info = fit_image_model(
+        [paths[i] for i in train_idx] + [None, "/nonexistent/image.jpg"],
+        [labels[i] for i in train_idx] + [CODES[0], CODES[1]],
+        [paths[i] for i in val_idx],
+        [labels[i] for i in val_idx],
+        pretrained=False,
+        mode="frozen",
+        aug_views=1,
+        batch_size=8,
+        num_workers=0,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        seed=0,
+        device="cpu",
+    )
+    return model, info
+
+
+def test_predict_proba_shape_and_sums(fitted):
+    model, info = fitted
+    assert info["train_skipped_no_image"] == 2
+    assert info["train_images"] == 12
+    images = [_image(code, 1000 + i) for i, code in enumerate(CODES)]
+    proba = model.predict_proba(images)
+    assert proba.shape == (3, len(CATEGORY_CODES))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    absent = [j for j, code in enumerate(CATEGORY_CODES) if code not in CODES]
+    assert proba[:, absent].max() < 1e-4  # categories never trained on get a column, probability ~0
+    assert (proba > 0).all()
+    assert model.config.temperature > 0
+    assert model.predict_proba([]).shape == (0, len(CATEGORY_CODES))
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "m")
+    loaded = ImageClassifier.load(tmp_path / "m", device="cpu")
+    images = [_image(code, 2000 + i) for i, code in enumerate(CODES)]
+    np.testing.assert_array_equal(model.predict_proba(images), loaded.predict_proba(images))
+    assert loaded.config == model.config
+
+
+def test_load_missing_or_corrupt_raises(fitted, tmp_path):
+    model, _ = fitted
+    with pytest.raises(ImageModelError, match="missing"):
+        ImageClassifier.load(tmp_path / "empty")
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / "image_model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ImageModelError, match="corrupt"):
+        ImageClassifier.load(tmp_path / "m")
+    model.save(tmp_path / "c")
+    (tmp_path / "c" / "image_model.json").write_text("{oops", encoding="utf-8")
+    with pytest.raises(ImageModelError, match="corrupt"):
+        ImageClassifier.load(tmp_path / "c")
+
+
+def test_feature_cache_hit_skips_forward(image_files, tmp_path):
+    paths, _ = image_files
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(build_blocks("mobilenet_v2", pretrained=False)[:4], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    first, hit1 = extract_features(net, paths, View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    n_forward = len(calls)
+    assert not hit1 and n_forward > 0
+    # Same image set in another order: read from the cache, no forward pass.
+    second, hit2 = extract_features(net, paths[::-1], View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    assert hit2 and len(calls) == n_forward
+    np.testing.assert_array_equal(second, first[::-1])
+    # Another view is another cache entry.
+    _, hit3 = extract_features(net, paths, View("center", flip=True), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    assert not hit3 and len(calls) > n_forward
+
+
+def test_fit_is_deterministic(image_files, tmp_path):
+    paths, labels = image_files
+    kwargs = dict(pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,))
+    a, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], cache_dir=tmp_path / "a", **kwargs)
+    b, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], cache_dir=tmp_path / "b", **kwargs)
+    images = [_image(code, 3000) for code in CODES]
+    np.testing.assert_allclose(a.predict_proba(images), b.predict_proba(images), atol=1e-6)
+
+
+def test_finetune_mode_runs(image_files, tmp_path):
+    paths, labels = image_files
+    model, info = fit_image_model(
+        paths[::2], labels[::2], paths[1::2], labels[1::2], pretrained=False, mode="finetune", epochs=1,
+        aug_views=1, batch_size=8, num_workers=0, seed=0, device="cpu", c_grid=(0.01,),
+    )
+    assert info["unfreeze_blocks"] == 2 and len(info["history"]) == 1
+    proba = model.predict_proba([_image(10, 5)])
+    assert proba.shape == (1, len(CATEGORY_CODES))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
+def test_backbones_build_without_weights(backbone):
+    blocks = build_blocks(backbone, pretrained=False)
+    with torch.no_grad():
+        out = blocks.eval()(torch.zeros(1, 3, 64, 64))
+    assert out.shape[1] == BACKBONES[backbone].feature_dim
+
+
+def test_bad_arguments(image_files):
+    paths, labels = image_files
+    with pytest.raises(ImageModelError, match="unknown backbone"):
+        fit_image_model(paths, labels, paths, labels, backbone="vgg99", pretrained=False)
+    with pytest.raises(ImageModelError, match="mode"):
+        fit_image_model(paths, labels, paths, labels, mode="partial", pretrained=False)
+    with pytest.raises(ImageModelError, match="labels"):
+        fit_image_model(paths, labels[:-1], paths, labels, pretrained=False)

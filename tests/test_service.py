@@ -1,0 +1,202 @@
+"""The service classes in-process, and the same service over HTTP with `bentoml serve`."""
+
+import asyncio
+import base64
+import importlib.util
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import f1_score
+
+from conftest import REPO_ROOT
+from rakuten_classifier.evaluate import evaluate_production
+from rakuten_classifier.registry import production_models
+from rakuten_classifier.training import load_training_data
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service_module(trained):
+    """service.py imported after training (it resolves the production models at import)."""
+    spec = importlib.util.spec_from_file_location("rakuten_service", REPO_ROOT / "service.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def in_process(service_module):
+    """The entry service instantiated in this process (dependencies become local objects)."""
+    return service_module.RakutenClassifier()
+
+
+class RecordingModel:
+    """Wraps a text model and records exactly what text reaches it."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def predict_proba(self, texts):
+        self.seen.extend(texts)
+        return self.model.predict_proba(texts)
+
+
+def _entry_text_worker(service):
+    return service.text_service  # in-process: the TextModelService instance itself
+
+
+def test_serving_text_is_byte_identical_to_training_text(in_process, sample_dir):
+    data = load_training_data(sample_dir)
+    rows = data.split("test")
+    rows = rows[rows["description"].str.contains("<|&", regex=True)].head(25)  # HTML-laden rows
+    assert len(rows) >= 10
+    worker = _entry_text_worker(in_process)
+    tag, model = worker.models.current
+    recorder = RecordingModel(model)
+    worker.models.current = (tag, recorder)
+    try:
+        for row in rows.itertuples():
+            asyncio.run(in_process.predict_multimodal(designation=row.designation, description=row.description))
+    finally:
+        worker.models.current = (tag, model)
+    assert [t.encode("utf-8") for t in recorder.seen] == [t.encode("utf-8") for t in rows["text"]]
+
+
+def test_in_process_prediction_and_weight_override(in_process, sample_dir, tmp_path):
+    data = load_training_data(sample_dir)
+    row = data.split("test").dropna(subset=["image_path"]).iloc[0]
+    image = tmp_path / "p.jpg"
+    image.write_bytes(open(row.image_path, "rb").read())
+    answer = asyncio.run(in_process.predict_multimodal(designation=row.designation, image=image, top_k=3))
+    assert set(answer) >= {"prdtypecode", "category", "probability", "top_k", "text", "image", "text_weight", "models"}
+    assert len(answer["top_k"]) == 3 and answer["models"]["fusion"] == production_models().fusion
+    text_only = asyncio.run(in_process.predict_multimodal(designation=row.designation, image=image, text_weight=1.0))
+    assert text_only["top_k"][0]["prdtypecode"] == text_only["text"][0]["prdtypecode"]
+    image_only = asyncio.run(in_process.predict_multimodal(designation=row.designation, image=image, text_weight=0.0))
+    assert image_only["top_k"][0]["prdtypecode"] == image_only["image"][0]["prdtypecode"]
+    empty = asyncio.run(in_process.predict_multimodal(designation="  "))
+    assert empty.status_code == 400
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+def _jpeg_bytes(path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_http_health_and_prediction_shape(served, sample_dir):
+    health = httpx.get(f"{served.url}/health").json()
+    assert health["status"] == "ok" and health["models"]["fusion"].startswith("rakuten-fusion:")
+    assert health["metrics"]["fused"]["weighted_f1"] > 0.5
+    row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
+    answer = httpx.post(
+        f"{served.url}/predict_multimodal",
+        data={"designation": row.designation, "description": row.description, "top_k": "3"},
+        files={"image": ("p.jpg", _jpeg_bytes(row.image_path), "image/jpeg")}, timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["top_k"]) == 3 and len(body["text"]) == 3 and len(body["image"]) == 3
+    assert body["models"]["text"].startswith("rakuten-text:") and body["models"]["image"].startswith("rakuten-image:")
+    assert 0 <= body["text_weight"] <= 1
+    assert httpx.get(f"{served.url}/metrics").status_code == 200
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data, files, status, message",
+    [
+        ({"designation": "x"}, {"image": ("a.jpg", b"not an image at all", "image/jpeg")}, 400, "not a readable"),
+        ({"designation": "x"}, {"image": ("a.txt", b"hello", "text/plain")}, 400, "content type"),
+        ({"designation": "x"}, {"image": ("big.png", _png(7000, 7000), "image/png")}, 413, "pixels"),
+        ({"designation": "  "}, None, 400, "empty product"),
+        ({"designation": "x", "text_weight": "1.5"}, None, 400, "text_weight"),
+        ({"designation": "x", "top_k": "0"}, None, 400, "top_k"),
+        ({"designation": "x", "top_k": "28"}, None, 400, "top_k"),
+        ({"designation": "x", "colour": "red"}, None, 400, "colour"),
+    ],
+)
+def test_http_client_mistakes_get_4xx_with_a_message(served, data, files, status, message):
+    answer = httpx.post(f"{served.url}/predict_multimodal", data=data, files=files, timeout=60)
+    assert answer.status_code == status
+    assert message in answer.text
+
+
+def test_http_batch_and_single_modality_endpoints(served, sample_dir):
+    row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
+    text = httpx.post(f"{served.url}/predict_text", json={"designation": row.designation, "top_k": 2}, timeout=60)
+    assert text.status_code == 200 and text.json()["image"] is None and len(text.json()["top_k"]) == 2
+    image = httpx.post(f"{served.url}/predict_image", data={"top_k": "2"},
+                       files={"image": ("p.jpg", _jpeg_bytes(row.image_path), "image/jpeg")}, timeout=60)
+    assert image.status_code == 200 and image.json()["text"] is None
+    encoded = base64.b64encode(_jpeg_bytes(row.image_path)).decode()
+    batch = httpx.post(f"{served.url}/predict_batch", timeout=60, json={
+        "items": [{"designation": row.designation}, {"image_base64": encoded},
+                  {"designation": row.designation, "image_base64": encoded}], "top_k": 1})
+    assert batch.status_code == 200
+    predictions = batch.json()["predictions"]
+    assert len(predictions) == 3
+    assert predictions[0]["prdtypecode"] == text.json()["prdtypecode"]
+    assert predictions[1]["prdtypecode"] == image.json()["prdtypecode"]
+    bad = httpx.post(f"{served.url}/predict_batch", json={"items": [{"image_base64": "!!"}]}, timeout=60)
+    assert bad.status_code == 400 and "items[0]" in bad.text
+
+
+def test_http_training_trigger_requires_the_token(served):
+    assert httpx.post(f"{served.url}/train", json={}).status_code == 401
+    wrong = httpx.post(f"{served.url}/train", json={}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "invalid token" in wrong.text
+    escape = httpx.post(f"{served.url}/train", json={"data_dir": "../../etc"},
+                        headers={"Authorization": "Bearer test-token"})
+    assert escape.status_code == 400 and "under the data root" in escape.text
+    assert httpx.get(f"{served.url}/jobs/nope", headers={"Authorization": "Bearer test-token"}).status_code == 404
+    assert httpx.get(f"{served.url}/jobs/nope").status_code == 401
+
+
+async def _score_over_http(url: str, rows, mode: str) -> list[int]:
+    limits = asyncio.Semaphore(8)
+
+    async def one(client, row):
+        async with limits:
+            if mode == "text":
+                answer = await client.post("/predict_text", json={"designation": row.designation,
+                                                                  "description": row.description})
+            else:
+                files = None
+                if isinstance(row.image_path, str):
+                    files = {"image": ("p.jpg", _jpeg_bytes(row.image_path), "image/jpeg")}
+                if mode == "image":
+                    answer = await client.post("/predict_image", files=files)
+                else:
+                    answer = await client.post("/predict_multimodal", files=files,
+                                               data={"designation": row.designation, "description": row.description})
+            answer.raise_for_status()
+            return answer.json()["prdtypecode"]
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return await asyncio.gather(*(one(client, row) for row in rows.itertuples()))
+
+
+def test_http_scores_equal_rakuten_evaluate(served, sample_dir, session_data_root):
+    from rakuten_classifier.config import Settings
+
+    expected = evaluate_production(sample_dir, split="test", settings=Settings(data_root=session_data_root))
+    test = load_training_data(sample_dir).split("test")
+    with_image = test.dropna(subset=["image_path"])
+    for mode, rows in (("multimodal", test), ("text", test), ("image", with_image)):
+        predicted = asyncio.run(_score_over_http(served.url, rows, mode))
+        weighted = round(float(f1_score(rows["prdtypecode"].astype(int), predicted, average="weighted",
+                                        zero_division=0)), 4)
+        key = {"multimodal": "fused", "text": "text", "image": "image"}[mode]
+        assert weighted == expected[key]["weighted_f1"], mode
