@@ -22,7 +22,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--data", default="../shared/rakuten-sample")
 parser.add_argument("--mode", default="frozen", choices=["frozen", "finetune"])
 parser.add_argument("--backbone", default="mobilenet_v2")
-parser.add_argument("--aug-views", type=int, default=2)
+parser.add_argument("--aug-views", type=int, default=None, help="default: 0 frozen, 2 finetune")
 parser.add_argument("--epochs", type=int, default=6)
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--unfreeze", type=int, default=None)

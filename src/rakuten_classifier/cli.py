@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     image = train.add_argument_group("image model")
     image.add_argument("--image-backbone", default="mobilenet_v2",
                        choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
-    image.add_argument("--image-mode", default="finetune", choices=["frozen", "finetune"])
+    image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
     image.add_argument("--image-epochs", type=int)
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)

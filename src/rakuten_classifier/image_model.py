@@ -591,7 +591,7 @@ def fit_image_model(
     cache_dir: str | Path | None = None,
     num_workers: int = 2,
     seed: int = 42,
-    aug_views: int = 2,
+    aug_views: int | None = None,
     unfreeze_blocks: int | None = None,
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     tta: bool = True,
@@ -607,6 +607,10 @@ def fit_image_model(
     """
     if mode not in ("frozen", "finetune"):
         raise ImageModelError(f"mode must be 'frozen' or 'finetune', not {mode!r}")
+    if aug_views is None:  # frozen: augmented views did not help on validation; finetune needs them
+        aug_views = 0 if mode == "frozen" else 2
+    if aug_views < 0 or (mode == "finetune" and aug_views < 1):
+        raise ImageModelError(f"aug_views must be >= 0 (>= 1 in finetune mode), not {aug_views}")
     spec = _spec(backbone)
     if torch_threads:
         torch.set_num_threads(torch_threads)

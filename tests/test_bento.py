@@ -1,0 +1,72 @@
+"""`bentoml build` packs the service with its models; the built Bento answers the same API."""
+
+import json
+import subprocess
+
+import httpx
+import pytest
+
+from conftest import REPO_ROOT, VENV_BIN, Server, server_env
+from rakuten_classifier.registry import production_models
+from rakuten_classifier.training import load_training_data
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bento(trained, session_data_root):
+    """Build the Bento from the repository against the session's store; its tag and folder."""
+    env = server_env(session_data_root)
+    subprocess.run([str(VENV_BIN / "bentoml"), "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
+                   check=True, capture_output=True, text=True, timeout=300)
+    listing = subprocess.run([str(VENV_BIN / "bentoml"), "list", "-o", "json"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    newest = max(json.loads(listing), key=lambda b: b["creation_time"])
+    tag = newest["tag"]
+    name, version = tag.split(":")
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    folder = BentoMLContainer.bentoml_home.get() + f"/bentos/{name}/{version}"
+    return tag, __import__("pathlib").Path(folder)
+
+
+def test_bento_packs_the_service_and_the_production_models(bento):
+    tag, folder = bento
+    assert tag.startswith("rakuten-classifier:")
+    manifest = (folder / "bento.yaml").read_text()
+    assert "service: service:RakutenClassifier" in manifest or "service:RakutenClassifier" in manifest
+    production = production_models()
+    for model_tag in (production.text, production.image, production.fusion):
+        assert model_tag in manifest
+    assert (folder / "src" / "src" / "rakuten_classifier" / "fusion.py").is_file()
+
+
+def test_generated_dockerfile_names_the_service_and_lints_clean_of_errors(bento):
+    _, folder = bento
+    dockerfile = folder / "env" / "docker" / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "RAKUTEN_SERVICE" in text and "service:RakutenClassifier" in text
+    assert "ENTRYPOINT" in text
+    lint = subprocess.run([str(VENV_BIN / "hadolint"), "--no-color", "--failure-threshold", "error", str(dockerfile)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert " error:" not in lint.stdout
+
+
+def test_built_bento_serves_the_same_answers(bento, served, sample_dir, session_data_root, tmp_path):
+    tag, _ = bento
+    server = Server(tag, server_env(session_data_root), tmp_path, tmp_path / "bento.log")
+    try:
+        server.wait_ready()
+        row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[3]
+        form = {"designation": row.designation, "description": row.description, "top_k": "5"}
+        image = open(row.image_path, "rb").read()
+        answers = [
+            httpx.post(f"{url}/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")},
+                       timeout=60).json()
+            for url in (server.url, served.url)
+        ]
+        assert answers[0]["top_k"] == answers[1]["top_k"]
+        assert answers[0]["models"] == answers[1]["models"]
+    finally:
+        server.stop()
