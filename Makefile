@@ -29,7 +29,12 @@ data: setup
 	  [ -f $$src/X_train_update.csv ] || $(BIN)/rakuten data synth --out $$src --rows $(DEMO_ROWS) --seed 0; fi; \
 	echo "data source: $$src"; $(BIN)/rakuten data load --data-dir $$src
 
+PORT ?= 3000
+
+# Train on whatever `make data` loaded (the default SQLite store), then serve until Ctrl-C.
 demo: data
+	$(BIN)/rakuten train all
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

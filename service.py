@@ -233,6 +233,24 @@ def _check_image_bytes(data: bytes) -> bytes:
     return data
 
 
+async def _with_retry(call: t.Callable[[t.Any], t.Awaitable[t.Any]], payload: t.Any, attempts: int = 3) -> t.Any:
+    """Call a model service, retrying a dropped connection.
+
+    A pooled keep-alive connection that the model worker has just closed (idle timeout, or a
+    restarted worker) fails with ServerDisconnectedError; predictions are pure, so retrying is safe.
+    """
+    import aiohttp
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call(payload)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("model service connection dropped (%s); retry %d", exc, attempt)
+            await asyncio.sleep(0.05 * attempt)
+
+
 def _error_response(exc: ClientError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
@@ -256,10 +274,10 @@ class RakutenClassifier:
         self.jobs = JobManager(settings.jobs_dir)
 
     async def _text_proba(self, texts: list[str]) -> list[dict]:
-        return await self.text_service.to_async.predict(texts)
+        return await _with_retry(self.text_service.to_async.predict, texts)
 
     async def _image_proba(self, images: list[bytes]) -> list[dict]:
-        answers = await self.image_service.to_async.predict(images)
+        answers = await _with_retry(self.image_service.to_async.predict, images)
         for answer in answers:
             if "error" in answer:
                 raise ClientError(f"image could not be decoded: {answer['error']}")
