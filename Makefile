@@ -8,7 +8,7 @@ DATA_ROOT ?= data
 DEMO_ROWS ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: setup demo data test test-fast clean-venv
+.PHONY: setup demo data test test-fast clean-venv browser
 
 setup: $(STAMP)
 	@$(BIN)/rakuten setup-weights >/dev/null
@@ -36,7 +36,7 @@ demo: data
 	$(BIN)/rakuten train all
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -44,3 +44,7 @@ test-fast: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Headless Chromium for the browser tests (tests/test_ui.py); Debian's package, not `playwright install`.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

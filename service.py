@@ -429,3 +429,22 @@ class RakutenClassifier:
             "metrics": config.get("test", {}),
             "training_job": self.jobs.active_job(),
         }
+
+    # The try-it web page (rakuten_classifier/web): the page, its example products and their images.
+    @web_app.get("/ui")
+    def ui_page(self):
+        from rakuten_classifier import web
+
+        return web.page_response()
+
+    @web_app.get("/ui/examples")
+    def ui_examples(self):
+        from rakuten_classifier import web
+
+        return web.examples_response()
+
+    @web_app.get("/ui/examples/{n}/image")
+    def ui_example_image(self, n: int):
+        from rakuten_classifier import web
+
+        return web.example_image_response(n)

@@ -172,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from bentoml.exceptions import NotFound
+
+    from .text_model import ModelLoadError
+
     try:
         result = args.handler(args)
-    except (DataError, FileNotFoundError, ValueError, LookupError) as exc:
+    except (DataError, FileNotFoundError, ValueError, LookupError, ModelLoadError, NotFound) as exc:
         sys.stderr.write(f"rakuten: error: {exc}\n")
         return 2
     _emit(result, getattr(args, "json", False))

@@ -49,6 +49,7 @@ from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from .categories import CATEGORY_CODES
+from .text_model import ModelLoadError
 from .preprocessing import load_image
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ ABSENT_LOGIT = -20.0
 DEFAULT_C_GRID = (0.001, 0.003)
 
 
-class ImageModelError(RuntimeError):
+class ImageModelError(ModelLoadError):
     """A model that cannot be built, trained, saved or loaded; the message says why."""
 
 

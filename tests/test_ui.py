@@ -1,0 +1,269 @@
+"""The /ui web page in a real browser: headless Debian Chromium (/usr/bin/chromium) driven by
+Playwright, against `bentoml serve` of the session's trained models.
+
+Chromium comes from the system (`make browser`, i.e. apt-get install chromium), not from
+`playwright install`. A missing browser or Playwright package fails these tests, it never skips them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO_ROOT, Server, server_env
+
+CHROMIUM = Path(os.environ.get("RAKUTEN_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+TIMEOUT_MS = 90_000  # two busy cores: a first prediction can take seconds
+
+
+# ---------------------------------------------------------------- the browser and helpers
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `make browser` "
+                    "(apt-get install -y chromium) or point RAKUTEN_CHROMIUM at a Chromium binary")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the Playwright package is missing: .venv/bin/pip install playwright==1.65.2")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; fails the test on any uncaught JavaScript error."""
+    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not js_errors, f"JavaScript errors on the page: {js_errors}"
+
+
+def open_ui(page, url: str) -> None:
+    page.goto(f"{url}/ui")
+    page.wait_for_selector("body[data-ready=true]", state="attached")
+
+
+def wait_answer(page, weight: str | None = None) -> None:
+    """Wait until the page shows an answer (for the given text weight, '0.00'..'1.00')."""
+    selector = '#results[data-state="done"]' + (f'[data-text-weight="{weight}"]' if weight else "")
+    page.wait_for_selector(selector, state="attached")
+
+
+def codes(page, list_id: str) -> list[int]:
+    return [int(code) for code in page.eval_on_selector_all(f"#{list_id} li.bar", "els => els.map(e => e.dataset.prdtypecode)")]
+
+
+def api_predict(url: str, product: dict, image: Path, weight: float) -> dict:
+    with image.open("rb") as handle:
+        answer = httpx.post(f"{url}/predict_multimodal", timeout=120, files={"image": (image.name, handle, "image/jpeg")},
+                            data={"designation": product["designation"], "description": product["description"],
+                                  "text_weight": str(weight), "top_k": "5"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def as_text(value) -> str:
+    return "" if value is None or value != value else str(value)  # NaN != NaN
+
+
+@pytest.fixture(scope="module")
+def product(sample_dir, served) -> dict:
+    """A real test-split product with its image, preferably one whose text and image models disagree
+    (so that the slider visibly moves the fused answer from one to the other)."""
+    from rakuten_classifier.training import load_training_data
+
+    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"])
+    assert len(rows), "no test-split product with an image in the sample"
+    chosen = None
+    for row in rows.head(25).itertuples():
+        candidate = {"designation": as_text(row.designation), "description": as_text(row.description),
+                     "image": Path(row.image_path), "prdtypecode": int(row.prdtypecode)}
+        answer = api_predict(served.url, candidate, candidate["image"], 0.5)
+        chosen = chosen or candidate
+        if answer["text"][0]["prdtypecode"] != answer["image"][0]["prdtypecode"]:
+            return candidate
+    return chosen
+
+
+# ---------------------------------------------------------------- the page against `served`
+
+@pytest.mark.slow
+def test_page_classifies_a_real_product_like_the_api(page, served, product):
+    health = httpx.get(f"{served.url}/health", timeout=30).json()
+    open_ui(page, served.url)
+
+    # The slider starts at the learned text weight.
+    learned = f"{float(health['text_weight']):.2f}"
+    assert page.text_content("#weight-value") == learned
+    assert abs(float(page.input_value("#weight")) - float(health["text_weight"])) <= 0.005
+    if "RAKUTEN_UI_EXAMPLES_DIR" not in os.environ:
+        assert page.is_hidden("#gallery-card"), "no examples configured: the gallery must be hidden"
+
+    page.fill("#designation", product["designation"])
+    page.fill("#description", product["description"])
+    page.set_input_files("#image-input", str(product["image"]))
+    page.wait_for_selector("#preview", state="visible")
+    page.click("#submit")
+    wait_answer(page)
+
+    weight = float(page.input_value("#weight"))
+    api = api_predict(served.url, product, product["image"], weight)
+    fused = page.text_content("#fused-result")
+    assert str(api["prdtypecode"]) in fused and api["category"] in fused
+    assert codes(page, "fused-bars") == [e["prdtypecode"] for e in api["top_k"]]
+    assert codes(page, "text-bars") == [e["prdtypecode"] for e in api["text"]]
+    assert codes(page, "image-bars") == [e["prdtypecode"] for e in api["image"]]
+    first_bar = page.text_content("#fused-bars li.bar")
+    assert api["top_k"][0]["category"] in first_bar and f"{100 * api['top_k'][0]['probability']:.1f}\u00a0%" in first_bar
+    assert re.fullmatch(r"\d+ ms", page.text_content("#latency")), page.text_content("#latency")
+    shown_models = page.text_content("#models")
+    for tag in api["models"].values():
+        assert tag in shown_models
+    assert page.text_content("#error") == ""
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+    # Slider to 0: the image decides; to 1: the text decides (re-submitted by the page itself).
+    page.focus("#weight")
+    page.keyboard.press("Home")
+    wait_answer(page, "0.00")
+    assert page.text_content("#weight-value") == "0.00"
+    image_top = api["image"][0]["prdtypecode"]
+    assert codes(page, "fused-bars")[0] == image_top and str(image_top) in page.text_content("#fused-result")
+
+    page.keyboard.press("End")
+    wait_answer(page, "1.00")
+    text_top = api["text"][0]["prdtypecode"]
+    assert codes(page, "fused-bars")[0] == text_top and str(text_top) in page.text_content("#fused-result")
+    page.screenshot(path=str(ARTIFACTS / "ui-text-only.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_page_shows_api_errors_plainly(page, served, product):
+    open_ui(page, served.url)
+    page.fill("#designation", product["designation"])
+
+    # A text file dropped on the drop zone: refused by the API's content-type check (pydantic detail).
+    page.evaluate("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(["just some notes"], "notes.txt", {type: "text/plain"}));
+        document.getElementById("drop-zone").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""")
+    assert page.text_content("#image-name") == "notes.txt"
+    page.click("#submit")
+    page.wait_for_selector('#results[data-state="error"]', state="attached")
+    refused = httpx.post(f"{served.url}/predict_multimodal", timeout=60, data={"designation": product["designation"]},
+                         files={"image": ("notes.txt", b"just some notes", "text/plain")})
+    assert refused.status_code == 400
+    shown = page.text_content("#error")
+    assert page.is_visible("#error") and refused.json()["error"] in shown and "HTTP 400" in shown
+
+    # Bytes that claim to be a JPEG: refused by the service's own check ({"error": ...}).
+    broken = b"\xff\xd8 definitely not a jpeg"
+    page.set_input_files("#image-input", files=[{"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": broken}])
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('error').textContent.includes('readable')")
+    refused = httpx.post(f"{served.url}/predict_multimodal", timeout=60, data={"designation": product["designation"]},
+                         files={"image": ("broken.jpg", broken, "image/jpeg")})
+    assert refused.status_code == 400 and refused.json()["error"] in page.text_content("#error")
+    assert codes(page, "fused-bars") == [] and codes(page, "image-bars") == []  # no stale answer beside an error
+
+    # A real image again: the error goes away.
+    page.set_input_files("#image-input", str(product["image"]))
+    page.click("#submit")
+    wait_answer(page)
+    assert page.text_content("#error") == "" and page.is_hidden("#error")
+
+
+# ---------------------------------------------------------------- the gallery (own server)
+
+@pytest.fixture(scope="module")
+def served_with_examples(trained, session_data_root, sample_dir, tmp_path_factory):
+    """A server whose /ui gallery reads the sample (RAKUTEN_UI_EXAMPLES_DIR)."""
+    log_path = tmp_path_factory.mktemp("serve-ui") / "serve.log"
+    server = Server("service:RakutenClassifier", server_env(session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir)),
+                    REPO_ROOT, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_gallery_lists_examples_and_a_click_fills_the_form(page, served_with_examples):
+    from PIL import Image
+
+    url = served_with_examples.url
+    examples = httpx.get(f"{url}/ui/examples", timeout=30).json()
+    assert 1 <= len(examples) <= 8
+    assert all("image_path" not in e and e["image_url"] == f"/ui/examples/{e['n']}/image" for e in examples)
+    image = httpx.get(f"{url}{examples[0]['image_url']}", timeout=30)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    Image.open(io.BytesIO(image.content)).verify()
+    assert httpx.get(f"{url}/ui/examples/99/image", timeout=30).status_code == 404
+
+    open_ui(page, url)
+    assert page.is_visible("#gallery-card")
+    assert page.locator("#gallery .example").count() == len(examples)
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+
+    chosen = examples[min(2, len(examples) - 1)]
+    page.click(f"#gallery .example[data-n='{chosen['n']}']")
+    wait_answer(page)
+    assert page.input_value("#designation") == chosen["designation"]
+    assert page.input_value("#description") == chosen["description"]
+    assert page.text_content("#image-name") == f"example_{chosen['n']}.jpg"
+    assert page.is_visible("#preview")
+    if chosen["prdtypecode"] is not None:
+        assert str(chosen["prdtypecode"]) in page.text_content("#expected")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-gallery.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- the examples, without a server
+
+def test_examples_come_from_the_configured_folder(sample_dir, monkeypatch):
+    from rakuten_classifier import web
+
+    web._examples_from.cache_clear()
+    monkeypatch.setenv(web.EXAMPLES_ENV, str(sample_dir))
+    examples = web.examples()
+    assert len(examples) == 8
+    assert all(Path(e["image_path"]).is_file() and e["designation"] for e in examples)
+    assert [e["n"] for e in examples] == list(range(8))
+
+
+@pytest.mark.parametrize("value", [None, "/nonexistent/rakuten-examples"])
+def test_no_examples_without_a_readable_folder(value, monkeypatch):
+    from rakuten_classifier import web
+
+    web._examples_from.cache_clear()
+    if value is None:
+        monkeypatch.delenv(web.EXAMPLES_ENV, raising=False)
+    else:
+        monkeypatch.setenv(web.EXAMPLES_ENV, value)
+    assert web.examples() == []
+    assert web.example_image_response(0).status_code == 404
