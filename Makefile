@@ -23,18 +23,21 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	touch $(STAMP)
 
 # The challenge files in data/raw/ when present, a synthetic catalogue otherwise.
+DATA_SRC := $(if $(wildcard $(DATA_ROOT)/raw/X_train_update.csv),$(DATA_ROOT)/raw,$(DATA_ROOT)/synthetic)
+
 data: setup
-	@if [ -f $(DATA_ROOT)/raw/X_train_update.csv ]; then src=$(DATA_ROOT)/raw; \
-	else src=$(DATA_ROOT)/synthetic; \
-	  [ -f $$src/X_train_update.csv ] || $(BIN)/rakuten data synth --out $$src --rows $(DEMO_ROWS) --seed 0; fi; \
-	echo "data source: $$src"; $(BIN)/rakuten data load --data-dir $$src
+	@[ -f $(DATA_SRC)/X_train_update.csv ] || $(BIN)/rakuten data synth --out $(DATA_SRC) --rows $(DEMO_ROWS) --seed 0
+	@echo "data source: $(DATA_SRC)"
+	$(BIN)/rakuten data load --data-dir $(DATA_SRC)
 
 PORT ?= 3000
 
-# Train on whatever `make data` loaded (the default SQLite store), then serve until Ctrl-C.
+# Train on what `make data` loaded (the default SQLite store), then serve until Ctrl-C;
+# the page at /ui shows examples from the same data folder.
 demo: data
 	$(BIN)/rakuten train all
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT)
+	PATH=$(CURDIR)/$(BIN):$$PATH RAKUTEN_UI_EXAMPLES_DIR=$(CURDIR)/$(DATA_SRC) \
+	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT)
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
