@@ -49,6 +49,7 @@ from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from .categories import CATEGORY_CODES
+from .calibration import fit_temperature as shared_fit_temperature
 from .text_model import ModelLoadError
 from .preprocessing import load_image
 
@@ -454,16 +455,7 @@ def _keep_existing(paths: Sequence, labels: Sequence[int], split: str) -> tuple[
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """Temperature minimising validation negative log-likelihood (bounded to [0.05, 20])."""
-    from scipy.optimize import minimize_scalar
-
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    targets_t = torch.as_tensor(targets)
-
-    def nll(log_t: float) -> float:
-        return float(nn.functional.cross_entropy(logits_t / math.exp(log_t), targets_t))
-
-    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
-    return float(math.exp(result.x))
+    return shared_fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(targets), bounds=(0.05, 20.0))
 
 
 def _metrics(logits: np.ndarray | torch.Tensor, targets: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
