@@ -53,6 +53,10 @@ RELOAD_SECONDS = float(os.environ.get("RAKUTEN_RELOAD_SECONDS", 5))
 # Adaptive batching answers 503 when a request would wait longer than this; on 2 busy cores a
 # batch of 32 images takes seconds, so the bound is generous and only sheds a real overload.
 MAX_LATENCY_MS = int(os.environ.get("RAKUTEN_MAX_LATENCY_MS", 30_000))
+# Largest batches the adaptive batcher may form. Measured on 2 cores (docs/benchmarks.md):
+# MobileNetV2 throughput peaks at batch 8 and falls beyond; TF-IDF is cheap at any size.
+TEXT_MAX_BATCH = int(os.environ.get("RAKUTEN_TEXT_MAX_BATCH", 64))
+IMAGE_MAX_BATCH = int(os.environ.get("RAKUTEN_IMAGE_MAX_BATCH", 8))
 N_CLASSES = len(CATEGORY_CODES)
 
 
@@ -104,7 +108,7 @@ class TextModelService:
         tag = str(self.model_ref.tag)
         self.models = HotSwap("text", tag, load_text_model(self.model_ref.path), text_model_for)
 
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(batchable=True, max_batch_size=TEXT_MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, texts: list[str]) -> list[dict]:
         """Probabilities (27, CATEGORY_CODES order) for already-cleaned product texts."""
         tag, model = self.models.current
@@ -126,7 +130,7 @@ class ImageModelService:
         tag = str(self.model_ref.tag)
         self.models = HotSwap("image", tag, ImageClassifier.load(self.model_ref.path), image_model_for)
 
-    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(batchable=True, max_batch_size=IMAGE_MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
     def predict(self, images: list[bytes]) -> list[dict]:
         """Probabilities for encoded images; an undecodable one gets an error entry, not a failure."""
         tag, model = self.models.current
