@@ -1,0 +1,105 @@
+"""Benchmark: text-model training time at growing sizes, and image feature extraction speed.
+
+    .venv/bin/python benchmarks/bench_training.py [--sizes 1000 10000 84916] [--images 512] [--json]
+
+Text: TfidfTextModel.fit on the first N rows of a synthetic catalogue (85 % fit, 15 % for the
+temperature), each size in its own process so that peak memory is that size's own.
+Image: MobileNetV2 features of real sample images through the project's loader (decode + resize +
+forward, 2 loader workers) against the raw forward pass on already-preprocessed tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
+CATALOGUE = Path(tempfile.gettempdir()) / "rakuten-bench-load" / "catalogue-84916"
+
+
+def _peak_rss_mib() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def text_child(rows: int) -> dict:
+    """One text fit (run in a child process)."""
+    from rakuten_classifier.dataset import read_challenge_dir
+    from rakuten_classifier.preprocessing import product_text
+    from rakuten_classifier.text_model import TfidfTextModel
+
+    products = read_challenge_dir(CATALOGUE).labelled.head(rows)
+    texts = [product_text(d, s) for d, s in zip(products["designation"], products["description"])]
+    labels = products["prdtypecode"].astype(int).tolist()
+    cut = int(len(texts) * 0.85)
+    started = time.perf_counter()
+    TfidfTextModel.fit(texts[:cut], labels[:cut], texts[cut:], labels[cut:])
+    return {"rows": rows, "fit_s": round(time.perf_counter() - started, 2), "peak_rss_mib": _peak_rss_mib()}
+
+
+def image_bench(count: int) -> dict:
+    """Loader-fed feature extraction against the raw forward pass, images per second."""
+    import torch
+    from torch import nn
+
+    from rakuten_classifier.dataset import read_challenge_dir
+    from rakuten_classifier.image_model import GlobalAvgPool, View, build_blocks, eval_transform, run_network
+    from rakuten_classifier.preprocessing import load_image
+
+    torch.set_num_threads(2)
+    paths = read_challenge_dir(SAMPLE).products["image_path"].dropna().head(count).tolist()
+    net = nn.Sequential(build_blocks("mobilenet_v2", pretrained=True), GlobalAvgPool()).eval()
+    net = net.to(memory_format=torch.channels_last)
+    run_network(net, paths[:64], View("center"), batch_size=64, num_workers=2)  # warm-up
+    started = time.perf_counter()
+    run_network(net, paths, View("center"), batch_size=64, num_workers=2)
+    loader_seconds = time.perf_counter() - started
+    transform = eval_transform()
+    tensors = torch.stack([transform(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(tensors), 64):
+            net(tensors[start : start + 64])
+    raw_seconds = time.perf_counter() - started
+    return {
+        "images": len(paths),
+        "extraction_images_per_s": round(len(paths) / loader_seconds, 1),
+        "raw_forward_images_per_s": round(len(paths) / raw_seconds, 1),
+        "ratio": round(raw_seconds / loader_seconds, 3),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 84916])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--child-text", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.child_text:
+        sys.stdout.write(json.dumps(text_child(args.child_text)) + "\n")
+        return
+    if not (CATALOGUE / "X_train_update.csv").is_file():
+        sys.exit(f"{CATALOGUE} missing: run benchmarks/bench_load.py first (it writes the 84,916-row catalogue)")
+    text = []
+    for rows in args.sizes:
+        child = subprocess.run([sys.executable, __file__, "--child-text", str(rows)], capture_output=True,
+                               text=True, check=True)
+        text.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    result = {"text": text, "image": image_bench(args.images) if args.images else None}
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        for row in text:
+            sys.stdout.write(f"text fit: {row}\n")
+        sys.stdout.write(f"image: {result['image']}\n")
+
+
+if __name__ == "__main__":
+    main()
