@@ -37,6 +37,7 @@ except ImportError:  # inside a built Bento the package travels as source beside
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.fusion import fuse_probabilities
+from rakuten_classifier.http_guard import RequestGuard
 from rakuten_classifier.inference import build_answer, image_model_for, text_model_for
 from rakuten_classifier.jobs import JobConflict, JobManager
 from rakuten_classifier.preprocessing import ImageError, load_image, product_text
@@ -49,6 +50,8 @@ MAX_TEXT_CHARS = int(os.environ.get("RAKUTEN_MAX_TEXT_CHARS", 20_000))
 MAX_IMAGE_BYTES = int(os.environ.get("RAKUTEN_MAX_IMAGE_BYTES", 10 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("RAKUTEN_MAX_IMAGE_PIXELS", 40_000_000))
 MAX_BATCH_ITEMS = int(os.environ.get("RAKUTEN_MAX_BATCH_ITEMS", 256))
+# Whole request body: a batch of base64 images is the largest legitimate request.
+MAX_BODY_BYTES = int(os.environ.get("RAKUTEN_MAX_BODY_BYTES", 64 * 1024 * 1024))
 RELOAD_SECONDS = float(os.environ.get("RAKUTEN_RELOAD_SECONDS", 5))
 # Adaptive batching answers 503 when a request would wait longer than this; on 2 busy cores a
 # batch of 32 images takes seconds, so the bound is generous and only sheds a real overload.
@@ -452,3 +455,6 @@ class RakutenClassifier:
         from rakuten_classifier import web
 
         return web.example_image_response(n)
+
+
+RakutenClassifier.add_asgi_middleware(RequestGuard, max_body_bytes=MAX_BODY_BYTES)

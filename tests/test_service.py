@@ -200,3 +200,16 @@ def test_http_scores_equal_rakuten_evaluate(served, sample_dir, session_data_roo
                                         zero_division=0)), 4)
         key = {"multimodal": "fused", "text": "text", "image": "image"}[mode]
         assert weighted == expected[key]["weighted_f1"], mode
+
+
+@pytest.mark.parametrize(
+    "content_type, body, status, message",
+    [
+        ("multipart/form-data", b'{"designation": "x"}', 400, "without a boundary"),
+        ("multipart/form-data; boundary=ace3", b"--ace3\r\n-16409--ace3--\r\n", 400, "malformed multipart"),
+    ],
+)
+def test_http_malformed_multipart_is_a_400_not_a_500(served, content_type, body, status, message):
+    for route in ("/predict_multimodal", "/predict_image", "/predict_text", "/train"):
+        answer = httpx.post(f"{served.url}{route}", content=body, headers={"content-type": content_type})
+        assert answer.status_code == status and message in answer.json()["error"], route

@@ -1,0 +1,40 @@
+"""The ASGI guard: body limit and multipart validation, on a bare ASGI app."""
+
+import asyncio
+
+from rakuten_classifier.http_guard import RequestGuard, multipart_problem
+
+
+def test_multipart_problem_detects_missing_boundary_and_broken_parts():
+    assert multipart_problem(b"multipart/form-data", b"x") == "multipart/form-data without a boundary"
+    assert "malformed" in multipart_problem(b"multipart/form-data; boundary=b", b"--b\r\n-1--b--\r\n")
+    good = b'--b\r\nContent-Disposition: form-data; name="designation"\r\n\r\nlivre\r\n--b--\r\n'
+    assert multipart_problem(b"multipart/form-data; boundary=b", good) is None
+
+
+def _call(guard, headers, chunks):
+    sent, seen = [], []
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        message = await receive()
+        seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    guard.app = app
+    asyncio.run(guard({"type": "http", "method": "POST", "headers": headers}, receive, send))
+    return sent[0]["status"], seen
+
+
+def test_guard_refuses_oversized_bodies_and_replays_valid_ones():
+    guard = RequestGuard(None, max_body_bytes=10)
+    assert _call(guard, [(b"content-length", b"11")], [b"x" * 11])[0] == 413
+    assert _call(guard, [], [b"x" * 6, b"y" * 6])[0] == 413  # no content-length: counted while reading
+    status, seen = _call(guard, [(b"content-type", b"application/json")], [b'{"a":', b"1}"])
+    assert status == 200 and seen == [b'{"a":1}']
