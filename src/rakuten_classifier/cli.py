@@ -69,17 +69,15 @@ def cmd_train(args: argparse.Namespace) -> dict:
     """rakuten train text|image|fusion|all."""
     from . import training
 
+    if args.target == "all":
+        return training.train_all(args.data_dir, args.db, text_backbone=args.backbone,
+                                  transformer=_transformer_params(args), **_image_options(args))
     data = training.load_training_data(args.data_dir, args.db)
     if args.target == "text":
         return training.train_text(data, backbone=args.backbone, transformer=_transformer_params(args))
     if args.target == "image":
         return training.train_image(data, **_image_options(args))
-    if args.target == "fusion":
-        return training.train_fusion(data)
-    text = training.train_text(data, backbone=args.backbone, transformer=_transformer_params(args))
-    image = training.train_image(data, **_image_options(args))
-    fusion = training.train_fusion(data, text_tag=text["tag"], image_tag=image["tag"])
-    return {"text": text, "image": image, "fusion": fusion}
+    return training.train_fusion(data)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:

@@ -564,6 +564,21 @@ def _fit_logistic_head(
     return torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32), {"C": c}
 
 
+def _set_head_from_logistic(
+    model: "ImageClassifier", train_views: list[np.ndarray], y_train: np.ndarray, val_views: list[np.ndarray],
+    y_val: np.ndarray, c_grid: Sequence[float], seed: int, info: dict,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit the logistic head on pooled features of every view, copy it into ``model.head``, record its info."""
+    weight, bias, head_info = _fit_logistic_head(
+        np.concatenate(train_views), np.tile(y_train, len(train_views)), val_views, y_val, c_grid, seed
+    )
+    with torch.no_grad():
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias)
+    info.update(head_info)
+    return weight, bias
+
+
 def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -656,13 +671,7 @@ def fit_image_model(
         info["feature_cache_hits"] = hits
         info["features_s"] = round(time.perf_counter() - started, 2)
         head_started = time.perf_counter()
-        weight, bias, head_info = _fit_logistic_head(
-            np.concatenate(tr_feats), np.tile(y_train, len(tr_feats)), va_feats, y_val, c_grid, seed
-        )
-        with torch.no_grad():
-            model.head.weight.copy_(weight)
-            model.head.bias.copy_(bias)
-        info.update(head_info)
+        weight, bias = _set_head_from_logistic(model, tr_feats, y_train, va_feats, y_val, c_grid, seed, info)
         info["head_s"] = round(time.perf_counter() - head_started, 2)
         val_logits = torch.as_tensor(np.mean([f @ weight.numpy().T + bias.numpy() for f in va_feats], axis=0))
     else:
@@ -718,13 +727,7 @@ def _finetune(
         tail.eval()
         pooled_tr = [model.pool(tail(v.float().to(device))).cpu().numpy() for v in tr]
         pooled_va = [model.pool(tail(v.float().to(device))).cpu().numpy() for v in va]
-    weight, bias, head_info = _fit_logistic_head(
-        np.concatenate(pooled_tr), np.tile(y_train, len(pooled_tr)), pooled_va, y_val, DEFAULT_C_GRID, seed
-    )
-    with torch.no_grad():
-        model.head.weight.copy_(weight)
-        model.head.bias.copy_(bias)
-    info.update(head_info)
+    _set_head_from_logistic(model, pooled_tr, y_train, pooled_va, y_val, DEFAULT_C_GRID, seed, info)
 
     trainable = nn.Sequential(tail, model.pool, model.head)
     dataset = _CachedViews(tr, torch.as_tensor(y_train), seed)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .categories import CATEGORY_CODES, category_name
 from .preprocessing import load_image
-from .registry import model_path, read_fusion_config
+from .registry import model_path
 from .text_model import ModelLoadError, TextModel, load_text_model
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,3 @@ def coerce_image(image: Image.Image | str | bytes | None) -> Image.Image | None:
     if image is None:
         return None
     return load_image(image)
-
-
-def fusion_config_for(tag: str) -> dict:
-    """The fusion version's settings (cached by the registry read)."""
-    return read_fusion_config(tag)

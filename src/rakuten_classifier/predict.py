@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 
 from .fusion import fuse_probabilities
-from .inference import build_answer, coerce_image, fusion_config_for, image_model_for, text_model_for
+from .inference import build_answer, coerce_image, image_model_for, text_model_for
 from .preprocessing import product_text
-from .registry import ProductionModels, production_models
+from .registry import ProductionModels, production_models, read_fusion_config
 
 
 class NoModelError(LookupError):
@@ -35,7 +35,7 @@ def predict_multimodal(
 ) -> dict:
     """Classify one product from its text and/or image with the production models."""
     models = models or current_models()
-    config = fusion_config_for(models.fusion)
+    config = read_fusion_config(models.fusion)
     text = product_text(designation, description)
     picture = coerce_image(str(image) if isinstance(image, Path) else image)
     if not text and picture is None:

@@ -312,13 +312,16 @@ def train_fusion(
 
 def train_all(
     data_dir: str | Path | None = None, db_url: str | None = None, settings: Settings | None = None,
-    backbone: str | None = None, **image_options,
+    text_backbone: str | None = None, transformer: TransformerParams | None = None, **image_options,
 ) -> dict:
-    """Text, image, then fusion with the promotion gate; returns every tag and score."""
+    """Text, image, then fusion with the promotion gate; returns every tag and score.
+
+    ``text_backbone`` selects the transformer text model; ``image_options`` go to `train_image`.
+    """
     settings = settings or get_settings()
     started = time.perf_counter()
     data = load_training_data(data_dir, db_url, settings)
-    text = train_text(data, backbone=backbone, settings=settings)
+    text = train_text(data, backbone=text_backbone, transformer=transformer, settings=settings)
     image = train_image(data, settings=settings, **image_options)
     fusion = train_fusion(data, text_tag=text["tag"], image_tag=image["tag"], settings=settings)
     return {"text": text, "image": image, "fusion": fusion, "seconds": round(time.perf_counter() - started, 1),
