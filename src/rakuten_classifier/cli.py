@@ -1,4 +1,4 @@
-"""The `rakuten` command line: data loading, synthesis, training, evaluation."""
+"""The `rakuten` command line: data loading, synthesis, training, retraining, evaluation, monitoring."""
 
 from __future__ import annotations
 
@@ -65,19 +65,70 @@ def _transformer_params(args: argparse.Namespace):
     )
 
 
+def _tfidf_params(args: argparse.Namespace):
+    from .text_model import TfidfParams
+
+    return TfidfParams(C=args.text_c, max_features=args.text_max_features)
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     """rakuten train text|image|fusion|all."""
     from . import training
 
     if args.target == "all":
         return training.train_all(args.data_dir, args.db, text_backbone=args.backbone,
-                                  transformer=_transformer_params(args), **_image_options(args))
+                                  transformer=_transformer_params(args), tfidf=_tfidf_params(args),
+                                  **_image_options(args))
     data = training.load_training_data(args.data_dir, args.db)
     if args.target == "text":
-        return training.train_text(data, backbone=args.backbone, transformer=_transformer_params(args))
+        return training.train_text(data, backbone=args.backbone, transformer=_transformer_params(args),
+                                   tfidf=_tfidf_params(args))
     if args.target == "image":
         return training.train_image(data, **_image_options(args))
     return training.train_fusion(data)
+
+
+def cmd_retrain(args: argparse.Namespace) -> dict:
+    """rakuten retrain."""
+    from .retrain import retrain
+
+    return retrain(min_new_rows=args.min_new_rows, use_drift=not args.no_drift, force=args.force,
+                   dry_run=args.dry_run, text_backbone=args.backbone, transformer=_transformer_params(args),
+                   tfidf=_tfidf_params(args), **_image_options(args))
+
+
+def cmd_monitor_drift(args: argparse.Namespace) -> dict:
+    """rakuten monitor drift: the recent prediction log against the production reference profile."""
+    from datetime import datetime, timezone
+
+    from .drift import compare, load_profile, write_report
+    from .monitoring import recent_predictions
+    from .registry import model_path, production_models
+
+    settings = get_settings()
+    production = production_models()
+    if production is None:
+        raise LookupError("no production models in the BentoML store: nothing to compare with")
+    since = datetime.fromisoformat(args.since) if args.since else None
+    recent = recent_predictions(settings.database_url, last=args.last or (None if since else settings.drift_window),
+                                since=since)
+    if recent.empty:
+        raise LookupError(f"{settings.database_url}: no logged predictions in the window")
+    profile = load_profile(model_path(production.fusion))
+    result = compare(profile, recent, settings.drift_psi_threshold, settings.drift_p_value)
+    out = args.out or settings.reports_dir / f"drift-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.html"
+    result["report"] = str(write_report(result, profile, recent, out, production.fusion))
+    result["model"] = production.fusion
+    return result
+
+
+def cmd_monitor_accuracy(args: argparse.Namespace) -> dict:
+    """rakuten monitor accuracy: accuracy of the predictions that received feedback."""
+    from .database import get_engine
+    from .monitoring import live_accuracy
+
+    settings = get_settings()
+    return live_accuracy(get_engine(settings.database_url), args.window or settings.accuracy_window)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -100,6 +151,25 @@ def cmd_models(args: argparse.Namespace) -> dict:
         for name in (TEXT_MODEL, IMAGE_MODEL, FUSION_MODEL)
     }
     return {"production": vars(production) if production else None, **listing}
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the models trained by `train` and `retrain`."""
+    tfidf = parser.add_argument_group("text TF-IDF + linear SVM (the default text model)")
+    tfidf.add_argument("--text-c", type=float, default=1.0, help="SVM regularisation C")
+    tfidf.add_argument("--text-max-features", type=int, default=500_000, help="TF-IDF vocabulary size")
+    text = parser.add_argument_group("text transformer (instead of TF-IDF)")
+    text.add_argument("--backbone", help="Hugging Face hub id or local folder, e.g. jhu-clsp/mmBERT-base")
+    text.add_argument("--epochs", type=float, default=2.0)
+    text.add_argument("--batch-size", type=int, default=16)
+    text.add_argument("--lr", type=float, default=5e-5)
+    text.add_argument("--max-length", type=int, default=128)
+    text.add_argument("--sample-fraction", type=float, default=1.0)
+    image = parser.add_argument_group("image model")
+    image.add_argument("--image-backbone", default="mobilenet_v2",
+                       choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
+    image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
+    image.add_argument("--image-epochs", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,20 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="a challenge folder (split computed in memory)")
     source.add_argument("--db", help="SQLAlchemy URL of a loaded store (default: the configured database)")
-    text = train.add_argument_group("text transformer (default text model: TF-IDF + linear SVM)")
-    text.add_argument("--backbone", help="Hugging Face hub id or local folder, e.g. jhu-clsp/mmBERT-base")
-    text.add_argument("--epochs", type=float, default=2.0)
-    text.add_argument("--batch-size", type=int, default=16)
-    text.add_argument("--lr", type=float, default=5e-5)
-    text.add_argument("--max-length", type=int, default=128)
-    text.add_argument("--sample-fraction", type=float, default=1.0)
-    image = train.add_argument_group("image model")
-    image.add_argument("--image-backbone", default="mobilenet_v2",
-                       choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
-    image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
-    image.add_argument("--image-epochs", type=int)
+    _add_model_options(train)
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)
+
+    retrain = commands.add_parser(
+        "retrain", help="retrain from the database when new labelled rows or drift call for it; gated promotion")
+    retrain.add_argument("--min-new-rows", type=int, default=1000,
+                         help="labelled rows loaded since the production models were trained (default 1000)")
+    retrain.add_argument("--no-drift", action="store_true", help="do not let drift alone trigger a retrain")
+    retrain.add_argument("--force", action="store_true", help="train whatever the checks say (the gate still applies)")
+    retrain.add_argument("--dry-run", action="store_true", help="report the checks, train nothing")
+    _add_model_options(retrain)
+    retrain.add_argument("--json", action="store_true")
+    retrain.set_defaults(handler=cmd_retrain)
+
+    monitor = commands.add_parser("monitor", help="production monitoring").add_subparsers(
+        dest="monitor_command", required=True)
+    drift = monitor.add_parser("drift", help="compare recent predictions with the reference profile; HTML report")
+    drift.add_argument("--last", type=int, help="newest N logged predictions (default RAKUTEN_DRIFT_WINDOW)")
+    drift.add_argument("--since", help="ISO time: predictions logged after it")
+    drift.add_argument("--out", type=Path, help="report path (default <data_root>/reports/drift-<time>.html)")
+    drift.add_argument("--json", action="store_true")
+    drift.set_defaults(handler=cmd_monitor_drift)
+    accuracy = monitor.add_parser("accuracy", help="live accuracy from the feedback received")
+    accuracy.add_argument("--window", type=int, help="latest N feedback rows (default RAKUTEN_ACCURACY_WINDOW)")
+    accuracy.add_argument("--json", action="store_true")
+    accuracy.set_defaults(handler=cmd_monitor_accuracy)
 
     evaluate = commands.add_parser("evaluate", help="score the production models on a labelled folder")
     evaluate.add_argument("--data-dir", type=Path, required=True)

@@ -26,7 +26,39 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"
     )
-    train_token: SecretStr | None = Field(None, description="Bearer token enabling POST /train")
+    # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
+    train_token: SecretStr | None = Field(
+        None, description="Admin bearer token: POST /train, /jobs, /feedback, /monitor/*; unset = disabled"
+    )
+    predict_token: SecretStr | None = Field(
+        None, description="Optional bearer token required by the prediction endpoints; unset = open"
+    )
+
+    # Serving limits (service.py); each answers a 4xx with a message when exceeded.
+    max_text_chars: int = Field(20_000, gt=0, description="designation/description length (400)")
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0, description="encoded image size (413)")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="width x height, decompression bombs (413)")
+    max_batch_items: int = Field(256, gt=0, description="items of one /predict_batch call (400)")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="whole request body (413)")
+    request_timeout_s: float = Field(60.0, gt=0, description="model work of one request before a 504")
+    # Adaptive batching answers 503 when a request would wait longer than this; on 2 busy cores a
+    # batch of images takes seconds, so the bound is generous and only sheds a real overload.
+    max_latency_ms: int = Field(30_000, ge=1000)
+    # Largest batches the adaptive batcher may form. Measured on 2 cores (docs/benchmarks.md):
+    # MobileNetV2 throughput peaks at batch 8 and falls beyond; TF-IDF is cheap at any size.
+    text_max_batch: int = Field(64, ge=1)
+    image_max_batch: int = Field(8, ge=1)
+    torch_threads: int = Field(2, ge=1)
+    reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
+
+    # Monitoring (monitoring.py, drift.py).
+    log_flush_seconds: float = Field(1.0, gt=0, description="prediction-log write period (off the request path)")
+    log_buffer_max: int = Field(100_000, gt=0, description="records held in memory while the database is down")
+    drift_window: int = Field(500, ge=30, description="recent predictions compared with the reference profile")
+    drift_interval_seconds: float = Field(300.0, gt=0, description="how often the service refreshes the drift gauge")
+    drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a feature counts as drifted")
+    drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
+    accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
 
     @property
     def raw_dir(self) -> Path:
@@ -47,6 +79,11 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Logs and status files of training jobs started by POST /train."""
         return self.data_root / "jobs"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Drift and evaluation reports."""
+        return self.data_root / "reports"
 
     @property
     def database_url(self) -> str:

@@ -53,6 +53,40 @@ products = sa.Table(
     sa.Column("load_id", sa.Integer, sa.ForeignKey("loads.id"), nullable=False),
 )
 
+# Monitoring (monitoring.py): one row per served prediction, written in batches off the request path.
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+    sa.Column("text_sha256", sa.String(64), nullable=False),  # fingerprint, not the text itself
+    sa.Column("text_length", sa.Integer, nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("image_present", sa.Boolean, nullable=False),
+    sa.Column("image_width", sa.Integer),
+    sa.Column("image_height", sa.Integer),
+    sa.Column("image_brightness", sa.Float),
+    sa.Column("modality", sa.String(8), nullable=False),  # both | text | image
+    sa.Column("prdtypecode", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("top_probabilities", sa.Text, nullable=False),  # JSON [[code, probability], ...]
+    sa.Column("text_weight", sa.Float, nullable=False),
+    sa.Column("fusion_model", sa.String(128), nullable=False),
+    sa.Column("text_model", sa.String(128)),
+    sa.Column("image_model", sa.String(128)),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), primary_key=True),
+    sa.Column("prdtypecode", sa.Integer, nullable=False),
+    sa.Column("correct", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 INSERT_CHUNK = 5000
 
 

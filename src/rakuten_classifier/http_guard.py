@@ -1,4 +1,4 @@
-"""ASGI middleware in front of the service: request-body size limit and malformed multipart bodies.
+"""ASGI middleware in front of the service: prediction token, body size limit, malformed multipart.
 
 BentoML parses a multipart body inside its handler and answers 500 when the body is malformed
 (no boundary, broken part headers). This guard buffers the body (bounded), checks that a
@@ -13,6 +13,8 @@ import logging
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from .auth import check_bearer
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,29 @@ def multipart_problem(content_type: bytes, body: bytes) -> str | None:
     return None
 
 
-class RequestGuard:
-    """Rejects bodies over ``max_body_bytes`` (413) and unparsable multipart bodies (400)."""
+PREDICTION_PATH_PREFIX = "/predict"
 
-    def __init__(self, app, max_body_bytes: int):
+
+class RequestGuard:
+    """Refuses unauthorised predictions (401/403, when a prediction token is set), bodies over
+    ``max_body_bytes`` (413) and unparsable multipart bodies (400), before BentoML sees them."""
+
+    def __init__(self, app, max_body_bytes: int, predict_token: str | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.predict_token = predict_token
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        if self.predict_token and scope["path"].startswith(PREDICTION_PATH_PREFIX):
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            refusal = check_bearer(authorization, self.predict_token, "prediction", required=True)
+            if refusal is not None:
+                return await _send_error(send, refusal.status, refusal.message)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await _send_error(send, 413, f"request body is {int(declared)} bytes; the limit is {self.max_body_bytes}")

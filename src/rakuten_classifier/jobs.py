@@ -83,8 +83,8 @@ class JobManager:
             _write_status(self.jobs_dir / job_id, state="failed", error="job process died", finished_at=_now())
         return None
 
-    def start(self, data_dir: Path | None = None) -> str:
-        """Spawn a training job; JobConflict if one is running."""
+    def start(self, data_dir: Path | None = None, retrain: bool = False) -> str:
+        """Spawn a training job (or a `rakuten retrain` check); JobConflict if one is running."""
         if self.active_job() is not None:
             raise JobConflict(f"training job {self.active_job()} is still running")
         job_id = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -96,10 +96,12 @@ class JobManager:
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir()
         _write_status(job_dir, job_id=job_id, state="running", stage=STAGES[0], progress=0.0, started_at=_now(),
-                      data_dir=str(data_dir) if data_dir else None)
+                      data_dir=str(data_dir) if data_dir else None, kind="retrain" if retrain else "train")
         command = [sys.executable, "-m", "rakuten_classifier.jobs", str(job_dir)]
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
+        if retrain:
+            command.append("--retrain")
         with open(job_dir / LOG_FILE, "ab") as log_file:
             child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
@@ -125,7 +127,16 @@ class JobManager:
         return status
 
 
-def run_job(job_dir: Path, data_dir: Path | None) -> int:
+def run_retrain_job(job_dir: Path) -> None:
+    """The retrain variant: `rakuten retrain` with its default thresholds, result in the status."""
+    from .retrain import retrain
+
+    result = retrain()
+    _write_status(job_dir, state="succeeded", stage=STAGES[4], progress=1.0, finished_at=_now(),
+                  retrain=result, promoted=result["promoted"], outcome=result["outcome"])
+
+
+def run_job(job_dir: Path, data_dir: Path | None, retrain: bool = False) -> int:
     """The job process: train everything, record stages and metrics, release the lock."""
     from . import training
 
@@ -138,6 +149,9 @@ def run_job(job_dir: Path, data_dir: Path | None) -> int:
 
     try:
         started = time.perf_counter()
+        if retrain:
+            run_retrain_job(job_dir)
+            return 0
         stage(0)
         data = training.load_training_data(data_dir=data_dir)
         stage(1)
@@ -165,5 +179,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="run one training job (started by POST /train)")
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--retrain", action="store_true")
     arguments = parser.parse_args()
-    raise SystemExit(run_job(arguments.job_dir, arguments.data_dir))
+    raise SystemExit(run_job(arguments.job_dir, arguments.data_dir, arguments.retrain))

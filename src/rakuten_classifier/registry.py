@@ -12,6 +12,7 @@ fusion version gets that label only by passing the promotion gate (see training.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -29,6 +30,8 @@ TEXT_MODEL = "rakuten-text"
 IMAGE_MODEL = "rakuten-image"
 FUSION_MODEL = "rakuten-fusion"
 FUSION_FILE = "fusion.json"
+# Written last into every model folder: SHA-256 of each file, so a truncated or edited model is refused.
+MANIFEST_FILE = "manifest.json"
 PRODUCTION = "production"
 CANDIDATE = "candidate"
 
@@ -45,12 +48,54 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
+def _file_digests(directory: Path) -> dict[str, str]:
+    digests = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_FILE and path.name != "model.yaml":
+            digests[path.relative_to(directory).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
 def save_to_store(name: str, write: Callable[[Path], None], labels: dict, metadata: dict) -> str:
-    """Create a model version: ``write`` fills its folder; returns the tag as a string."""
+    """Create a model version: ``write`` fills its folder, then its manifest is written; returns the tag."""
     with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
-        write(Path(model.path))
+        directory = Path(model.path)
+        write(directory)
+        (directory / MANIFEST_FILE).write_text(json.dumps(_file_digests(directory), indent=1))
     log.info("saved %s", model.tag)
     return str(model.tag)
+
+
+class CorruptModel(RuntimeError):
+    """A stored model whose files do not match its manifest (truncated, edited, or missing)."""
+
+
+def verify_model(tag: str) -> None:
+    """Check a stored version's files against its manifest; CorruptModel says what is wrong."""
+    try:
+        directory = model_path(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise CorruptModel(f"{tag}: not in the model store") from exc
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CorruptModel(f"{tag}: no {MANIFEST_FILE} (incomplete save, or saved outside `rakuten train`)")
+    try:
+        expected = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CorruptModel(f"{tag}: unreadable {MANIFEST_FILE}") from exc
+    actual = _file_digests(directory)
+    missing = sorted(set(expected) - set(actual))
+    changed = sorted(name for name in expected if name in actual and actual[name] != expected[name])
+    if missing or changed:
+        raise CorruptModel(f"{tag}: {'missing ' + ', '.join(missing) if missing else ''}"
+                           f"{'; ' if missing and changed else ''}"
+                           f"{'content changed: ' + ', '.join(changed) if changed else ''}")
+
+
+def verify_production(models: "ProductionModels") -> None:
+    """Verify the three versions that serve together (CorruptModel on the first bad one)."""
+    for tag in (models.fusion, models.text, models.image):
+        verify_model(tag)
 
 
 def model_path(tag: str) -> Path:
@@ -96,5 +141,30 @@ def production_models() -> ProductionModels | None:
     fusion_tag = latest_tag(FUSION_MODEL, stage=PRODUCTION)
     if fusion_tag is None:
         return None
+    return models_of(fusion_tag)
+
+
+def models_of(fusion_tag: str) -> ProductionModels:
+    """The text and image versions a fusion version combines."""
     config = read_fusion_config(fusion_tag)
     return ProductionModels(fusion=fusion_tag, text=config["text_model"], image=config["image_model"])
+
+
+def last_good_production() -> tuple[ProductionModels | None, dict[str, str]]:
+    """The newest production models whose files verify, and why newer ones were refused."""
+    try:
+        versions = bentoml.models.list(FUSION_MODEL)
+    except bentoml.exceptions.NotFound:
+        return None, {}
+    production = [m for m in versions if m.info.labels.get("stage") == PRODUCTION]
+    refused = {}
+    for model in sorted(production, key=lambda m: m.info.creation_time, reverse=True):
+        tag = str(model.tag)
+        try:
+            models = models_of(tag)
+            verify_production(models)
+            return models, refused
+        except (CorruptModel, OSError, KeyError, json.JSONDecodeError) as exc:
+            refused[tag] = str(exc)
+            log.error("production %s refused: %s", tag, exc)
+    return None, refused

@@ -36,7 +36,9 @@ def tracked_run(settings: Settings, run_name: str, tags: dict | None = None) -> 
         experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root)
     else:
         experiment_id = experiment.experiment_id
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    # Inside another run (a retrain wrapping the training steps) the step becomes a child run.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
         yield run
 
 

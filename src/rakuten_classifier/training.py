@@ -19,6 +19,7 @@ from .categories import CATEGORY_CODES
 from .config import Settings, get_settings
 from .database import load_products
 from .dataset import DataError, data_fingerprint
+from .drift import build_profile, reference_features, save_profile
 from .fusion import FUSION_METHODS, fuse_probabilities, learn_text_weight
 from .inference import image_model_for, image_proba_for_paths, text_model_for
 from .metrics import classification_scores, report_text, save_confusion_matrix
@@ -53,6 +54,11 @@ class TrainingData:
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split ('train', 'val' or 'test')."""
         return self.products[self.products["split"] == name]
+
+    def provenance(self) -> dict:
+        """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""
+        load_ids = self.products["load_id"].dropna() if "load_id" in self.products else pd.Series([], dtype=float)
+        return {"labelled_rows": len(self.products), "last_load_id": int(load_ids.max()) if len(load_ids) else None}
 
 
 def load_training_data(
@@ -293,26 +299,39 @@ def train_fusion(
             "promotion": reason,
         }
 
+        # Reference for drift monitoring: the held-out rows as the service would log them.
+        held_out = pd.concat([val, test])
+        held_out_fused = np.vstack([fuse_probabilities(val_text, val_image, weight, method), fused])
+        profile = build_profile(
+            reference_features(held_out["text"].tolist(), held_out["image_path"].tolist(), held_out_fused,
+                               seed=settings.seed),
+            label_codes=held_out["prdtypecode"], seed=settings.seed,
+        )
+
         def write(directory: Path) -> None:
             import json
 
             (directory / FUSION_FILE).write_text(json.dumps(config, indent=2))
+            save_profile(profile, directory)
 
         metadata = _common_metadata(data, run.info.run_id, {"method": method, "text_weight": weight},
                                     {"test": test_metrics}, 0.0)
-        metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": reason})
+        metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": reason,
+                         **data.provenance()})
         tag = save_to_store(FUSION_MODEL, write, {"method": method, "stage": PRODUCTION if promote else CANDIDATE},
                             metadata)
         mlflow.set_tag("model_tag", tag)
     log.info("fusion %s (%s, w=%.2f): test weighted F1 %.4f; %s", tag, method, weight,
              test_metrics["fused"]["weighted_f1"], reason)
     return {"tag": tag, "method": method, "text_weight": weight, "metrics": test_metrics,
-            "promoted": promote, "promotion": reason, "text_model": text_tag, "image_model": image_tag}
+            "promoted": promote, "promotion": reason, "text_model": text_tag, "image_model": image_tag,
+            "production_before": current.fusion if current else None, "production_before_test_weighted_f1": production_f1}
 
 
 def train_all(
     data_dir: str | Path | None = None, db_url: str | None = None, settings: Settings | None = None,
-    text_backbone: str | None = None, transformer: TransformerParams | None = None, **image_options,
+    text_backbone: str | None = None, transformer: TransformerParams | None = None,
+    tfidf: TfidfParams | None = None, **image_options,
 ) -> dict:
     """Text, image, then fusion with the promotion gate; returns every tag and score.
 
@@ -321,7 +340,7 @@ def train_all(
     settings = settings or get_settings()
     started = time.perf_counter()
     data = load_training_data(data_dir, db_url, settings)
-    text = train_text(data, backbone=text_backbone, transformer=transformer, settings=settings)
+    text = train_text(data, backbone=text_backbone, transformer=transformer, tfidf=tfidf, settings=settings)
     image = train_image(data, settings=settings, **image_options)
     fusion = train_fusion(data, text_tag=text["tag"], image_tag=image["tag"], settings=settings)
     return {"text": text, "image": image, "fusion": fusion, "seconds": round(time.perf_counter() - started, 1),

@@ -1,0 +1,247 @@
+"""Data drift: a reference profile stored with each fusion model, compared with the prediction log.
+
+Features (the same names as the prediction-log columns, so one function reads both):
+  numeric      text_length, image_width, image_height, image_brightness, confidence
+               -> two-sample Kolmogorov-Smirnov test + PSI on the reference's deciles
+  categorical  language, modality, prdtypecode (the predicted category)
+               -> chi-square test of homogeneity + PSI
+
+A feature drifts when its shift is both significant (p < drift_p_value) and large
+(PSI >= drift_psi_threshold): significance alone flags trivial shifts on big windows, PSI alone
+flags noise on small ones. The drift score is the largest PSI over the features that could be
+measured; the window drifts when any feature does.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PROFILE_FILE = "drift_profile.json"
+NUMERIC_FEATURES = ("text_length", "image_width", "image_height", "image_brightness", "confidence")
+CATEGORICAL_FEATURES = ("language", "modality", "prdtypecode")
+# Values kept per numeric feature in the profile: enough for KS and deciles, small enough for JSON.
+MAX_REFERENCE_VALUES = 5000
+# Fewer observations than this on either side: the feature is reported, not tested.
+MIN_OBSERVATIONS = 30
+
+
+def reference_features(
+    texts: list[str], image_paths: list[str | None], fused_proba: np.ndarray, max_images: int = 2000, seed: int = 0,
+) -> pd.DataFrame:
+    """Prediction-log features of held-out rows, computed as the service computes them when serving."""
+    from PIL import Image
+
+    from .categories import CATEGORY_CODES
+    from .monitoring import detect_language, image_brightness
+    from .preprocessing import load_image
+
+    rng = np.random.default_rng(seed)
+    with_image = [i for i, path in enumerate(image_paths) if isinstance(path, str)]
+    measured = set(rng.choice(with_image, min(max_images, len(with_image)), replace=False).tolist()) if with_image else set()
+    rows = []
+    for i, (text, path) in enumerate(zip(texts, image_paths)):
+        row = {"text_length": len(text), "language": detect_language(text),
+               "modality": "both" if isinstance(path, str) and text else ("image" if isinstance(path, str) else "text"),
+               "image_width": None, "image_height": None, "image_brightness": None,
+               "prdtypecode": int(CATEGORY_CODES[int(np.argmax(fused_proba[i]))]),
+               "confidence": float(np.max(fused_proba[i]))}
+        if i in measured:
+            try:
+                with Image.open(path) as header:
+                    row["image_width"], row["image_height"] = header.size
+                row["image_brightness"] = image_brightness(load_image(path))
+            except Exception as exc:  # an unreadable file is a missing image here too
+                log.warning("%s: unreadable image left out of the drift profile (%s)", path, exc)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_profile(features: pd.DataFrame, label_codes: pd.Series | None = None, seed: int = 0) -> dict:
+    """Reference profile of a frame with the prediction-log feature columns."""
+    rng = np.random.default_rng(seed)
+    numeric = {}
+    for name in NUMERIC_FEATURES:
+        values = features[name].dropna().astype(float).to_numpy()
+        if len(values) > MAX_REFERENCE_VALUES:
+            values = rng.choice(values, MAX_REFERENCE_VALUES, replace=False)
+        numeric[name] = [round(float(v), 4) for v in values]
+    categorical = {
+        name: {str(k): int(v) for k, v in features[name].dropna().astype(str).value_counts().items()}
+        for name in CATEGORICAL_FEATURES
+    }
+    profile = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": len(features),
+               "numeric": numeric, "categorical": categorical}
+    if label_codes is not None:
+        profile["label_prior"] = {str(k): int(v) for k, v in label_codes.astype(int).astype(str).value_counts().items()}
+    return profile
+
+
+def save_profile(profile: dict, directory: Path) -> None:
+    """Write the profile beside a model's files."""
+    (Path(directory) / PROFILE_FILE).write_text(json.dumps(profile))
+
+
+def load_profile(directory: Path) -> dict:
+    """The profile stored in a model folder (FileNotFoundError names the folder)."""
+    path = Path(directory) / PROFILE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {PROFILE_FILE}; this model was trained before drift profiles existed")
+    return json.loads(path.read_text())
+
+
+def _smoothed(counts: np.ndarray) -> np.ndarray:
+    """Proportions with half a count added per bin, so empty bins do not make PSI infinite."""
+    counts = counts.astype(float) + 0.5
+    return counts / counts.sum()
+
+
+def psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
+    """Population stability index between two binned distributions."""
+    expected, actual = _smoothed(np.asarray(expected_counts)), _smoothed(np.asarray(actual_counts))
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _numeric_drift(reference: np.ndarray, recent: np.ndarray) -> dict:
+    from scipy.stats import ks_2samp
+
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, 11))[1:-1])
+    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    new_counts = np.bincount(np.searchsorted(edges, recent, side="right"), minlength=len(edges) + 1)
+    result = ks_2samp(reference, recent)
+    return {"test": "kolmogorov-smirnov", "statistic": float(result.statistic), "p_value": float(result.pvalue),
+            "psi": psi(ref_counts, new_counts),
+            "reference_mean": float(np.mean(reference)), "recent_mean": float(np.mean(recent))}
+
+
+def _categorical_drift(reference: dict[str, int], recent: pd.Series) -> dict:
+    from scipy.stats import chi2_contingency
+
+    recent_counts = recent.astype(str).value_counts().to_dict()
+    categories = sorted(set(reference) | set(recent_counts))
+    table = np.array([[reference.get(c, 0) for c in categories], [recent_counts.get(c, 0) for c in categories]])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        statistic, p_value = 0.0, 1.0
+    else:
+        statistic, p_value, _, _ = chi2_contingency(table)
+    return {"test": "chi-square", "statistic": float(statistic), "p_value": float(p_value),
+            "psi": psi(table[0], table[1]),
+            "reference_top": max(reference, key=reference.get) if reference else None,
+            "recent_top": max(recent_counts, key=recent_counts.get) if recent_counts else None}
+
+
+def compare(profile: dict, recent: pd.DataFrame, psi_threshold: float = 0.25, p_value: float = 0.01) -> dict:
+    """Drift of the recent prediction-log rows against the reference profile, feature by feature."""
+    features = []
+    for name in NUMERIC_FEATURES:
+        reference = np.asarray(profile["numeric"].get(name, []), dtype=float)
+        values = recent[name].dropna().astype(float).to_numpy() if name in recent else np.array([])
+        entry = {"feature": name, "kind": "numeric", "n_reference": len(reference), "n_recent": len(values)}
+        if len(reference) >= MIN_OBSERVATIONS and len(values) >= MIN_OBSERVATIONS:
+            entry.update(_numeric_drift(reference, values))
+        features.append(entry)
+    for name in CATEGORICAL_FEATURES:
+        reference = profile["categorical"].get(name, {})
+        values = recent[name].dropna() if name in recent else pd.Series([], dtype=str)
+        entry = {"feature": name, "kind": "categorical", "n_reference": sum(reference.values()), "n_recent": len(values)}
+        if entry["n_reference"] >= MIN_OBSERVATIONS and len(values) >= MIN_OBSERVATIONS:
+            entry.update(_categorical_drift(reference, values))
+        features.append(entry)
+    for entry in features:
+        if "psi" not in entry:
+            entry.update(drifted=None, note=f"fewer than {MIN_OBSERVATIONS} observations on one side")
+        else:
+            entry["drifted"] = bool(entry["p_value"] < p_value and entry["psi"] >= psi_threshold)
+    measured = [e for e in features if e["drifted"] is not None]
+    times = pd.to_datetime(recent["created_at"]) if "created_at" in recent and len(recent) else None
+    return {
+        "window": len(recent),
+        "from": times.min().isoformat() if times is not None else None,
+        "to": times.max().isoformat() if times is not None else None,
+        "drift_score": round(max((e["psi"] for e in measured), default=0.0), 6),
+        "drifted": any(e["drifted"] for e in measured),
+        "drifted_features": [e["feature"] for e in measured if e["drifted"]],
+        "psi_threshold": psi_threshold,
+        "p_value_threshold": p_value,
+        "features": features,
+    }
+
+
+def _figure_png(feature: str, kind: str, profile: dict, recent: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    if kind == "numeric":
+        reference = np.asarray(profile["numeric"].get(feature, []), dtype=float)
+        values = recent[feature].dropna().astype(float).to_numpy() if feature in recent else np.array([])
+        both = np.concatenate([reference, values]) if len(reference) + len(values) else np.array([0.0])
+        bins = np.histogram_bin_edges(both, bins=30)
+        ax.hist(reference, bins=bins, density=True, alpha=0.5, label=f"reference (n={len(reference)})")
+        ax.hist(values, bins=bins, density=True, alpha=0.5, label=f"recent (n={len(values)})")
+    else:
+        reference = profile["categorical"].get(feature, {})
+        counts = recent[feature].dropna().astype(str).value_counts().to_dict() if feature in recent else {}
+        categories = sorted(set(reference) | set(counts), key=lambda c: -reference.get(c, 0))
+        ref_total, new_total = max(sum(reference.values()), 1), max(sum(counts.values()), 1)
+        x = np.arange(len(categories))
+        ax.bar(x - 0.2, [reference.get(c, 0) / ref_total for c in categories], 0.4, label="reference")
+        ax.bar(x + 0.2, [counts.get(c, 0) / new_total for c in categories], 0.4, label="recent")
+        ax.set_xticks(x, categories, rotation=90, fontsize=7)
+    ax.set_title(feature)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(result: dict, profile: dict, recent: pd.DataFrame, path: Path, model_tag: str) -> Path:
+    """A self-contained HTML report: verdict, per-feature table, reference-vs-recent plots."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    verdict = "DRIFT DETECTED" if result["drifted"] else "no drift detected"
+    rows, plots = [], []
+    for entry in result["features"]:
+        def fmt(key: str) -> str:
+            value = entry.get(key)
+            return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else html.escape(str(value)))
+
+        state = {True: "drifted", False: "stable", None: "not measured"}[entry["drifted"]]
+        rows.append(f"<tr class='{state.replace(' ', '-')}'><td>{entry['feature']}</td><td>{fmt('test')}</td>"
+                    f"<td>{fmt('statistic')}</td><td>{fmt('p_value')}</td><td>{fmt('psi')}</td>"
+                    f"<td>{entry['n_reference']}</td><td>{entry['n_recent']}</td><td>{state}</td></tr>")
+        png = _figure_png(entry["feature"], entry["kind"], profile, recent)
+        plots.append(f"<figure><img alt='{entry['feature']}' src='data:image/png;base64,{png}'></figure>")
+    document = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Drift report: {verdict}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.drifted{{background:#fdd}} tr.not-measured{{color:#888}}
+figure{{display:inline-block;margin:4px}}</style></head><body>
+<h1 id="verdict">{verdict}</h1>
+<p>Model <code>{html.escape(model_tag)}</code>; window of {result['window']} predictions
+from {html.escape(str(result['from']))} to {html.escape(str(result['to']))}.
+Drift score (largest PSI) <b id="score">{result['drift_score']:.4f}</b>; a feature drifts when
+p &lt; {result['p_value_threshold']} and PSI &ge; {result['psi_threshold']}.</p>
+<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>PSI</th>
+<th>reference n</th><th>recent n</th><th>state</th></tr>
+{''.join(rows)}</table>
+<h2>Reference vs recent</h2>{''.join(plots)}
+<script type="application/json" id="result">{html.escape(json.dumps(result, default=str))}</script>
+</body></html>"""
+    path.write_text(document)
+    return path
