@@ -37,7 +37,7 @@ PORT ?= 3000
 demo: data
 	$(BIN)/rakuten train all
 	PATH=$(CURDIR)/$(BIN):$$PATH RAKUTEN_UI_EXAMPLES_DIR=$(CURDIR)/$(DATA_SRC) \
-	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT)
+	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT) --timeout-graceful-shutdown 30
 
 test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -67,6 +67,9 @@ MAX_IMAGE_BYTES = settings.max_image_bytes
 MAX_IMAGE_PIXELS = settings.max_image_pixels
 MAX_BATCH_ITEMS = settings.max_batch_items
 N_CLASSES = len(CATEGORY_CODES)
+# The entry enforces RAKUTEN_REQUEST_TIMEOUT_S (504 with a message); the model services only need a
+# backstop, so a tiny request timeout never makes them shed the batches they are computing.
+MODEL_SERVICE_TIMEOUT_S = max(settings.request_timeout_s, 60) + 30
 
 # Prometheus metrics beyond BentoML's built-ins (bentoml.metrics handles the multi-process mode).
 PREDICTIONS = bentoml.metrics.Counter(
@@ -164,7 +167,7 @@ class HotSwap:
             self.check()
 
 
-@bentoml.service(workers=1, traffic={"timeout": settings.request_timeout_s})
+@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S})
 class TextModelService:
     """Text model worker: TF-IDF/SVM or transformer probabilities, adaptively batched."""
 
@@ -183,7 +186,7 @@ class TextModelService:
         return [{"model": tag, "proba": row} for row in model.predict_proba(texts)]
 
 
-@bentoml.service(workers=1, traffic={"timeout": settings.request_timeout_s})
+@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S})
 class ImageModelService:
     """Image model worker: decodes JPEG/PNG bytes with the shared preprocessing, adaptively batched."""
 

@@ -99,7 +99,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(self.port), "--host", "127.0.0.1"],
+            # Bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until
+            # the traffic timeout, which would otherwise hold a SIGTERM for up to 90 s.
+            [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(self.port), "--host", "127.0.0.1",
+             "--timeout-graceful-shutdown", "15"],
             cwd=cwd, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -119,13 +122,24 @@ class Server:
         raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        import psutil
+
+        if self.process.poll() is not None:
+            return
+        # Workers run in process groups of their own: remember them to kill any left behind.
+        workers = psutil.Process(self.process.pid).children(recursive=True)
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for worker in workers:
             try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                if worker.is_running():
+                    worker.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def server_env(data_root: Path, **extra: str) -> dict:
@@ -139,8 +153,9 @@ def server_env(data_root: Path, **extra: str) -> dict:
 def served(trained, session_data_root, tmp_path_factory):
     """`bentoml serve service:RakutenClassifier` from the repository, over HTTP."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    server = Server("service:RakutenClassifier", server_env(session_data_root, RAKUTEN_TRAIN_TOKEN="test-token",
-                                                            RAKUTEN_RELOAD_SECONDS="1"), REPO_ROOT, log_path)
+    env = server_env(session_data_root, RAKUTEN_TRAIN_TOKEN="test-token", RAKUTEN_RELOAD_SECONDS="1",
+                     RAKUTEN_DRIFT_WINDOW="300")
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, log_path)
     try:
         server.wait_ready()
         yield server

@@ -58,7 +58,11 @@ class TrainingData:
     def provenance(self) -> dict:
         """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""
         load_ids = self.products["load_id"].dropna() if "load_id" in self.products else pd.Series([], dtype=float)
-        return {"labelled_rows": len(self.products), "last_load_id": int(load_ids.max()) if len(load_ids) else None}
+        # BentoML metadata takes no None: the load id is left out when the data came from a folder.
+        provenance = {"labelled_rows": len(self.products)}
+        if len(load_ids):
+            provenance["last_load_id"] = int(load_ids.max())
+        return provenance
 
 
 def load_training_data(

@@ -1,0 +1,338 @@
+"""Faults the service must survive: a training job killed midway, and corrupt models in the store.
+
+The killed job runs in a copy of the session's store (the job subprocess follows BENTOML_HOME from
+the environment), and stores other than the session's are read through a `python -c` subprocess:
+BentoML resolves its home once per process, so this process only ever sees the session's store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bentoml
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from conftest import REPO_ROOT, Server, server_env
+from rakuten_classifier import registry
+from rakuten_classifier.registry import CorruptModel, save_to_store, verify_model
+
+# ------------------------------------------------------------------ helpers
+
+# Runs in a subprocess whose BENTOML_HOME is another store; prints one JSON document.
+STORE_TOOL = r'''
+import json, shutil, sys
+import bentoml
+from rakuten_classifier import registry as r
+
+def versions(name):
+    try:
+        return sorted((m for m in bentoml.models.list(name)), key=lambda m: m.info.creation_time)
+    except bentoml.exceptions.NotFound:
+        return []
+
+def copy_version(tag, name, edit=None):
+    """A new version of `name` holding the files of `tag` (same labels and metadata), via save_to_store."""
+    source, info = r.model_path(tag), r.model_info(tag)
+    def write(directory):
+        for item in source.iterdir():
+            if item.name in (r.MANIFEST_FILE, "model.yaml"):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, directory / item.name)
+        if edit:
+            edit(directory)
+    return r.save_to_store(name, write, info["labels"], info["metadata"])
+
+op = sys.argv[1]
+if op == "state":
+    production = r.production_models()
+    print(json.dumps({
+        "production": None if production is None else production.__dict__,
+        "fusion": [str(m.tag) for m in versions(r.FUSION_MODEL)],
+        "production_fusion": [str(m.tag) for m in versions(r.FUSION_MODEL)
+                              if m.info.labels.get("stage") == r.PRODUCTION],
+        "text": [str(m.tag) for m in versions(r.TEXT_MODEL)],
+        "image": [str(m.tag) for m in versions(r.IMAGE_MODEL)],
+    }))
+elif op == "corrupt-production":
+    # A new production trio: a copy of the production text model, then truncated, and a fusion naming it.
+    current = r.production_models()
+    text_tag = copy_version(current.text, r.TEXT_MODEL)
+    def point_at_copy(directory):
+        config = json.loads((directory / r.FUSION_FILE).read_text())
+        config["text_model"] = text_tag
+        (directory / r.FUSION_FILE).write_text(json.dumps(config, indent=2))
+    fusion_tag = copy_version(current.fusion, r.FUSION_MODEL, point_at_copy)
+    folder = r.model_path(text_tag)
+    largest = max((p for p in folder.rglob("*") if p.is_file() and p.name not in (r.MANIFEST_FILE, "model.yaml")),
+                  key=lambda p: p.stat().st_size)
+    size = largest.stat().st_size
+    with open(largest, "r+b") as handle:
+        handle.truncate(size // 2)
+    print(json.dumps({"fusion": fusion_tag, "text": text_tag, "truncated": largest.name, "bytes": [size, size // 2],
+                      "previous": current.__dict__}))
+'''
+
+
+def store_tool(home: Path, *arguments: str) -> dict:
+    """Run STORE_TOOL against the store at ``home``."""
+    env = dict(os.environ, BENTOML_HOME=str(home))
+    done = subprocess.run([sys.executable, "-c", STORE_TOOL, *arguments], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def copy_session_store(target: Path) -> Path:
+    """A copy of the session's model store (after `trained`), so a test may change it freely."""
+    home = target / "bentoml"
+    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
+    return home
+
+
+def _sample_product(sample_dir: Path) -> tuple[dict, bytes]:
+    from rakuten_classifier.training import load_training_data
+
+    row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
+    return {"designation": row.designation, "description": row.description}, Path(row.image_path).read_bytes()
+
+
+# ------------------------------------------------------------------ corrupt model (unit, session store)
+
+
+def _probe_model(name: str, files: dict[str, bytes], labels: dict | None = None) -> str:
+    def write(directory: Path) -> None:
+        for relative, content in files.items():
+            (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+            (directory / relative).write_bytes(content)
+
+    return save_to_store(name, write, labels or {}, {})
+
+
+@pytest.fixture
+def probes():
+    """Throwaway versions under names nothing else reads; deleted afterwards."""
+    created: list[str] = []
+    yield created
+    for tag in created:
+        try:
+            bentoml.models.delete(tag)
+        except bentoml.exceptions.NotFound:
+            pass
+
+
+def test_verify_model_refuses_truncated_deleted_and_unmanifested_files(probes):
+    files = {"weights.bin": os.urandom(4096), "nested/config.json": b'{"a": 1}'}
+    good = _probe_model("faults-probe", files)
+    probes.append(good)
+    verify_model(good)  # as saved: verifies
+
+    truncated = _probe_model("faults-probe", files)
+    probes.append(truncated)
+    with open(registry.model_path(truncated) / "weights.bin", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(CorruptModel, match="content changed: weights.bin"):
+        verify_model(truncated)
+
+    deleted = _probe_model("faults-probe", files)
+    probes.append(deleted)
+    (registry.model_path(deleted) / "nested" / "config.json").unlink()
+    with pytest.raises(CorruptModel, match="missing nested/config.json"):
+        verify_model(deleted)
+
+    unmanifested = _probe_model("faults-probe", files)
+    probes.append(unmanifested)
+    (registry.model_path(unmanifested) / registry.MANIFEST_FILE).unlink()
+    with pytest.raises(CorruptModel, match="no manifest.json"):
+        verify_model(unmanifested)
+
+    with pytest.raises(CorruptModel, match="not in the model store"):
+        verify_model("faults-probe:doesnotexist")
+
+
+def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
+    # Under a fusion name of its own, so the session's production pointer is untouched.
+    monkeypatch.setattr(registry, "FUSION_MODEL", "faults-fusion")
+
+    def trio(text_bytes: bytes) -> tuple[str, str, str]:
+        text = _probe_model("faults-text", {"pipeline.joblib": text_bytes})
+        image = _probe_model("faults-image", {"image_model.pt": os.urandom(2048)})
+        config = json.dumps({"text_model": text, "image_model": image, "text_weight": 0.5}).encode()
+        fusion = _probe_model("faults-fusion", {registry.FUSION_FILE: config}, {"stage": registry.PRODUCTION})
+        probes.extend([fusion, text, image])
+        return fusion, text, image
+
+    old = trio(os.urandom(4096))
+    time.sleep(0.01)  # creation times order the production versions
+    new = trio(os.urandom(4096))
+    assert registry.last_good_production() == (registry.ProductionModels(*new), {})
+
+    with open(registry.model_path(new[1]) / "pipeline.joblib", "r+b") as handle:
+        handle.truncate(10)
+    models, refused = registry.last_good_production()
+    assert models == registry.ProductionModels(*old)
+    assert list(refused) == [new[0]] and "content changed: pipeline.joblib" in refused[new[0]]
+
+    (registry.model_path(old[2]) / "image_model.pt").unlink()  # both bad: nothing to serve
+    models, refused = registry.last_good_production()
+    assert models is None and set(refused) == {old[0], new[0]} and "missing image_model.pt" in refused[old[0]]
+
+
+# ------------------------------------------------------------------ killed training job
+
+
+def _count_products(url: str) -> int:
+    from rakuten_classifier.database import products
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(products)).scalar()
+    finally:
+        engine.dispose()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_path, monkeypatch):
+    from rakuten_classifier.config import get_settings
+    from rakuten_classifier.database import load_into_db
+    from rakuten_classifier.jobs import JobManager
+    from rakuten_classifier.synth import write_synthetic_catalogue
+
+    # The job subprocess inherits this environment: a copied store and this test's data root.
+    home = copy_session_store(tmp_path)
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    settings = get_settings()
+    assert settings.data_root == tmp_path / "data"
+    write_synthetic_catalogue(tmp_path / "synth", rows=300, seed=11, image_size=64)
+    load_into_db(tmp_path / "synth", settings.database_url, settings.seed, settings.val_fraction,
+                 settings.test_fraction)
+    rows_before = _count_products(settings.database_url)
+    before = store_tool(home, "state")
+    assert before["production"] is not None and rows_before == 300
+
+    manager = JobManager(settings.jobs_dir)
+    job_id = manager.start()  # reads the products table of the isolated data root
+    child = manager._children[job_id]
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = manager.status(job_id)
+            if status["stage"] == "image model" or status["state"] != "running":
+                break
+            time.sleep(0.2)
+        assert status["state"] == "running" and status["stage"] == "image model", status
+        time.sleep(1.0)  # midway through the image model
+        _kill_group(child.pid)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        _kill_group(child.pid)
+
+    # The lock still names the dead process until someone asks.
+    assert (settings.jobs_dir / "active.lock").read_text().split()[0] == job_id
+    assert manager.active_job() is None
+    assert not (settings.jobs_dir / "active.lock").exists()
+    status = manager.status(job_id)
+    assert status["state"] == "failed" and status["error"] == "job process died" and status["finished_at"]
+    # A fresh manager (say, a restarted server) agrees.
+    assert JobManager(settings.jobs_dir).status(job_id)["state"] == "failed"
+
+    after = store_tool(home, "state")
+    assert after["production"] == before["production"]
+    assert after["production_fusion"] == before["production_fusion"] and after["fusion"] == before["fusion"]
+    assert after["image"] == before["image"]  # killed before the image model was saved
+    assert len(after["text"]) == len(before["text"]) + 1  # the text candidate it had finished (never promoted)
+    assert _count_products(settings.database_url) == rows_before
+
+    # A new job can start (and is stopped at once: only the start matters here).
+    second = manager.start()
+    try:
+        assert second != job_id and manager.active_job() == second
+        assert manager.status(second)["state"] == "running"
+    finally:
+        _kill_group(manager._children[second].pid)
+        manager._children[second].wait(30)
+    assert manager.active_job() is None and manager.status(second)["error"] == "job process died"
+
+
+# ------------------------------------------------------------------ corrupt model over HTTP
+
+
+def _wait_for(predicate, timeout: float, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return value
+
+
+@pytest.mark.slow
+def test_served_models_survive_a_corrupt_production_version(trained, sample_dir, tmp_path):
+    home = copy_session_store(tmp_path)
+    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), RAKUTEN_RELOAD_SECONDS="1")
+    form, image = _sample_product(sample_dir)
+
+    def predict(server: Server) -> httpx.Response:
+        return httpx.post(f"{server.url}/predict_multimodal", data=form,
+                          files={"image": ("p.jpg", image, "image/jpeg")}, timeout=60)
+
+    corrupt: dict = {}
+
+    def refused_by(server: Server) -> dict | None:
+        health = httpx.get(f"{server.url}/health").json()
+        return health if corrupt["fusion"] in health["refused_models"] else None
+
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve-1.log")
+    try:
+        server.wait_ready()
+        good = httpx.get(f"{server.url}/health").json()["models"]
+        assert good["fusion"] == trained["fusion"]["tag"]
+        corrupt.update(store_tool(home, "corrupt-production"))
+        assert corrupt["previous"] == good and corrupt["truncated"] == "pipeline.joblib"
+        assert store_tool(home, "state")["production"]["fusion"] == corrupt["fusion"]  # the pointer moved
+
+        health = _wait_for(lambda: refused_by(server), 30)
+        assert health, "the corrupt production version was not refused"
+        reason = health["refused_models"][corrupt["fusion"]]
+        assert reason.startswith("CorruptModel") and corrupt["text"] in reason and "pipeline.joblib" in reason
+        time.sleep(3)  # a few more reload periods: still the old models, still answering
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["models"] == good
+        answer = predict(server)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["models"] == good
+        assert server.process.poll() is None
+    finally:
+        server.stop()
+
+    # Started while the newest production version is corrupt: serves the last good one.
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve-2.log")
+    try:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/health").json()["models"] == good
+        health = _wait_for(lambda: refused_by(server), 30)
+        assert health and "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
+        assert health["models"] == good
+        answer = predict(server)
+        assert answer.status_code == 200 and answer.json()["models"] == good, answer.text
+    finally:
+        server.stop()
+    assert "refused" in (tmp_path / "serve-2.log").read_text()
