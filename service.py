@@ -70,6 +70,11 @@ N_CLASSES = len(CATEGORY_CODES)
 # The entry enforces RAKUTEN_REQUEST_TIMEOUT_S (504 with a message); the model services only need a
 # backstop, so a tiny request timeout never makes them shed the batches they are computing.
 MODEL_SERVICE_TIMEOUT_S = max(settings.request_timeout_s, 60) + 30
+# BentoML's client to a dependency closes and replaces its HTTP session every 100 requests (and
+# every 300 s) while other requests may still be in flight on it: measured under load, those got
+# "Server disconnected" and, now and then, a request never completed (a 504 after the timeout).
+# One long-lived session per dependency avoids the race; there is one local worker to talk to.
+KEEP_CLIENT_SESSION = {"max_requests": 2_000_000_000, "max_age": 10.0**9}
 
 # Prometheus metrics beyond BentoML's built-ins (bentoml.metrics handles the multi-process mode).
 PREDICTIONS = bentoml.metrics.Counter(
@@ -167,7 +172,7 @@ class HotSwap:
             self.check()
 
 
-@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S})
+@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S}, runner_connection=KEEP_CLIENT_SESSION)
 class TextModelService:
     """Text model worker: TF-IDF/SVM or transformer probabilities, adaptively batched."""
 
@@ -179,14 +184,15 @@ class TextModelService:
         tag = str(self.model_ref.tag)
         self.models = HotSwap("text", PRODUCTION.fusion, tag, load_text_model(self.model_ref.path), text_model_for)
 
-    @bentoml.api(batchable=True, max_batch_size=settings.text_max_batch, max_latency_ms=settings.max_latency_ms)
+    @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.text_max_batch,
+                 max_latency_ms=settings.max_latency_ms)
     def predict(self, texts: list[str]) -> list[dict]:
         """Probabilities (27, CATEGORY_CODES order) for already-cleaned product texts."""
         tag, model = self.models.current
         return [{"model": tag, "proba": row} for row in model.predict_proba(texts)]
 
 
-@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S})
+@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S}, runner_connection=KEEP_CLIENT_SESSION)
 class ImageModelService:
     """Image model worker: decodes JPEG/PNG bytes with the shared preprocessing, adaptively batched."""
 
@@ -202,7 +208,8 @@ class ImageModelService:
         self.models = HotSwap("image", PRODUCTION.fusion, tag, ImageClassifier.load(self.model_ref.path),
                               image_model_for)
 
-    @bentoml.api(batchable=True, max_batch_size=settings.image_max_batch, max_latency_ms=settings.max_latency_ms)
+    @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.image_max_batch,
+                 max_latency_ms=settings.max_latency_ms)
     def predict(self, images: list[bytes]) -> list[dict]:
         """Probabilities (and brightness, for drift) of encoded images; an undecodable one gets an error entry."""
         tag, model = self.models.current

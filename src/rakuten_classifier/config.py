@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(30_000, ge=1000)
     # Largest batches the adaptive batcher may form. Measured on 2 cores (docs/benchmarks.md):
     # MobileNetV2 throughput peaks at batch 8 and falls beyond; TF-IDF is cheap at any size.
-    text_max_batch: int = Field(64, ge=1)
-    image_max_batch: int = Field(8, ge=1)
+    text_max_batch: int = Field(64, ge=2)
+    image_max_batch: int = Field(8, ge=2)
+    adaptive_batching: bool = Field(True, description="false: each request is its own model call (for comparison)")
     torch_threads: int = Field(2, ge=1)
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
 
