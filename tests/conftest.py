@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 # One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
-os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
+os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -153,8 +153,12 @@ def server_env(data_root: Path, **extra: str) -> dict:
 def served(trained, session_data_root, tmp_path_factory):
     """`bentoml serve service:RakutenClassifier` from the repository, over HTTP."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = server_env(session_data_root, RAKUTEN_TRAIN_TOKEN="test-token", RAKUTEN_RELOAD_SECONDS="1",
-                     RAKUTEN_DRIFT_WINDOW="300")
+    # `bentoml serve` empties <BENTOML_HOME>/prometheus_multiproc_dir when it starts, so a second
+    # server on the same home would wipe this one's metrics: own home, the session's models linked in.
+    home = tmp_path_factory.mktemp("served-home")
+    (home / "models").symlink_to(Path(SESSION_BENTOML_HOME) / "models", target_is_directory=True)
+    env = server_env(session_data_root, BENTOML_HOME=str(home), RAKUTEN_TRAIN_TOKEN="test-token",
+                     RAKUTEN_RELOAD_SECONDS="1", RAKUTEN_DRIFT_WINDOW="300")
     server = Server("service:RakutenClassifier", env, REPO_ROOT, log_path)
     try:
         server.wait_ready()
