@@ -395,18 +395,13 @@ class RakutenClassifier:
 
     def refresh_drift(self) -> dict | None:
         """Compare the recent prediction log with the production reference profile; update the gauges."""
-        from rakuten_classifier.drift import compare, load_profile
-        from rakuten_classifier.monitoring import recent_predictions
-        from rakuten_classifier.registry import model_path
+        from rakuten_classifier.drift import drift_of_recent
 
         self.prediction_log.flush()
-        recent = recent_predictions(settings.database_url, last=settings.drift_window)
-        if recent.empty:
+        found = drift_of_recent(settings, self.fusion.current[0], last=settings.drift_window)
+        if found is None:
             return None
-        fusion_tag = self.fusion.current[0]
-        result = compare(load_profile(model_path(fusion_tag)), recent, settings.drift_psi_threshold,
-                         settings.drift_p_value)
-        result["model"] = fusion_tag
+        result = found[0]
         DRIFT_SCORE.set(result["drift_score"])
         DRIFT_DETECTED.set(1 if result["drifted"] else 0)
         for entry in result["features"]:

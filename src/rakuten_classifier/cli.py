@@ -101,24 +101,21 @@ def cmd_monitor_drift(args: argparse.Namespace) -> dict:
     """rakuten monitor drift: the recent prediction log against the production reference profile."""
     from datetime import datetime, timezone
 
-    from .drift import compare, load_profile, write_report
-    from .monitoring import recent_predictions
-    from .registry import model_path, production_models
+    from .drift import drift_of_recent, write_report
+    from .registry import production_models
 
     settings = get_settings()
     production = production_models()
     if production is None:
         raise LookupError("no production models in the BentoML store: nothing to compare with")
     since = datetime.fromisoformat(args.since) if args.since else None
-    recent = recent_predictions(settings.database_url, last=args.last or (None if since else settings.drift_window),
-                                since=since)
-    if recent.empty:
+    found = drift_of_recent(settings, production.fusion, last=args.last or (None if since else settings.drift_window),
+                            since=since)
+    if found is None:
         raise LookupError(f"{settings.database_url}: no logged predictions in the window")
-    profile = load_profile(model_path(production.fusion))
-    result = compare(profile, recent, settings.drift_psi_threshold, settings.drift_p_value)
+    result, profile, recent = found
     out = args.out or settings.reports_dir / f"drift-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.html"
     result["report"] = str(write_report(result, profile, recent, out, production.fusion))
-    result["model"] = production.fusion
     return result
 
 

@@ -178,6 +178,23 @@ def compare(profile: dict, recent: pd.DataFrame, psi_threshold: float = 0.25, p_
     }
 
 
+def drift_of_recent(settings, fusion_tag: str, last: int | None = None, since: datetime | None = None):
+    """(result, profile, recent rows) for the logged window against a fusion version's profile; None if no rows.
+
+    The one place the service's gauge, `rakuten monitor drift` and `rakuten retrain` compute drift.
+    """
+    from .monitoring import recent_predictions
+    from .registry import model_path
+
+    recent = recent_predictions(settings.database_url, last=last, since=since)
+    if recent.empty:
+        return None
+    profile = load_profile(model_path(fusion_tag))
+    result = compare(profile, recent, settings.drift_psi_threshold, settings.drift_p_value)
+    result["model"] = fusion_tag
+    return result, profile, recent
+
+
 def _figure_png(feature: str, kind: str, profile: dict, recent: pd.DataFrame) -> str:
     import matplotlib
 

@@ -17,9 +17,8 @@ import sqlalchemy as sa
 
 from .config import Settings, get_settings
 from .database import get_engine, products
-from .drift import compare, load_profile
-from .monitoring import recent_predictions
-from .registry import model_info, model_path, production_models
+from .drift import drift_of_recent
+from .registry import model_info, production_models
 from .tracking import tracked_run
 
 log = logging.getLogger(__name__)
@@ -53,14 +52,13 @@ def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True)
     if check["new_labelled_rows"] >= min_new_rows:
         triggers.append(f"{check['new_labelled_rows']} new labelled rows >= {min_new_rows}")
     if use_drift:
-        recent = recent_predictions(settings.database_url, last=settings.drift_window)
         try:
-            profile = load_profile(model_path(production.fusion))
+            found = drift_of_recent(settings, production.fusion, last=settings.drift_window)
         except FileNotFoundError as exc:
             log.warning("drift not checked: %s", exc)
-            profile = None
-        if profile is not None and len(recent):
-            drift = compare(profile, recent, settings.drift_psi_threshold, settings.drift_p_value)
+            found = None
+        if found is not None:
+            drift = found[0]
             check["drift"] = {k: drift[k] for k in ("window", "drift_score", "drifted", "drifted_features")}
             if drift["drifted"]:
                 triggers.append(f"drift in {', '.join(drift['drifted_features'])} (score {drift['drift_score']:.3f})")
