@@ -39,7 +39,7 @@ from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.fusion import fuse_probabilities
 from rakuten_classifier.http_guard import RequestGuard
-from rakuten_classifier.inference import build_answer, image_model_for, text_model_for
+from rakuten_classifier.inference import build_answer, image_model_for, inference_thread, text_model_for, view_threads
 from rakuten_classifier.jobs import JobConflict, JobManager
 from rakuten_classifier.monitoring import (
     PredictionLog,
@@ -181,37 +181,53 @@ class TextModelService:
     def __init__(self) -> None:
         from rakuten_classifier.text_model import load_text_model
 
+        # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
+        self.inference = inference_thread()
         tag = str(self.model_ref.tag)
-        self.models = HotSwap("text", PRODUCTION.fusion, tag, load_text_model(self.model_ref.path), text_model_for)
+        model = self.inference.submit(load_text_model, self.model_ref.path).result()
+        self.models = HotSwap("text", PRODUCTION.fusion, tag, model,
+                              lambda new_tag: self.inference.submit(text_model_for, new_tag).result())
 
     @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.text_max_batch,
                  max_latency_ms=settings.max_latency_ms)
-    def predict(self, texts: list[str]) -> list[dict]:
+    async def predict(self, texts: list[str]) -> list[dict]:
         """Probabilities (27, CATEGORY_CODES order) for already-cleaned product texts."""
+        return await asyncio.get_running_loop().run_in_executor(self.inference, self._predict, texts)
+
+    def _predict(self, texts: list[str]) -> list[dict]:
         tag, model = self.models.current
         return [{"model": tag, "proba": row} for row in model.predict_proba(texts)]
 
 
-@bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S}, runner_connection=KEEP_CLIENT_SESSION)
+@bentoml.service(workers=settings.image_workers, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S},
+                 runner_connection=KEEP_CLIENT_SESSION)
 class ImageModelService:
     """Image model worker: decodes JPEG/PNG bytes with the shared preprocessing, adaptively batched."""
 
     model_ref = bentoml.models.BentoModel(PRODUCTION.image)
 
     def __init__(self) -> None:
-        import torch
-
         from rakuten_classifier.image_model import ImageClassifier
 
-        torch.set_num_threads(settings.torch_threads)
+        # Loads and calls run on our own threads, never BentoML's thread pool: a model loaded on one
+        # thread and called from another ran 2.4x slower (see inference_thread). With parallel
+        # views (the default) each test-time view gets a single-threaded torch thread.
+        if settings.image_parallel_views:
+            self.inference, self.views = inference_thread(1), view_threads(2)
+        else:
+            self.inference, self.views = inference_thread(settings.torch_threads), None
         tag = str(self.model_ref.tag)
-        self.models = HotSwap("image", PRODUCTION.fusion, tag, ImageClassifier.load(self.model_ref.path),
-                              image_model_for)
+        model = self.inference.submit(ImageClassifier.load, self.model_ref.path).result()
+        self.models = HotSwap("image", PRODUCTION.fusion, tag, model,
+                              lambda new_tag: self.inference.submit(image_model_for, new_tag).result())
 
     @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.image_max_batch,
                  max_latency_ms=settings.max_latency_ms)
-    def predict(self, images: list[bytes]) -> list[dict]:
+    async def predict(self, images: list[bytes]) -> list[dict]:
         """Probabilities (and brightness, for drift) of encoded images; an undecodable one gets an error entry."""
+        return await asyncio.get_running_loop().run_in_executor(self.inference, self._predict, images)
+
+    def _predict(self, images: list[bytes]) -> list[dict]:
         tag, model = self.models.current
         decoded, answers = [], []
         for data in images:
@@ -221,7 +237,7 @@ class ImageModelService:
             except ImageError as exc:
                 answers.append({"model": tag, "error": str(exc)})
         if decoded:
-            rows = iter(model.predict_proba(decoded))
+            rows = iter(model.predict_proba(decoded, view_executor=self.views))
             for answer in answers:
                 if "error" not in answer:
                     answer["proba"] = next(rows)

@@ -85,7 +85,7 @@ def main() -> None:
     if args.child_text:
         sys.stdout.write(json.dumps(text_child(args.child_text)) + "\n")
         return
-    if not (CATALOGUE / "X_train_update.csv").is_file():
+    if args.sizes and not (CATALOGUE / "X_train_update.csv").is_file():
         sys.exit(f"{CATALOGUE} missing: run benchmarks/bench_load.py first (it writes the 84,916-row catalogue)")
     text = []
     for rows in args.sizes:

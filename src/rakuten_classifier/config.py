@@ -45,11 +45,18 @@ class Settings(BaseSettings):
     # batch of images takes seconds, so the bound is generous and only sheds a real overload.
     max_latency_ms: int = Field(30_000, ge=1000)
     # Largest batches the adaptive batcher may form. Measured on 2 cores (docs/benchmarks.md):
-    # MobileNetV2 throughput peaks at batch 8 and falls beyond; TF-IDF is cheap at any size.
+    # MobileNetV2 is fastest per image at batch 4 (cache-bound beyond); TF-IDF is cheap at any size.
     text_max_batch: int = Field(64, ge=2)
-    image_max_batch: int = Field(8, ge=2)
+    image_max_batch: int = Field(4, ge=2)
     adaptive_batching: bool = Field(True, description="false: each request is its own model call (for comparison)")
-    torch_threads: int = Field(2, ge=1)
+    # Image worker layout for 2 cores (docs/benchmarks.md, "worker layout"): two worker processes,
+    # each running the two test-time views on two single-threaded torch threads. Single-threaded
+    # torch has no OpenMP team to stall when another process takes a core; one worker with a
+    # 2-thread torch served 32 clients ~15 % slower.
+    image_workers: int = Field(2, ge=1, description="image model worker processes")
+    image_parallel_views: bool = Field(
+        True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)")
+    torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
 
     # Monitoring (monitoring.py, drift.py).

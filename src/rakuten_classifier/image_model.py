@@ -35,7 +35,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -370,24 +371,32 @@ class ImageClassifier(nn.Module):
         return torch.softmax(logits.double() / self.config.temperature, dim=1).numpy()
 
     @torch.inference_mode()
-    def _logits_from_batches(self, batches: Callable[[View], torch.Tensor]) -> torch.Tensor:
-        views = eval_views(self.config.tta)
-        return torch.stack([batches(view) for view in views]).mean(0)
+    def predict_logits_sources(
+        self, sources: Sequence, batch_size: int = 64, num_workers: int = 0, view_executor: Executor | None = None,
+    ) -> torch.Tensor:
+        """Mean (over TTA views) logits for paths / bytes / PIL images, before temperature.
 
-    def predict_logits_sources(self, sources: Sequence, batch_size: int = 64, num_workers: int = 0) -> torch.Tensor:
-        """Mean (over TTA views) logits for paths / bytes / PIL images, before temperature."""
+        With a ``view_executor`` the views run concurrently, one per executor thread (the service
+        gives each its own single-threaded torch: see ``inference.view_threads``).
+        """
         self.eval()
-        return self._logits_from_batches(
-            lambda view: run_network(
-                self, sources, view, batch_size=batch_size, num_workers=num_workers, device=self.device, desc="predict"
-            )
-        )
 
-    def predict_proba(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        def view_logits(view: View) -> torch.Tensor:
+            return run_network(self, sources, view, batch_size=batch_size, num_workers=num_workers,
+                               device=self.device, desc="predict")
+
+        views = eval_views(self.config.tta)
+        per_view = list(view_executor.map(view_logits, views)) if view_executor else [view_logits(v) for v in views]
+        return torch.stack(per_view).mean(0)
+
+    def predict_proba(
+        self, images: Sequence[Image.Image], batch_size: int = 64, view_executor: Executor | None = None,
+    ) -> np.ndarray:
         """(n, 27) probabilities in CATEGORY_CODES order for decoded images."""
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES))
-        return self._proba_from_logits(self.predict_logits_sources(list(images), batch_size=batch_size))
+        return self._proba_from_logits(self.predict_logits_sources(list(images), batch_size=batch_size,
+                                                                   view_executor=view_executor))
 
     def predict_proba_paths(self, paths: Sequence[str | Path], batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
         """Same as :meth:`predict_proba` for image files, decoded in ``num_workers`` processes."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -41,6 +42,42 @@ def image_model_for(tag: str):
         raise
     except Exception as exc:
         raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
+
+
+def inference_thread(torch_threads: int | None = None) -> ThreadPoolExecutor:
+    """A one-thread executor for every model load and model call of a serving worker.
+
+    Why one thread: torch's OpenMP runtime (GNU libgomp) gives each thread that runs a parallel op
+    its own team of worker threads, and once the teams together outnumber the cores it stops
+    spin-waiting between ops and puts its threads to sleep. A MobileNetV2 forward is a few hundred
+    short parallel ops, each then paying a wake-up: on 2 cores one image took 62 ms when the model
+    was loaded on one thread and called from another (BentoML runs sync endpoints in a thread
+    pool) against 25-28 ms with load and calls on the same thread (benchmarks/bench_threads.py).
+    """
+
+    def set_threads() -> None:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference", initializer=set_threads)
+
+
+def view_threads(count: int) -> ThreadPoolExecutor:
+    """Threads that each run one test-time view of a batch with single-threaded torch.
+
+    Single-threaded torch creates no OpenMP team, so nothing spins or sleeps between ops, and a
+    thread preempted by another process on a busy 2-core box delays only its own view instead of
+    stalling a 2-thread team at every op.
+    """
+
+    def one_thread() -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="view", initializer=one_thread)
 
 
 def image_proba_for_paths(model, paths: Sequence[str | None], desc: str = "scoring images") -> np.ndarray:
