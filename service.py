@@ -39,7 +39,7 @@ from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.fusion import fuse_probabilities
 from rakuten_classifier.http_guard import RequestGuard
-from rakuten_classifier.inference import build_answer, image_model_for, inference_thread, text_model_for, view_threads
+from rakuten_classifier.inference import build_answer, image_model_for, inference_thread, text_model_for, single_thread_torch_pool
 from rakuten_classifier.jobs import JobConflict, JobManager
 from rakuten_classifier.monitoring import (
     PredictionLog,
@@ -213,7 +213,7 @@ class ImageModelService:
         # thread and called from another ran 2.4x slower (see inference_thread). With parallel
         # views (the default) each test-time view gets a single-threaded torch thread.
         if settings.image_parallel_views:
-            self.inference, self.views = inference_thread(1), view_threads(2)
+            self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference, self.views = inference_thread(settings.torch_threads), None
         tag = str(self.model_ref.tag)

@@ -24,7 +24,7 @@ import torch
 
 from rakuten_classifier.dataset import read_challenge_dir
 from rakuten_classifier.fusion import fuse_probabilities
-from rakuten_classifier.inference import build_answer, image_model_for, text_model_for, view_threads
+from rakuten_classifier.inference import build_answer, image_model_for, text_model_for, single_thread_torch_pool
 from rakuten_classifier.preprocessing import load_image, product_text
 from rakuten_classifier.registry import production_models, read_fusion_config
 
@@ -58,7 +58,7 @@ def main() -> None:
     rows = read_challenge_dir(args.data_dir).products.dropna(subset=["image_path"]).head(args.products)
     products = [(r.designation, r.description, Path(r.image_path).read_bytes()) for r in rows.itertuples()]
     layouts = {}
-    for layout, views in (("torch_threads", None), ("parallel_views", view_threads(2))):
+    for layout, views in (("torch_threads", None), ("parallel_views", single_thread_torch_pool(2))):
         classify(products[:8], text_model, image_model, config, views)  # warm-up
         single_ms = []
         for product in products[:32]:

@@ -91,12 +91,12 @@ def test_predict_proba_shape_and_sums(fitted):
 
 def test_parallel_views_give_the_same_probabilities(fitted):
     """The service's layout (each test-time view on its own single-threaded torch thread) changes no answer."""
-    from rakuten_classifier.inference import inference_thread, view_threads
+    from rakuten_classifier.inference import inference_thread, single_thread_torch_pool
 
     model, _ = fitted
     assert model.config.tta  # two views, so the executor really runs them side by side
     images = [_image(code, 3000 + i) for i, code in enumerate(CODES)]
-    views = view_threads(2)
+    views = single_thread_torch_pool(2)
     assert set(views.map(lambda _: torch.get_num_threads(), range(4))) == {1}
     np.testing.assert_allclose(model.predict_proba(images, view_executor=views), model.predict_proba(images),
                                rtol=1e-5, atol=1e-7)

@@ -237,6 +237,15 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bo
     )
 
 
+# On CPU, deterministic views run faster on threads than through the DataLoader: each thread
+# decodes and forwards its own chunks of CPU_CHUNK images with single-threaded torch. Measured on
+# 2 cores with MobileNetV2: about 105 images/s against 45 for two decoding processes feeding
+# batches of 64 to a 2-thread torch (whose OpenMP team stalls whenever a decoder takes a core),
+# and batches of 4 are the backbone's fastest (benchmarks/bench_training.py). Augmented views keep
+# the DataLoader: their seeded random transforms use torch's global generator, shared by threads.
+CPU_CHUNK = 4
+
+
 @torch.inference_mode()
 def run_network(
     net: nn.Module,
@@ -245,13 +254,21 @@ def run_network(
     *,
     batch_size: int = 64,
     num_workers: int = 0,
+    threads: int = 0,
     device: torch.device | None = None,
     desc: str = "images",
     out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Run ``net`` (in eval mode) over one view of every image; returns a CPU tensor."""
+    """Run ``net`` (in eval mode) over one view of every image; returns a CPU tensor.
+
+    With ``threads`` > 0 on CPU, a deterministic view runs on that many single-threaded torch
+    threads in chunks of ``CPU_CHUNK``; otherwise a DataLoader with ``num_workers`` processes feeds
+    batches of ``batch_size``.
+    """
     device = device or default_device()
     net.eval().to(device)
+    if threads and device.type == "cpu" and view.kind == "center":
+        return _run_network_threads(net, ImageViewDataset(sources, view), threads, desc, out_dtype)
     loader = make_loader(ImageViewDataset(sources, view), batch_size, num_workers)
     outputs = []
     for batch in tqdm(loader, desc=f"{desc} [{view.tag()}]", leave=False, disable=None):
@@ -259,6 +276,25 @@ def run_network(
         outputs.append(net(batch).to("cpu", out_dtype))
     if not outputs:
         raise ImageModelError("no images to process")
+    return torch.cat(outputs)
+
+
+def _run_network_threads(net: nn.Module, dataset: ImageViewDataset, threads: int, desc: str,
+                         out_dtype: torch.dtype) -> torch.Tensor:
+    from .inference import single_thread_torch_pool
+
+    if len(dataset) == 0:
+        raise ImageModelError("no images to process")
+
+    def chunk(start: int) -> torch.Tensor:
+        with torch.inference_mode():  # thread-local: set in the worker thread itself
+            batch = torch.stack([dataset[i] for i in range(start, min(start + CPU_CHUNK, len(dataset)))])
+            return net(batch.contiguous(memory_format=torch.channels_last)).to(out_dtype)
+
+    starts = range(0, len(dataset), CPU_CHUNK)
+    with single_thread_torch_pool(threads) as pool:
+        outputs = list(tqdm(pool.map(chunk, starts), total=len(starts), desc=f"{desc} [{dataset.view.tag()}]",
+                            leave=False, disable=None))
     return torch.cat(outputs)
 
 
@@ -292,6 +328,7 @@ def extract_features(
     cache_dir: str | Path | None,
     batch_size: int = 64,
     num_workers: int = 0,
+    threads: int = 0,
     device: torch.device | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Pooled features of one view of every image file, (n, d) float32, and whether the cache hit.
@@ -315,7 +352,8 @@ def extract_features(
             except (OSError, KeyError, ValueError) as exc:
                 log.warning("feature cache %s unreadable (%s); recomputing", cache_file, exc)
     features = run_network(
-        net, paths, view, batch_size=batch_size, num_workers=num_workers, device=device, desc="features"
+        net, paths, view, batch_size=batch_size, num_workers=num_workers, threads=threads, device=device,
+        desc="features"
     ).numpy()
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +415,7 @@ class ImageClassifier(nn.Module):
         """Mean (over TTA views) logits for paths / bytes / PIL images, before temperature.
 
         With a ``view_executor`` the views run concurrently, one per executor thread (the service
-        gives each its own single-threaded torch: see ``inference.view_threads``).
+        gives each its own single-threaded torch: see ``inference.single_thread_torch_pool``).
         """
         self.eval()
 
@@ -656,7 +694,7 @@ def fit_image_model(
     model_tag = f"{backbone}-{spec.weights if pretrained else f'random{seed}'}"
     train_views = eval_views(True) + [View("augment", seed=seed * 100 + i) for i in range(aug_views)]
     val_views = eval_views(tta)
-    loader_args = {"batch_size": batch_size, "num_workers": num_workers, "device": device}
+    loader_args = {"batch_size": batch_size, "num_workers": num_workers, "threads": torch_threads or 0, "device": device}
     info: dict = {
         "backbone": backbone, "mode": mode, "pretrained": pretrained, "device": str(device),
         "train_images": len(train_paths), "val_images": len(val_paths),

@@ -64,11 +64,11 @@ def inference_thread(torch_threads: int | None = None) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference", initializer=set_threads)
 
 
-def view_threads(count: int) -> ThreadPoolExecutor:
-    """Threads that each run one test-time view of a batch with single-threaded torch.
+def single_thread_torch_pool(count: int) -> ThreadPoolExecutor:
+    """Threads that each run torch single-threaded (the service's test-time views, CPU feature extraction).
 
     Single-threaded torch creates no OpenMP team, so nothing spins or sleeps between ops, and a
-    thread preempted by another process on a busy 2-core box delays only its own view instead of
+    thread preempted by another process on a busy 2-core box delays only its own work instead of
     stalling a 2-thread team at every op.
     """
 
@@ -77,7 +77,7 @@ def view_threads(count: int) -> ThreadPoolExecutor:
 
         torch.set_num_threads(1)
 
-    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="view", initializer=one_thread)
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="torch1", initializer=one_thread)
 
 
 def image_proba_for_paths(model, paths: Sequence[str | None], desc: str = "scoring images") -> np.ndarray:
