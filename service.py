@@ -39,7 +39,13 @@ from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.fusion import fuse_probabilities
 from rakuten_classifier.http_guard import RequestGuard
-from rakuten_classifier.inference import build_answer, image_model_for, inference_thread, text_model_for, single_thread_torch_pool
+from rakuten_classifier.inference import (
+    build_answer,
+    image_model_for,
+    inference_thread,
+    single_thread_torch_pool,
+    text_model_for,
+)
 from rakuten_classifier.jobs import JobConflict, JobManager
 from rakuten_classifier.monitoring import (
     PredictionLog,
@@ -172,6 +178,14 @@ class HotSwap:
             self.check()
 
 
+def _hot_swap_on(executor: t.Any, kind: str, model_ref: t.Any, load_path: t.Callable[[str], t.Any],
+                 load_tag: t.Callable[[str], t.Any]) -> HotSwap:
+    """A model service's HotSwap whose loads (the first and every swap) run on the worker's inference thread."""
+    model = executor.submit(load_path, model_ref.path).result()
+    return HotSwap(kind, PRODUCTION.fusion, str(model_ref.tag), model,
+                   lambda tag: executor.submit(load_tag, tag).result())
+
+
 @bentoml.service(workers=1, traffic={"timeout": MODEL_SERVICE_TIMEOUT_S}, runner_connection=KEEP_CLIENT_SESSION)
 class TextModelService:
     """Text model worker: TF-IDF/SVM or transformer probabilities, adaptively batched."""
@@ -183,10 +197,7 @@ class TextModelService:
 
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        tag = str(self.model_ref.tag)
-        model = self.inference.submit(load_text_model, self.model_ref.path).result()
-        self.models = HotSwap("text", PRODUCTION.fusion, tag, model,
-                              lambda new_tag: self.inference.submit(text_model_for, new_tag).result())
+        self.models = _hot_swap_on(self.inference, "text", self.model_ref, load_text_model, text_model_for)
 
     @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.text_max_batch,
                  max_latency_ms=settings.max_latency_ms)
@@ -216,10 +227,7 @@ class ImageModelService:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference, self.views = inference_thread(settings.torch_threads), None
-        tag = str(self.model_ref.tag)
-        model = self.inference.submit(ImageClassifier.load, self.model_ref.path).result()
-        self.models = HotSwap("image", PRODUCTION.fusion, tag, model,
-                              lambda new_tag: self.inference.submit(image_model_for, new_tag).result())
+        self.models = _hot_swap_on(self.inference, "image", self.model_ref, ImageClassifier.load, image_model_for)
 
     @bentoml.api(batchable=settings.adaptive_batching, max_batch_size=settings.image_max_batch,
                  max_latency_ms=settings.max_latency_ms)
