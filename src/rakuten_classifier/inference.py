@@ -44,6 +44,18 @@ def image_model_for(tag: str):
         raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
 
 
+def _torch_executor(workers: int, torch_threads: int | None, name: str) -> ThreadPoolExecutor:
+    """Threads whose torch uses ``torch_threads`` threads each (None: leave torch's setting alone)."""
+
+    def set_threads() -> None:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=set_threads)
+
+
 def inference_thread(torch_threads: int | None = None) -> ThreadPoolExecutor:
     """A one-thread executor for every model load and model call of a serving worker.
 
@@ -52,16 +64,9 @@ def inference_thread(torch_threads: int | None = None) -> ThreadPoolExecutor:
     spin-waiting between ops and puts its threads to sleep. A MobileNetV2 forward is a few hundred
     short parallel ops, each then paying a wake-up: on 2 cores one image took 62 ms when the model
     was loaded on one thread and called from another (BentoML runs sync endpoints in a thread
-    pool) against 25-28 ms with load and calls on the same thread (benchmarks/bench_threads.py).
+    pool) against 25-28 ms with load and calls on the same thread (docs/benchmarks.md, "Worker layout").
     """
-
-    def set_threads() -> None:
-        if torch_threads:
-            import torch
-
-            torch.set_num_threads(torch_threads)
-
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference", initializer=set_threads)
+    return _torch_executor(1, torch_threads, "inference")
 
 
 def single_thread_torch_pool(count: int) -> ThreadPoolExecutor:
@@ -71,13 +76,7 @@ def single_thread_torch_pool(count: int) -> ThreadPoolExecutor:
     thread preempted by another process on a busy 2-core box delays only its own work instead of
     stalling a 2-thread team at every op.
     """
-
-    def one_thread() -> None:
-        import torch
-
-        torch.set_num_threads(1)
-
-    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="torch1", initializer=one_thread)
+    return _torch_executor(count, 1, "torch1")
 
 
 def image_proba_for_paths(model, paths: Sequence[str | None], desc: str = "scoring images") -> np.ndarray:
