@@ -18,17 +18,28 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 
-from rakuten_classifier.dataset import read_challenge_dir
-from rakuten_classifier.fusion import fuse_probabilities
-from rakuten_classifier.inference import build_answer, image_model_for, text_model_for, single_thread_torch_pool
-from rakuten_classifier.preprocessing import load_image, product_text
+from rakuten_classifier.data.preprocessing import load_image, product_text
+from rakuten_classifier.data.reader import read_challenge_dir
+from rakuten_classifier.modeling.fusion import fuse_probabilities
+from rakuten_classifier.modeling.loading import image_model_for, text_model_for
+from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.registry import production_models, read_fusion_config
+from rakuten_classifier.serving.answers import build_answer
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
+
+
+class LayoutFigures(TypedDict):
+    """What one threading layout measured."""
+
+    single_item_p50_ms: float
+    single_item_p95_ms: float
+    products_per_s_by_batch: dict[int, float]
 
 
 def classify(products, text_model, image_model, config, views=None) -> list[dict]:
@@ -57,30 +68,43 @@ def main() -> None:
     text_model, image_model = text_model_for(production.text), image_model_for(production.image)
     rows = read_challenge_dir(args.data_dir).products.dropna(subset=["image_path"]).head(args.products)
     products = [(r.designation, r.description, Path(r.image_path).read_bytes()) for r in rows.itertuples()]
-    layouts = {}
+    layouts: dict[str, LayoutFigures] = {}
     for layout, views in (("torch_threads", None), ("parallel_views", single_thread_torch_pool(2))):
         classify(products[:8], text_model, image_model, config, views)  # warm-up
-        single_ms = []
+        single_ms: list[float] = []
         for product in products[:32]:
             started = time.perf_counter()
             classify([product], text_model, image_model, config, views)
             single_ms.append((time.perf_counter() - started) * 1000)
-        by_batch = {}
+        by_batch: dict[int, float] = {}
         for size in args.batch_sizes:
             started = time.perf_counter()
             for start in range(0, len(products), size):
                 classify(products[start : start + size], text_model, image_model, config, views)
             by_batch[size] = round(len(products) / (time.perf_counter() - started), 2)
-        layouts[layout] = {"single_item_p50_ms": round(statistics.median(single_ms), 1),
-                           "single_item_p95_ms": round(float(np.percentile(single_ms, 95)), 1),
-                           "products_per_s_by_batch": by_batch}
+        layouts[layout] = {
+            "single_item_p50_ms": round(statistics.median(single_ms), 1),
+            "single_item_p95_ms": round(float(np.percentile(single_ms, 95)), 1),
+            "products_per_s_by_batch": by_batch,
+        }
     # The ceiling is the best in-process figure of either layout, the latency the lowest p50.
     best_layout, best_batch, ceiling = max(
-        ((name, size, rate) for name, found in layouts.items() for size, rate in found["products_per_s_by_batch"].items()),
-        key=lambda entry: entry[2])
-    result = {"models": vars(production), "threads": args.threads, "layouts": layouts,
-              "single_item_p50_ms": min(found["single_item_p50_ms"] for found in layouts.values()),
-              "best_layout": best_layout, "best_batch": best_batch, "ceiling_products_per_s": ceiling}
+        (
+            (name, size, rate)
+            for name, found in layouts.items()
+            for size, rate in found["products_per_s_by_batch"].items()
+        ),
+        key=lambda entry: entry[2],
+    )
+    result = {
+        "models": vars(production),
+        "threads": args.threads,
+        "layouts": layouts,
+        "single_item_p50_ms": min(found["single_item_p50_ms"] for found in layouts.values()),
+        "best_layout": best_layout,
+        "best_batch": best_batch,
+        "ceiling_products_per_s": ceiling,
+    }
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

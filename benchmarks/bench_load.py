@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rakuten_classifier.database import load_into_db
-from rakuten_classifier.synth import write_synthetic_catalogue
+from rakuten_classifier.data.store import load_into_db
+from rakuten_classifier.data.synthetic import write_synthetic_catalogue
 
 
 def main() -> None:

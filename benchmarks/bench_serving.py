@@ -19,15 +19,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from rakuten_classifier.dataset import read_challenge_dir
+from rakuten_classifier.data.reader import read_challenge_dir
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
 
 
 def _products(data_dir: Path, count: int) -> list[tuple[dict, bytes]]:
     products = read_challenge_dir(data_dir).products.dropna(subset=["image_path"]).head(count)
-    return [({"designation": r.designation, "description": r.description}, Path(r.image_path).read_bytes())
-            for r in products.itertuples()]
+    return [
+        ({"designation": r.designation, "description": r.description}, Path(r.image_path).read_bytes())
+        for r in products.itertuples()
+    ]
 
 
 async def _run(url: str, products, clients: int, total: int) -> dict:
@@ -45,8 +47,9 @@ async def _run(url: str, products, clients: int, total: int) -> dict:
             form, image = products[number % len(products)]
             started = time.perf_counter()
             try:
-                answer = await client.post("/predict_multimodal", data=form,
-                                           files={"image": ("p.jpg", image, "image/jpeg")})
+                answer = await client.post(
+                    "/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}
+                )
                 statuses.append(answer.status_code)
             except httpx.HTTPError:
                 statuses.append(0)
@@ -59,9 +62,13 @@ async def _run(url: str, products, clients: int, total: int) -> dict:
         wall = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     return {
-        "clients": clients, "requests": total, "errors": int(sum(s != 200 for s in statuses)),
-        "requests_per_s": round(total / wall, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "clients": clients,
+        "requests": total,
+        "errors": int(sum(s != 200 for s in statuses)),
+        "requests_per_s": round(total / wall, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
     }
 
 
@@ -76,8 +83,10 @@ def main() -> None:
     args = parser.parse_args()
     products = _products(args.data_dir, 200)
     asyncio.run(_run(args.url, products, 1, 5))  # warm-up
-    results = {"sequential": asyncio.run(_run(args.url, products, 1, args.sequential)),
-               "concurrent": [asyncio.run(_run(args.url, products, c, args.requests)) for c in args.clients]}
+    results = {
+        "sequential": asyncio.run(_run(args.url, products, 1, args.sequential)),
+        "concurrent": [asyncio.run(_run(args.url, products, c, args.requests)) for c in args.clients],
+    }
     if args.json:
         sys.stdout.write(json.dumps(results) + "\n")
     else:

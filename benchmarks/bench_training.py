@@ -29,12 +29,12 @@ def _peak_rss_mib() -> int:
 
 def text_child(rows: int) -> dict:
     """One text fit (run in a child process)."""
-    from rakuten_classifier.dataset import read_challenge_dir
-    from rakuten_classifier.preprocessing import product_text
-    from rakuten_classifier.text_model import TfidfTextModel
+    from rakuten_classifier.data.preprocessing import product_text
+    from rakuten_classifier.data.reader import read_challenge_dir
+    from rakuten_classifier.modeling.text import TfidfTextModel
 
     products = read_challenge_dir(CATALOGUE).labelled.head(rows)
-    texts = [product_text(d, s) for d, s in zip(products["designation"], products["description"])]
+    texts = [product_text(d, s) for d, s in zip(products["designation"], products["description"], strict=True)]
     labels = products["prdtypecode"].astype(int).tolist()
     cut = int(len(texts) * 0.85)
     started = time.perf_counter()
@@ -53,10 +53,12 @@ def image_bench(count: int) -> dict:
     import torch
     from torch import nn
 
-    from rakuten_classifier.dataset import read_challenge_dir
-    from rakuten_classifier.image_model import GlobalAvgPool, View, build_blocks, eval_transform, run_network
-    from rakuten_classifier.inference import single_thread_torch_pool
-    from rakuten_classifier.preprocessing import load_image
+    from rakuten_classifier.data.preprocessing import load_image
+    from rakuten_classifier.data.reader import read_challenge_dir
+    from rakuten_classifier.modeling.image.backbones import GlobalAvgPool, build_blocks
+    from rakuten_classifier.modeling.image.features import run_network
+    from rakuten_classifier.modeling.image.transforms import View, eval_transform
+    from rakuten_classifier.modeling.threads import single_thread_torch_pool
 
     torch.set_num_threads(2)
     paths = read_challenge_dir(SAMPLE).products["image_path"].dropna().head(count).tolist()
@@ -75,13 +77,17 @@ def image_bench(count: int) -> dict:
         run()
         return round(len(paths) / (time.perf_counter() - started), 1)
 
-    raw = {"torch_2_threads": {}, "two_single_threads": {}}
+    raw: dict[str, dict[int, float]] = {"torch_2_threads": {}, "two_single_threads": {}}
     for size in (1, 2, 4, 8, 16, 64):
         starts = range(0, len(tensors), size)
         forward(0, size)
-        raw["torch_2_threads"][size] = rate(lambda: [forward(start, size) for start in starts])
+        raw["torch_2_threads"][size] = rate(
+            lambda starts=starts, size=size: list(map(forward, starts, [size] * len(starts)))
+        )
         list(pool.map(forward, starts[:4], [size] * 4))
-        raw["two_single_threads"][size] = rate(lambda: list(pool.map(forward, starts, [size] * len(starts))))
+        raw["two_single_threads"][size] = rate(
+            lambda starts=starts, size=size: list(pool.map(forward, starts, [size] * len(starts)))
+        )
     best_raw = max(rate for layout in raw.values() for rate in layout.values())
     run_network(net, paths[:64], View("center"), threads=2)  # warm-up
     threads = rate(lambda: run_network(net, paths, View("center"), threads=2))
@@ -112,8 +118,9 @@ def main() -> None:
         sys.exit(f"{CATALOGUE} missing: run benchmarks/bench_load.py first (it writes the 84,916-row catalogue)")
     text = []
     for rows in args.sizes:
-        child = subprocess.run([sys.executable, __file__, "--child-text", str(rows)], capture_output=True,
-                               text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child-text", str(rows)], capture_output=True, text=True, check=True
+        )
         text.append(json.loads(child.stdout.strip().splitlines()[-1]))
     result = {"text": text, "image": image_bench(args.images) if args.images else None}
     if args.json:

@@ -37,7 +37,9 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak import SAMPLE, products, server_process  # noqa: E402
+import itertools
+
+from soak import SAMPLE, products, server_process
 
 
 def service_name(process: psutil.Process) -> str | None:
@@ -81,8 +83,9 @@ class Load:
             position += self.clients
             started = time.monotonic()
             try:
-                answer = await client.post("/predict_multimodal", data=form,
-                                           files={"image": ("p.jpg", image, "image/jpeg")})
+                answer = await client.post(
+                    "/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}
+                )
                 status: int | str = answer.status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
@@ -92,8 +95,9 @@ class Load:
         return [o for o in self.outcomes if o[1] >= moment]
 
 
-async def kill_and_watch(load: Load, root: psutil.Process, name: str, baseline: float, observe: float,
-                         settle: float) -> dict:
+async def kill_and_watch(
+    load: Load, root: psutil.Process, name: str, baseline: float, observe: float, settle: float
+) -> dict:
     before_start = time.monotonic()
     await asyncio.sleep(baseline)
     baseline_outcomes = load.since(before_start)
@@ -125,15 +129,19 @@ async def kill_and_watch(load: Load, root: psutil.Process, name: str, baseline: 
     after = load.since(killed_at)
     failures = [o for o in after if o[2] != 200]
     successes = sorted(o[1] for o in load.outcomes if o[2] == 200 and o[1] >= killed_at - baseline)
-    gaps = [b - a for a, b in zip(successes, successes[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(successes)]
     window = int(min(time.monotonic() - killed_at, 40))
-    per_second = [sum(1 for o in after if o[2] == 200 and killed_at + s <= o[1] < killed_at + s + 1)
-                  for s in range(window)]
+    per_second = [
+        sum(1 for o in after if o[2] == 200 and killed_at + s <= o[1] < killed_at + s + 1) for s in range(window)
+    ]
     return {
         "worker": name,
         "killed_pid": victim,
-        "baseline": {"requests": len(baseline_outcomes), "requests_per_s": round(len(baseline_outcomes) / baseline, 2),
-                     "statuses": dict(Counter(str(o[2]) for o in baseline_outcomes))},
+        "baseline": {
+            "requests": len(baseline_outcomes),
+            "requests_per_s": round(len(baseline_outcomes) / baseline, 2),
+            "statuses": dict(Counter(str(o[2]) for o in baseline_outcomes)),
+        },
         "requests_after_kill": len(after),
         "in_flight_at_kill": sum(1 for o in after if o[0] < killed_at),
         "failed_requests": len(failures),
@@ -153,8 +161,16 @@ async def kill_and_watch(load: Load, root: psutil.Process, name: str, baseline: 
     }
 
 
-async def scenario(url: str, items, clients: int, root: psutil.Process, names: list[str], baseline: float,
-                   observe: float, settle: float) -> dict:
+async def scenario(
+    url: str,
+    items,
+    clients: int,
+    root: psutil.Process,
+    names: list[str],
+    baseline: float,
+    observe: float,
+    settle: float,
+) -> dict:
     load = Load(url, items, clients)
     runner = asyncio.create_task(load.run())
     results = []
@@ -166,8 +182,11 @@ async def scenario(url: str, items, clients: int, root: psutil.Process, names: l
     finally:
         load.stopping = True
         await runner
-    return {"kills": results, "total_requests": len(load.outcomes),
-            "total_statuses": dict(Counter(str(o[2]) for o in load.outcomes))}
+    return {
+        "kills": results,
+        "total_requests": len(load.outcomes),
+        "total_statuses": dict(Counter(str(o[2]) for o in load.outcomes)),
+    }
 
 
 def main() -> None:
@@ -186,20 +205,31 @@ def main() -> None:
     root = server_process(args.pid, urlparse(args.url).port or 80)
     before = workers(root)
     items = products(args.data_dir, 200)
-    result = asyncio.run(scenario(args.url, items, args.clients, root, args.workers, args.baseline, args.observe,
-                                  args.settle))
-    result.update({"url": args.url, "server_pid": root.pid, "clients": args.clients, "workers_before": before,
-                   "workers_after": workers(root), "server_alive": root.is_running(),
-                   "load_average": [round(v, 2) for v in psutil.getloadavg()]})
+    result = asyncio.run(
+        scenario(args.url, items, args.clients, root, args.workers, args.baseline, args.observe, args.settle)
+    )
+    result.update(
+        {
+            "url": args.url,
+            "server_pid": root.pid,
+            "clients": args.clients,
+            "workers_before": before,
+            "workers_after": workers(root),
+            "server_alive": root.is_running(),
+            "load_average": [round(v, 2) for v in psutil.getloadavg()],
+        }
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for kill in result["kills"]:
-            print(f"{kill['worker']} (pid {kill['killed_pid']}) SIGKILL: {kill['failed_requests']} of "
-                  f"{kill['requests_after_kill']} requests failed {kill['failed_by_status']}; "
-                  f"recovered: {kill['recovered']} after {kill['recovery_s']} s (longest gap between successes "
-                  f"{kill['longest_gap_between_successes_s']} s); respawned: {kill['respawned']} "
-                  f"(new pid {kill['new_pid']}, seen after {kill['respawn_seen_after_s']} s)")
+            print(
+                f"{kill['worker']} (pid {kill['killed_pid']}) SIGKILL: {kill['failed_requests']} of "
+                f"{kill['requests_after_kill']} requests failed {kill['failed_by_status']}; "
+                f"recovered: {kill['recovered']} after {kill['recovery_s']} s (longest gap between successes "
+                f"{kill['longest_gap_between_successes_s']} s); respawned: {kill['respawned']} "
+                f"(new pid {kill['new_pid']}, seen after {kill['respawn_seen_after_s']} s)"
+            )
         print(f"workers before {before}, after {result['workers_after']}")
     sys.exit(0 if all(k["recovered"] and k["respawned"] for k in result["kills"]) else 1)
 

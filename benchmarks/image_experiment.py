@@ -4,6 +4,7 @@ Run from the repository root:
     PYTHONPATH=src .venv/bin/python benchmarks/image_experiment.py [--mode frozen|finetune] [--cache-dir DIR]
 Trains on split=='train' rows with images, selects/calibrates on 'val', reports on 'test' (never trained on).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,16 +16,18 @@ from pathlib import Path
 
 import torch
 
-from rakuten_classifier.dataset import assign_splits, read_challenge_dir
-from rakuten_classifier.image_model import evaluate, fit_image_model
+from rakuten_classifier.data.reader import read_challenge_dir
+from rakuten_classifier.data.split import assign_splits
+from rakuten_classifier.modeling.image.options import ImageTrainingOptions
+from rakuten_classifier.modeling.image.training import evaluate, fit_image_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", default="../shared/rakuten-sample")
 parser.add_argument("--mode", default="frozen", choices=["frozen", "finetune"])
 parser.add_argument("--backbone", default="mobilenet_v2")
 parser.add_argument("--aug-views", type=int, default=None, help="default: 0 frozen, 2 finetune")
-parser.add_argument("--epochs", type=int, default=6)
-parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--epochs", type=int, default=None, help="finetune only (default 8)")
+parser.add_argument("--lr", type=float, default=None, help="finetune only (default 1e-3)")
 parser.add_argument("--unfreeze", type=int, default=None)
 parser.add_argument("--no-tta", action="store_true")
 parser.add_argument("--num-workers", type=int, default=2)
@@ -42,26 +45,46 @@ part = {s: products[products["split"] == s] for s in ("train", "val", "test")}
 cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="imgcache-")
 started = time.perf_counter()
 model, info = fit_image_model(
-    part["train"]["image_path"].tolist(), part["train"]["prdtypecode"].tolist(),
-    part["val"]["image_path"].tolist(), part["val"]["prdtypecode"].tolist(),
-    backbone=args.backbone, mode=args.mode, aug_views=args.aug_views, epochs=args.epochs, lr=args.lr,
-    unfreeze_blocks=args.unfreeze, tta=not args.no_tta, num_workers=args.num_workers, seed=args.seed,
+    part["train"]["image_path"].tolist(),
+    part["train"]["prdtypecode"].tolist(),
+    part["val"]["image_path"].tolist(),
+    part["val"]["prdtypecode"].tolist(),
+    ImageTrainingOptions(
+        backbone=args.backbone,
+        mode=args.mode,
+        aug_views=args.aug_views,
+        epochs=args.epochs,
+        lr=args.lr,
+        unfreeze_blocks=args.unfreeze,
+        tta=not args.no_tta,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    ),
     cache_dir=cache_dir,
 )
 train_s = time.perf_counter() - started
 started = time.perf_counter()
-test = evaluate(model, part["test"]["image_path"].tolist(), part["test"]["prdtypecode"].tolist(), num_workers=args.num_workers)
+test = evaluate(
+    model, part["test"]["image_path"].tolist(), part["test"]["prdtypecode"].tolist(), num_workers=args.num_workers
+)
 eval_s = time.perf_counter() - started
 result = {
-    "config": vars(args), "train_wall_s": round(train_s, 1), "test_eval_wall_s": round(eval_s, 1),
-    "test": test, "info": {k: v for k, v in info.items() if k != "history"},
+    "config": vars(args),
+    "train_wall_s": round(train_s, 1),
+    "test_eval_wall_s": round(eval_s, 1),
+    "test": test,
+    "info": {k: v for k, v in info.items() if k != "history"},
 }
 if args.save:
     import numpy as np
-    from rakuten_classifier.image_model import ImageClassifier
-    from rakuten_classifier.preprocessing import load_image
+
+    from rakuten_classifier.data.preprocessing import load_image
+    from rakuten_classifier.modeling.image.classifier import ImageClassifier
+
     model.save(Path(args.save))
     images = [load_image(p) for p in part["test"]["image_path"].dropna().tolist()[:16]]
-    same = np.allclose(model.predict_proba(images), ImageClassifier.load(Path(args.save)).predict_proba(images), atol=1e-6)
+    same = np.allclose(
+        model.predict_proba(images), ImageClassifier.load(Path(args.save)).predict_proba(images), atol=1e-6
+    )
     result["save_load_identical"] = bool(same)
 print(json.dumps(result, indent=2))

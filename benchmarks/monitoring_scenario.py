@@ -31,7 +31,8 @@ BOOK_CODES = (10, 2280, 2403, 2705)
 def held_out_products(data_dir: Path, seed: int = 42):
     """Validation and test rows of the challenge folder, split exactly as training splits them."""
     from rakuten_classifier.config import Settings
-    from rakuten_classifier.dataset import assign_splits, read_challenge_dir
+    from rakuten_classifier.data.reader import read_challenge_dir
+    from rakuten_classifier.data.split import assign_splits
 
     settings = Settings()
     frame = read_challenge_dir(data_dir).products
@@ -72,8 +73,13 @@ async def send_window(url: str, products: list[dict], clients: int = 8, headers:
             data = {k: str(product[k]) for k in ("designation", "description") if product.get(k)}
             answer = await client.post("/predict_multimodal", data=data, files=files or None, headers=headers)
             body = answer.json()
-            results.append({"status": answer.status_code, "prediction_id": body.get("prediction_id"),
-                            "prdtypecode": body.get("prdtypecode")})
+            results.append(
+                {
+                    "status": answer.status_code,
+                    "prediction_id": body.get("prediction_id"),
+                    "prdtypecode": body.get("prdtypecode"),
+                }
+            )
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
@@ -107,10 +113,14 @@ def run(url: str, data_dir: Path, token: str, drift: str = "books", size: int = 
         answers = asyncio.run(send_window(url, products))
         result = drift_now(url, token)
         outcome[name] = {
-            "sent": len(products), "ok": sum(a["status"] == 200 for a in answers),
+            "sent": len(products),
+            "ok": sum(a["status"] == 200 for a in answers),
             "prediction_ids": [a["prediction_id"] for a in answers if a["prediction_id"]],
-            "drift_score": result["drift_score"], "drifted": result["drifted"],
-            "drifted_features": result["drifted_features"], "window": result["window"], "gauges": gauges(url),
+            "drift_score": result["drift_score"],
+            "drifted": result["drifted"],
+            "drifted_features": result["drifted_features"],
+            "window": result["window"],
+            "gauges": gauges(url),
         }
     return outcome
 

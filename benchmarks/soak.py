@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import psutil
 
-from rakuten_classifier.dataset import read_challenge_dir
+from rakuten_classifier.data.reader import read_challenge_dir
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
 
@@ -33,8 +33,10 @@ SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample
 def products(data_dir: Path, count: int) -> list[tuple[dict, bytes]]:
     """Sample products that have a photo: (form fields, JPEG bytes)."""
     frame = read_challenge_dir(data_dir).products.dropna(subset=["image_path"]).head(count)
-    return [({"designation": r.designation, "description": r.description}, Path(r.image_path).read_bytes())
-            for r in frame.itertuples()]
+    return [
+        ({"designation": r.designation, "description": r.description}, Path(r.image_path).read_bytes())
+        for r in frame.itertuples()
+    ]
 
 
 def server_process(pid: int | None, port: int) -> psutil.Process:
@@ -64,8 +66,15 @@ def tree_rss(root: psutil.Process) -> tuple[int, int]:
     return total, count
 
 
-async def soak(url: str, items: list[tuple[dict, bytes]], clients: int, seconds: float, root: psutil.Process,
-               sample_every: float, timeout: float) -> dict:
+async def soak(
+    url: str,
+    items: list[tuple[dict, bytes]],
+    clients: int,
+    seconds: float,
+    root: psutil.Process,
+    sample_every: float,
+    timeout: float,
+) -> dict:
     statuses: Counter = Counter()
     latencies: list[float] = []
     samples: list[dict] = []
@@ -79,8 +88,9 @@ async def soak(url: str, items: list[tuple[dict, bytes]], clients: int, seconds:
             position += clients
             began = time.perf_counter()
             try:
-                answer = await client.post("/predict_multimodal", data=form,
-                                           files={"image": ("p.jpg", image, "image/jpeg")})
+                answer = await client.post(
+                    "/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}
+                )
                 statuses[answer.status_code] += 1
             except httpx.HTTPError as exc:
                 statuses[type(exc).__name__] += 1
@@ -89,8 +99,14 @@ async def soak(url: str, items: list[tuple[dict, bytes]], clients: int, seconds:
     async def sampler() -> None:
         while True:
             rss, count = tree_rss(root)
-            samples.append({"t": round(time.perf_counter() - started, 1), "rss_mib": round(rss / 2**20, 1),
-                            "processes": count, "requests": sum(statuses.values())})
+            samples.append(
+                {
+                    "t": round(time.perf_counter() - started, 1),
+                    "rss_mib": round(rss / 2**20, 1),
+                    "processes": count,
+                    "requests": sum(statuses.values()),
+                }
+            )
             if time.perf_counter() >= deadline:
                 return
             await asyncio.sleep(min(sample_every, max(deadline - time.perf_counter(), 0.01)))
@@ -100,11 +116,17 @@ async def soak(url: str, items: list[tuple[dict, bytes]], clients: int, seconds:
         await asyncio.gather(sampler(), *(client_loop(client, n) for n in range(clients)))
     wall = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
-    return {"wall_s": round(wall, 1), "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
-            "requests": sum(statuses.values()), "requests_per_s": round(sum(statuses.values()) / wall, 2),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
-            "samples": samples}
+    return {
+        "wall_s": round(wall, 1),
+        "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
+        "requests": sum(statuses.values()),
+        "requests_per_s": round(sum(statuses.values()) / wall, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "samples": samples,
+    }
 
 
 def main() -> None:
@@ -129,24 +151,38 @@ def main() -> None:
     end = result["samples"][-1]
     errors = result["requests"] - result["statuses"].get("200", 0)
     growth = 100.0 * (end["rss_mib"] - after_warmup["rss_mib"]) / after_warmup["rss_mib"]
-    result.update({
-        "url": args.url, "server_pid": root.pid, "clients": args.clients, "seconds": args.seconds,
-        "errors": errors, "products": len(items),
-        "rss_start_mib": result["samples"][0]["rss_mib"], "rss_after_warmup_mib": after_warmup["rss_mib"],
-        "rss_after_warmup_t": after_warmup["t"], "rss_end_mib": end["rss_mib"],
-        "rss_max_mib": max(s["rss_mib"] for s in result["samples"]),
-        "rss_growth_pct": round(growth, 2), "passed": errors == 0 and growth < args.max_growth,
-        "load_average": [round(v, 2) for v in psutil.getloadavg()], "cpus": psutil.cpu_count(),
-    })
+    result.update(
+        {
+            "url": args.url,
+            "server_pid": root.pid,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "errors": errors,
+            "products": len(items),
+            "rss_start_mib": result["samples"][0]["rss_mib"],
+            "rss_after_warmup_mib": after_warmup["rss_mib"],
+            "rss_after_warmup_t": after_warmup["t"],
+            "rss_end_mib": end["rss_mib"],
+            "rss_max_mib": max(s["rss_mib"] for s in result["samples"]),
+            "rss_growth_pct": round(growth, 2),
+            "passed": errors == 0 and growth < args.max_growth,
+            "load_average": [round(v, 2) for v in psutil.getloadavg()],
+            "cpus": psutil.cpu_count(),
+        }
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['requests']} requests in {result['wall_s']} s ({result['requests_per_s']}/s) "
-              f"from {args.clients} clients; statuses {result['statuses']}; errors {errors}")
+        print(
+            f"{result['requests']} requests in {result['wall_s']} s ({result['requests_per_s']}/s) "
+            f"from {args.clients} clients; statuses {result['statuses']}; errors {errors}"
+        )
         print(f"latency p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")
-        print(f"RSS (server tree, {end['processes']} processes): start {result['rss_start_mib']} MiB, "
-              f"after warm-up (t={after_warmup['t']} s) {after_warmup['rss_mib']} MiB, end {end['rss_mib']} MiB, "
-              f"growth {growth:+.2f} %")
+        print(
+            f"RSS (server tree, {end['processes']} processes): start {result['rss_start_mib']} MiB, "
+            f"after warm-up (t={after_warmup['t']} s) {after_warmup['rss_mib']} MiB, end {end['rss_mib']} MiB, "
+            f"growth {growth:+.2f} %"
+        )
         print("PASS" if result["passed"] else "FAIL")
     sys.exit(0 if result["passed"] else 1)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -11,6 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,7 @@ def isolated_settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     """A PostgreSQL URL bound to a fresh schema; fails in CI when the server is unreachable."""
     base = os.environ.get("RAKUTEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -76,7 +76,7 @@ def session_data_root(tmp_path_factory) -> Path:
 def trained(sample_dir, session_data_root):
     """`train_all` on the real sample, once per session (the end-to-end run, default settings)."""
     from rakuten_classifier.config import Settings
-    from rakuten_classifier.training import train_all
+    from rakuten_classifier.pipeline.steps import train_all
 
     started = time.perf_counter()
     result = train_all(data_dir=sample_dir, settings=Settings(data_root=session_data_root))
@@ -101,9 +101,22 @@ class Server:
         self.process = subprocess.Popen(
             # Bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until
             # the traffic timeout, which would otherwise hold a SIGTERM for up to 90 s.
-            [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(self.port), "--host", "127.0.0.1",
-             "--timeout-graceful-shutdown", "15"],
-            cwd=cwd, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(VENV_BIN / "bentoml"),
+                "serve",
+                target,
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+                "--timeout-graceful-shutdown",
+                "15",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=open(log_path, "wb"),  # noqa: SIM115  (the server writes to it until stop())
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -157,8 +170,13 @@ def served(trained, session_data_root, tmp_path_factory):
     # server on the same home would wipe this one's metrics: own home, the session's models linked in.
     home = tmp_path_factory.mktemp("served-home")
     (home / "models").symlink_to(Path(SESSION_BENTOML_HOME) / "models", target_is_directory=True)
-    env = server_env(session_data_root, BENTOML_HOME=str(home), RAKUTEN_TRAIN_TOKEN="test-token",
-                     RAKUTEN_RELOAD_SECONDS="1", RAKUTEN_DRIFT_WINDOW="300")
+    env = server_env(
+        session_data_root,
+        BENTOML_HOME=str(home),
+        RAKUTEN_TRAIN_TOKEN="test-token",
+        RAKUTEN_RELOAD_SECONDS="1",
+        RAKUTEN_DRIFT_WINDOW="300",
+    )
     server = Server("service:RakutenClassifier", env, REPO_ROOT, log_path)
     try:
         server.wait_ready()

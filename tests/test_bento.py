@@ -2,13 +2,14 @@
 
 import json
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, VENV_BIN, Server, server_env
+
+from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import production_models
-from rakuten_classifier.training import load_training_data
 
 pytestmark = pytest.mark.slow
 
@@ -17,10 +18,18 @@ pytestmark = pytest.mark.slow
 def bento(trained, session_data_root):
     """Build the Bento from the repository against the session's store; its tag and folder."""
     env = server_env(session_data_root)
-    subprocess.run([str(VENV_BIN / "bentoml"), "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
-                   check=True, capture_output=True, text=True, timeout=300)
-    listing = subprocess.run([str(VENV_BIN / "bentoml"), "list", "-o", "json"], env=env, check=True,
-                             capture_output=True, text=True).stdout
+    subprocess.run(
+        [str(VENV_BIN / "bentoml"), "build", "--output", "tag"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    listing = subprocess.run(
+        [str(VENV_BIN / "bentoml"), "list", "-o", "json"], env=env, check=True, capture_output=True, text=True
+    ).stdout
     newest = max(json.loads(listing), key=lambda b: b["creation_time"])
     tag = newest["tag"]
     name, version = tag.split(":")
@@ -36,19 +45,24 @@ def test_bento_packs_the_service_and_the_production_models(bento):
     manifest = (folder / "bento.yaml").read_text()
     assert "service: service:RakutenClassifier" in manifest or "service:RakutenClassifier" in manifest
     production = production_models()
+    assert production is not None
     for model_tag in (production.text, production.image, production.fusion):
         assert model_tag in manifest
-    assert (folder / "src" / "src" / "rakuten_classifier" / "fusion.py").is_file()
+    assert (folder / "src" / "src" / "rakuten_classifier" / "modeling" / "fusion.py").is_file()
 
 
 def test_generated_dockerfile_names_the_service_and_lints_clean_of_errors(bento):
     _, folder = bento
     dockerfile = folder / "env" / "docker" / "Dockerfile"
     text = dockerfile.read_text()
-    assert "RAKUTEN_SERVICE" in text and "service:RakutenClassifier" in text
+    assert "RAKUTEN_SERVICE" in text
+    assert "service:RakutenClassifier" in text
     assert "ENTRYPOINT" in text
-    lint = subprocess.run([str(VENV_BIN / "hadolint"), "--no-color", "--failure-threshold", "error", str(dockerfile)],
-                          capture_output=True, text=True)
+    lint = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--no-color", "--failure-threshold", "error", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert " error:" not in lint.stdout
 
@@ -60,10 +74,11 @@ def test_built_bento_serves_the_same_answers(bento, served, sample_dir, session_
         server.wait_ready()
         row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[3]
         form = {"designation": row.designation, "description": row.description, "top_k": "5"}
-        image = open(row.image_path, "rb").read()
+        image = Path(row.image_path).read_bytes()
         answers = [
-            httpx.post(f"{url}/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")},
-                       timeout=60).json()
+            httpx.post(
+                f"{url}/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}, timeout=60
+            ).json()
             for url in (server.url, served.url)
         ]
         assert answers[0]["top_k"] == answers[1]["top_k"]

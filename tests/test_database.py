@@ -1,30 +1,41 @@
 """One-time SQL load: counts, idempotence, atomicity, on SQLite and PostgreSQL."""
 
 import json
+from typing import TypedDict
 
 import pytest
 import sqlalchemy as sa
 
-from rakuten_classifier import database
 from rakuten_classifier.cli import main
-from rakuten_classifier.database import load_into_db, read_products
+from rakuten_classifier.data import store as database
+from rakuten_classifier.data.store import load_into_db, read_products
 
-SPLIT_ARGS = dict(seed=42, val_fraction=0.15, test_fraction=0.20)
+
+class SplitArgs(TypedDict):
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+
+SPLIT_ARGS: SplitArgs = {"seed": 42, "val_fraction": 0.15, "test_fraction": 0.20}
 
 
 def _check_sample_load(url, sample_dir):
     first = load_into_db(sample_dir, url, **SPLIT_ARGS)
-    assert first["rows"] == 1638 and first["inserted"] == 1638
+    assert first["rows"] == 1638
+    assert first["inserted"] == 1638
     assert first["categories"] == 27
     assert (first["images_found"], first["images_missing"]) == (1159, 479)
     assert sum(first["splits"].values()) == 1638
     second = load_into_db(sample_dir, url, **SPLIT_ARGS)
-    assert second["inserted"] == 0 and second["splits"] == first["splits"]
+    assert second["inserted"] == 0
+    assert second["splits"] == first["splits"]
     stored = read_products(url)
     assert len(stored) == 1638
     with_image = stored[stored["image_path"].notna()]
     assert len(with_image) == 1159
-    assert with_image["image_width"].between(256, 502).all() and (with_image["image_bytes"] > 0).all()
+    assert with_image["image_width"].between(256, 502).all()
+    assert (with_image["image_bytes"] > 0).all()
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         recorded = conn.execute(sa.select(database.loads).order_by(database.loads.c.id)).mappings().all()
@@ -69,8 +80,11 @@ def test_failed_load_leaves_database_unchanged(sample_dir, tmp_path, monkeypatch
 def test_cli_load_json_and_default_sqlite(sample_dir, tmp_path, capsys):
     assert main(["data", "load", "--data-dir", str(sample_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["rows"] == 1638 and result["inserted"] == 1638 and result["categories"] == 27
-    assert result["images_found"] == 1159 and result["images_missing"] == 479
+    assert result["rows"] == 1638
+    assert result["inserted"] == 1638
+    assert result["categories"] == 27
+    assert result["images_found"] == 1159
+    assert result["images_missing"] == 479
     assert set(result["splits"]) >= {"train", "val", "test"}
     assert (tmp_path / "data" / "rakuten.db").is_file()  # default database under the data root
     assert main(["data", "load", "--data-dir", str(sample_dir), "--json"]) == 0

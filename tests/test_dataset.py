@@ -1,12 +1,13 @@
 """Challenge-layout reader: real sample counts, clear errors, deterministic split."""
 
-import shutil
+import re
 
 import pandas as pd
 import pytest
 
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier.dataset import DataError, assign_splits, read_challenge_dir
+from rakuten_classifier.data.reader import DataError, read_challenge_dir
+from rakuten_classifier.data.split import assign_splits
 
 
 def test_real_sample_counts(sample_dir):
@@ -29,7 +30,9 @@ def small_dir(sample_dir, tmp_path):
 
 def test_missing_images_are_counted_not_fatal(small_dir):
     data = read_challenge_dir(small_dir)
-    assert len(data.products) == 60 and data.images_found == 0 and data.images_missing == 60
+    assert len(data.products) == 60
+    assert data.images_found == 0
+    assert data.images_missing == 60
 
 
 def test_missing_column_names_file(small_dir):
@@ -42,7 +45,7 @@ def test_missing_column_names_file(small_dir):
 def test_unaligned_labels_are_reported(small_dir):
     y = pd.read_csv(small_dir / "Y_train_CVw08PX.csv", index_col=0)
     y.iloc[:-1].to_csv(small_dir / "Y_train_CVw08PX.csv")
-    with pytest.raises(DataError, match="not aligned with X_train_update.csv: 59 labels for 60 products"):
+    with pytest.raises(DataError, match=re.escape("not aligned with X_train_update.csv: 59 labels for 60 products")):
         read_challenge_dir(small_dir)
 
 
@@ -66,13 +69,13 @@ def test_non_integer_id_names_row(small_dir):
 
 def test_unreadable_csv(small_dir):
     (small_dir / "X_train_update.csv").write_bytes(b"\xff\xfe\x00garbage\x00\xff")
-    with pytest.raises(DataError, match="X_train_update.csv: (not UTF-8|unreadable CSV)"):
+    with pytest.raises(DataError, match=r"X_train_update\.csv: (not UTF-8|unreadable CSV)"):
         read_challenge_dir(small_dir)
 
 
 def test_missing_label_file(small_dir):
     (small_dir / "Y_train_CVw08PX.csv").unlink()
-    with pytest.raises(DataError, match="Y_train_CVw08PX.csv: file not found"):
+    with pytest.raises(DataError, match=re.escape("Y_train_CVw08PX.csv: file not found")):
         read_challenge_dir(small_dir)
 
 
@@ -92,7 +95,7 @@ def test_split_is_stable_when_rows_are_added(sample_dir):
     products = read_challenge_dir(sample_dir).products
     first = products.iloc[:1000]
     first_splits = assign_splits(first, 42, 0.15, 0.20)
-    existing = dict(zip(first["productid"], first_splits))
+    existing = dict(zip(first["productid"], first_splits, strict=True))
     all_splits = assign_splits(products, 42, 0.15, 0.20, existing=existing)
     assert all_splits.iloc[:1000].tolist() == first_splits.tolist()
     added = all_splits.iloc[1000:]

@@ -7,8 +7,10 @@ BentoML resolves its home once per process, so this process only ever sees the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,8 +22,8 @@ import bentoml
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from conftest import REPO_ROOT, Server, server_env
+
 from rakuten_classifier import registry
 from rakuten_classifier.registry import CorruptModel, save_to_store, verify_model
 
@@ -58,7 +60,7 @@ if op == "state":
         "production": None if production is None else production.__dict__,
         "fusion": [str(m.tag) for m in versions(r.FUSION_MODEL)],
         "production_fusion": [str(m.tag) for m in versions(r.FUSION_MODEL)
-                              if m.info.labels.get("stage") == r.PRODUCTION],
+                              if m.info.labels.get("stage") == r.STAGE_PRODUCTION],
         "text": [str(m.tag) for m in versions(r.TEXT_MODEL)],
         "image": [str(m.tag) for m in versions(r.IMAGE_MODEL)],
     }))
@@ -85,8 +87,14 @@ elif op == "corrupt-production":
 def store_tool(home: Path, *arguments: str) -> dict:
     """Run STORE_TOOL against the store at ``home``."""
     env = dict(os.environ, BENTOML_HOME=str(home))
-    done = subprocess.run([sys.executable, "-c", STORE_TOOL, *arguments], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", STORE_TOOL, *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -99,7 +107,7 @@ def copy_session_store(target: Path) -> Path:
 
 
 def _sample_product(sample_dir: Path) -> tuple[dict, bytes]:
-    from rakuten_classifier.training import load_training_data
+    from rakuten_classifier.pipeline.training_data import load_training_data
 
     row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
     return {"designation": row.designation, "description": row.description}, Path(row.image_path).read_bytes()
@@ -123,10 +131,8 @@ def probes():
     created: list[str] = []
     yield created
     for tag in created:
-        try:
+        with contextlib.suppress(bentoml.exceptions.NotFound):
             bentoml.models.delete(tag)
-        except bentoml.exceptions.NotFound:
-            pass
 
 
 def test_verify_model_refuses_truncated_deleted_and_unmanifested_files(probes):
@@ -139,19 +145,19 @@ def test_verify_model_refuses_truncated_deleted_and_unmanifested_files(probes):
     probes.append(truncated)
     with open(registry.model_path(truncated) / "weights.bin", "r+b") as handle:
         handle.truncate(100)
-    with pytest.raises(CorruptModel, match="content changed: weights.bin"):
+    with pytest.raises(CorruptModel, match=re.escape("content changed: weights.bin")):
         verify_model(truncated)
 
     deleted = _probe_model("faults-probe", files)
     probes.append(deleted)
     (registry.model_path(deleted) / "nested" / "config.json").unlink()
-    with pytest.raises(CorruptModel, match="missing nested/config.json"):
+    with pytest.raises(CorruptModel, match=re.escape("missing nested/config.json")):
         verify_model(deleted)
 
     unmanifested = _probe_model("faults-probe", files)
     probes.append(unmanifested)
     (registry.model_path(unmanifested) / registry.MANIFEST_FILE).unlink()
-    with pytest.raises(CorruptModel, match="no manifest.json"):
+    with pytest.raises(CorruptModel, match=re.escape("no manifest.json")):
         verify_model(unmanifested)
 
     with pytest.raises(CorruptModel, match="not in the model store"):
@@ -166,7 +172,7 @@ def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
         text = _probe_model("faults-text", {"pipeline.joblib": text_bytes})
         image = _probe_model("faults-image", {"image_model.pt": os.urandom(2048)})
         config = json.dumps({"text_model": text, "image_model": image, "text_weight": 0.5}).encode()
-        fusion = _probe_model("faults-fusion", {registry.FUSION_FILE: config}, {"stage": registry.PRODUCTION})
+        fusion = _probe_model("faults-fusion", {registry.FUSION_FILE: config}, {"stage": registry.STAGE_PRODUCTION})
         probes.extend([fusion, text, image])
         return fusion, text, image
 
@@ -179,40 +185,50 @@ def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
         handle.truncate(10)
     models, refused = registry.last_good_production()
     assert models == registry.ProductionModels(*old)
-    assert list(refused) == [new[0]] and "content changed: pipeline.joblib" in refused[new[0]]
+    assert list(refused) == [new[0]]
+    assert "content changed: pipeline.joblib" in refused[new[0]]
 
     (registry.model_path(old[2]) / "image_model.pt").unlink()  # both bad: nothing to serve
     models, refused = registry.last_good_production()
-    assert models is None and set(refused) == {old[0], new[0]} and "missing image_model.pt" in refused[old[0]]
+    assert models is None
+    assert set(refused) == {old[0], new[0]}
+    assert "missing image_model.pt" in refused[old[0]]
 
 
 # ------------------------------------------------------------------ killed training job
 
 
 def _count_products(url: str) -> int:
-    from rakuten_classifier.database import products
+    from rakuten_classifier.data.schema import products
 
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(products)).scalar()
+            count = conn.execute(sa.select(sa.func.count()).select_from(products)).scalar()
+        assert count is not None
+        return count
     finally:
         engine.dispose()
 
 
+def _job_status(manager, job_id: str) -> dict:
+    """`JobManager.status`, which must know the job."""
+    status = manager.status(job_id)
+    assert status is not None, f"unknown job {job_id}"
+    return status
+
+
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.mark.slow
 def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_path, monkeypatch):
     from rakuten_classifier.config import get_settings
-    from rakuten_classifier.database import load_into_db
-    from rakuten_classifier.jobs import JobManager
-    from rakuten_classifier.synth import write_synthetic_catalogue
+    from rakuten_classifier.data.store import load_into_db
+    from rakuten_classifier.data.synthetic import write_synthetic_catalogue
+    from rakuten_classifier.pipeline.jobs import JobManager
 
     # The job subprocess inherits this environment: a copied store and this test's data root.
     home = copy_session_store(tmp_path)
@@ -220,11 +236,13 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     settings = get_settings()
     assert settings.data_root == tmp_path / "data"
     write_synthetic_catalogue(tmp_path / "synth", rows=300, seed=11, image_size=64)
-    load_into_db(tmp_path / "synth", settings.database_url, settings.seed, settings.val_fraction,
-                 settings.test_fraction)
+    load_into_db(
+        tmp_path / "synth", settings.database_url, settings.seed, settings.val_fraction, settings.test_fraction
+    )
     rows_before = _count_products(settings.database_url)
     before = store_tool(home, "state")
-    assert before["production"] is not None and rows_before == 300
+    assert before["production"] is not None
+    assert rows_before == 300
 
     manager = JobManager(settings.jobs_dir)
     job_id = manager.start()  # reads the products table of the isolated data root
@@ -232,11 +250,12 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            status = manager.status(job_id)
+            status = _job_status(manager, job_id)
             if status["stage"] == "image model" or status["state"] != "running":
                 break
             time.sleep(0.2)
-        assert status["state"] == "running" and status["stage"] == "image model", status
+        assert status["state"] == "running", status
+        assert status["stage"] == "image model", status
         time.sleep(1.0)  # midway through the image model
         _kill_group(child.pid)
         assert child.wait(30) == -signal.SIGKILL
@@ -247,14 +266,17 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     assert (settings.jobs_dir / "active.lock").read_text().split()[0] == job_id
     assert manager.active_job() is None
     assert not (settings.jobs_dir / "active.lock").exists()
-    status = manager.status(job_id)
-    assert status["state"] == "failed" and status["error"] == "job process died" and status["finished_at"]
+    status = _job_status(manager, job_id)
+    assert status["state"] == "failed"
+    assert status["error"] == "job process died"
+    assert status["finished_at"]
     # A fresh manager (say, a restarted server) agrees.
-    assert JobManager(settings.jobs_dir).status(job_id)["state"] == "failed"
+    assert _job_status(JobManager(settings.jobs_dir), job_id)["state"] == "failed"
 
     after = store_tool(home, "state")
     assert after["production"] == before["production"]
-    assert after["production_fusion"] == before["production_fusion"] and after["fusion"] == before["fusion"]
+    assert after["production_fusion"] == before["production_fusion"]
+    assert after["fusion"] == before["fusion"]
     assert after["image"] == before["image"]  # killed before the image model was saved
     assert len(after["text"]) == len(before["text"]) + 1  # the text candidate it had finished (never promoted)
     assert _count_products(settings.database_url) == rows_before
@@ -262,12 +284,14 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     # A new job can start (and is stopped at once: only the start matters here).
     second = manager.start()
     try:
-        assert second != job_id and manager.active_job() == second
-        assert manager.status(second)["state"] == "running"
+        assert second != job_id
+        assert manager.active_job() == second
+        assert _job_status(manager, second)["state"] == "running"
     finally:
         _kill_group(manager._children[second].pid)
         manager._children[second].wait(30)
-    assert manager.active_job() is None and manager.status(second)["error"] == "job process died"
+    assert manager.active_job() is None
+    assert _job_status(manager, second)["error"] == "job process died"
 
 
 # ------------------------------------------------------------------ corrupt model over HTTP
@@ -291,8 +315,9 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
     form, image = _sample_product(sample_dir)
 
     def predict(server: Server) -> httpx.Response:
-        return httpx.post(f"{server.url}/predict_multimodal", data=form,
-                          files={"image": ("p.jpg", image, "image/jpeg")}, timeout=60)
+        return httpx.post(
+            f"{server.url}/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}, timeout=60
+        )
 
     corrupt: dict = {}
 
@@ -306,13 +331,16 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         good = httpx.get(f"{server.url}/health").json()["models"]
         assert good["fusion"] == trained["fusion"]["tag"]
         corrupt.update(store_tool(home, "corrupt-production"))
-        assert corrupt["previous"] == good and corrupt["truncated"] == "pipeline.joblib"
+        assert corrupt["previous"] == good
+        assert corrupt["truncated"] == "pipeline.joblib"
         assert store_tool(home, "state")["production"]["fusion"] == corrupt["fusion"]  # the pointer moved
 
         health = _wait_for(lambda: refused_by(server), 30)
         assert health, "the corrupt production version was not refused"
         reason = health["refused_models"][corrupt["fusion"]]
-        assert reason.startswith("CorruptModel") and corrupt["text"] in reason and "pipeline.joblib" in reason
+        assert reason.startswith("CorruptModel")
+        assert corrupt["text"] in reason
+        assert "pipeline.joblib" in reason
         time.sleep(3)  # a few more reload periods: still the old models, still answering
         health = httpx.get(f"{server.url}/health").json()
         assert health["models"] == good
@@ -329,10 +357,12 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         server.wait_ready()
         assert httpx.get(f"{server.url}/health").json()["models"] == good
         health = _wait_for(lambda: refused_by(server), 30)
-        assert health and "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
+        assert health
+        assert "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
         assert health["models"] == good
         answer = predict(server)
-        assert answer.status_code == 200 and answer.json()["models"] == good, answer.text
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["models"] == good, answer.text
     finally:
         server.stop()
     assert "refused" in (tmp_path / "serve-2.log").read_text()

@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, Server, server_env
-from rakuten_classifier.synth import write_synthetic_catalogue
+
+from rakuten_classifier.data.synthetic import write_synthetic_catalogue
 
 pytestmark = pytest.mark.slow
 TOKEN = {"Authorization": "Bearer swap-token"}
@@ -33,7 +33,8 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         assert started.status_code == 202, started.text
         job_id = started.json()["job_id"]
         second = httpx.post(f"{server.url}/train", json={}, headers=TOKEN, timeout=30)
-        assert second.status_code == 409 and "still running" in second.text
+        assert second.status_code == 409
+        assert "still running" in second.text
 
         outcomes: list[tuple[int, str]] = []
         stop = threading.Event()
@@ -51,12 +52,14 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             status = httpx.get(f"{server.url}/jobs/{job_id}", headers=TOKEN, timeout=30).json()
-            assert "log_tail" in status and 0.0 <= status["progress"] <= 1.0
+            assert "log_tail" in status
+            assert 0.0 <= status["progress"] <= 1.0
             if status["state"] != "running":
                 break
             time.sleep(3)
         assert status["state"] == "succeeded", status
-        assert status["promoted"] is True and status["metrics"]["fused_test"]["weighted_f1"] > 0.5
+        assert status["promoted"] is True
+        assert status["metrics"]["fused_test"]["weighted_f1"] > 0.5
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and outcomes[-1][1] != status["models"]["text"]:
             time.sleep(1)
@@ -67,7 +70,8 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         assert after["fusion"] == status["models"]["fusion"] != before["fusion"]
         assert {code for code, _ in outcomes} == {200}, "a request failed during the swap"
         served_tags = [tag for _, tag in outcomes]
-        assert served_tags[0] == before["text"] and served_tags[-1] == status["models"]["text"]
+        assert served_tags[0] == before["text"]
+        assert served_tags[-1] == status["models"]["text"]
         assert server.process.poll() is None  # no restart
     finally:
         server.stop()

@@ -2,12 +2,14 @@
 
 import asyncio
 
-from rakuten_classifier.http_guard import RequestGuard, multipart_problem
+from rakuten_classifier.serving.http_guard import RequestGuard, multipart_problem
 
 
 def test_multipart_problem_detects_missing_boundary_and_broken_parts():
     assert multipart_problem(b"multipart/form-data", b"x") == "multipart/form-data without a boundary"
-    assert "malformed" in multipart_problem(b"multipart/form-data; boundary=b", b"--b\r\n-1--b--\r\n")
+    problem = multipart_problem(b"multipart/form-data; boundary=b", b"--b\r\n-1--b--\r\n")
+    assert problem is not None
+    assert "malformed" in problem
     good = b'--b\r\nContent-Disposition: form-data; name="designation"\r\n\r\nlivre\r\n--b--\r\n'
     assert multipart_problem(b"multipart/form-data; boundary=b", good) is None
 
@@ -37,4 +39,5 @@ def test_guard_refuses_oversized_bodies_and_replays_valid_ones():
     assert _call(guard, [(b"content-length", b"11")], [b"x" * 11])[0] == 413
     assert _call(guard, [], [b"x" * 6, b"y" * 6])[0] == 413  # no content-length: counted while reading
     status, seen = _call(guard, [(b"content-type", b"application/json")], [b'{"a":', b"1}"])
-    assert status == 200 and seen == [b'{"a":1}']
+    assert status == 200
+    assert seen == [b'{"a":1}']

@@ -8,16 +8,14 @@ import torch
 from PIL import Image
 
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier import image_model
-from rakuten_classifier.image_model import (
-    BACKBONES,
-    ImageClassifier,
-    ImageModelError,
-    View,
-    build_blocks,
-    extract_features,
-    fit_image_model,
-)
+from rakuten_classifier.modeling.errors import ImageModelError
+from rakuten_classifier.modeling.image import transforms as image_transforms
+from rakuten_classifier.modeling.image.backbones import BACKBONES, build_blocks
+from rakuten_classifier.modeling.image.classifier import ImageClassifier
+from rakuten_classifier.modeling.image.features import extract_features
+from rakuten_classifier.modeling.image.options import ImageTrainingOptions
+from rakuten_classifier.modeling.image.training import fit_image_model
+from rakuten_classifier.modeling.image.transforms import View
 
 CODES = (10, 2583, 1940)  # three categories: the other 24 are absent from training
 COLOURS = {10: (200, 30, 30), 2583: (30, 60, 210), 1940: (40, 180, 60)}
@@ -34,8 +32,8 @@ def _image(code: int, i: int) -> Image.Image:
 def small_inputs():
     """64-pixel crops instead of 224: the same code path, about 12 times less computation."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(image_model, "RESIZE_SIZE", 72)
-        patch.setattr(image_model, "CROP_SIZE", 64)
+        patch.setattr(image_transforms, "RESIZE_SIZE", 72)
+        patch.setattr(image_transforms, "CROP_SIZE", 64)
         yield
 
 
@@ -62,14 +60,10 @@ def fitted(image_files, tmp_path_factory):
         [labels[i] for i in train_idx] + [CODES[0], CODES[1]],
         [paths[i] for i in val_idx],
         [labels[i] for i in val_idx],
-        pretrained=False,
-        mode="frozen",
-        aug_views=1,
-        batch_size=8,
-        num_workers=0,
+        ImageTrainingOptions(
+            pretrained=False, mode="frozen", aug_views=1, batch_size=8, num_workers=0, seed=0, device="cpu"
+        ),
         cache_dir=tmp_path_factory.mktemp("cache"),
-        seed=0,
-        device="cpu",
     )
     return model, info
 
@@ -91,15 +85,16 @@ def test_predict_proba_shape_and_sums(fitted):
 
 def test_parallel_views_give_the_same_probabilities(fitted):
     """The service's layout (each test-time view on its own single-threaded torch thread) changes no answer."""
-    from rakuten_classifier.inference import inference_thread, single_thread_torch_pool
+    from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 
     model, _ = fitted
     assert model.config.tta  # two views, so the executor really runs them side by side
     images = [_image(code, 3000 + i) for i, code in enumerate(CODES)]
     views = single_thread_torch_pool(2)
     assert set(views.map(lambda _: torch.get_num_threads(), range(4))) == {1}
-    np.testing.assert_allclose(model.predict_proba(images, view_executor=views), model.predict_proba(images),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        model.predict_proba(images, view_executor=views), model.predict_proba(images), rtol=1e-5, atol=1e-7
+    )
     assert inference_thread(3).submit(torch.get_num_threads).result() == 3
 
 
@@ -129,26 +124,33 @@ def test_load_missing_or_corrupt_raises(fitted, tmp_path):
 def test_feature_cache_hit_skips_forward(image_files, tmp_path):
     paths, _ = image_files
     torch.manual_seed(0)
-    net = torch.nn.Sequential(build_blocks("mobilenet_v2", pretrained=False)[:4], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    net = torch.nn.Sequential(
+        build_blocks("mobilenet_v2", pretrained=False)[:4], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
     first, hit1 = extract_features(net, paths, View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
     n_forward = len(calls)
-    assert not hit1 and n_forward > 0
+    assert not hit1
+    assert n_forward > 0
     # Same image set in another order: read from the cache, no forward pass.
     second, hit2 = extract_features(net, paths[::-1], View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
-    assert hit2 and len(calls) == n_forward
+    assert hit2
+    assert len(calls) == n_forward
     np.testing.assert_array_equal(second, first[::-1])
     # Another view is another cache entry.
     _, hit3 = extract_features(net, paths, View("center", flip=True), model_tag="t", cache_dir=tmp_path, batch_size=8)
-    assert not hit3 and len(calls) > n_forward
+    assert not hit3
+    assert len(calls) > n_forward
 
 
 def test_fit_is_deterministic(image_files, tmp_path):
     paths, labels = image_files
-    kwargs = dict(pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,))
-    a, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], cache_dir=tmp_path / "a", **kwargs)
-    b, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], cache_dir=tmp_path / "b", **kwargs)
+    options = ImageTrainingOptions(
+        pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,)
+    )
+    a, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], options, cache_dir=tmp_path / "a")
+    b, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], options, cache_dir=tmp_path / "b")
     images = [_image(code, 3000) for code in CODES]
     np.testing.assert_allclose(a.predict_proba(images), b.predict_proba(images), atol=1e-6)
 
@@ -156,10 +158,24 @@ def test_fit_is_deterministic(image_files, tmp_path):
 def test_finetune_mode_runs(image_files, tmp_path):
     paths, labels = image_files
     model, info = fit_image_model(
-        paths[::2], labels[::2], paths[1::2], labels[1::2], pretrained=False, mode="finetune", epochs=1,
-        aug_views=1, batch_size=8, num_workers=0, seed=0, device="cpu", c_grid=(0.01,),
+        paths[::2],
+        labels[::2],
+        paths[1::2],
+        labels[1::2],
+        ImageTrainingOptions(
+            pretrained=False,
+            mode="finetune",
+            epochs=1,
+            aug_views=1,
+            batch_size=8,
+            num_workers=0,
+            seed=0,
+            device="cpu",
+            c_grid=(0.01,),
+        ),
     )
-    assert info["unfreeze_blocks"] == 2 and len(info["history"]) == 1
+    assert info["unfreeze_blocks"] == 2
+    assert len(info["history"]) == 1
     proba = model.predict_proba([_image(10, 5)])
     assert proba.shape == (1, len(CATEGORY_CODES))
 
@@ -175,8 +191,20 @@ def test_backbones_build_without_weights(backbone):
 def test_bad_arguments(image_files):
     paths, labels = image_files
     with pytest.raises(ImageModelError, match="unknown backbone"):
-        fit_image_model(paths, labels, paths, labels, backbone="vgg99", pretrained=False)
+        ImageTrainingOptions(backbone="vgg99", pretrained=False)
     with pytest.raises(ImageModelError, match="mode"):
-        fit_image_model(paths, labels, paths, labels, mode="partial", pretrained=False)
+        ImageTrainingOptions(mode="partial", pretrained=False)
     with pytest.raises(ImageModelError, match="labels"):
-        fit_image_model(paths, labels[:-1], paths, labels, pretrained=False)
+        fit_image_model(paths, labels[:-1], paths, labels, ImageTrainingOptions(pretrained=False))
+
+
+@pytest.mark.parametrize(
+    "option", [{"epochs": 3}, {"lr": 0.01}, {"unfreeze_blocks": 2}, {"label_smoothing": 0.0}, {"weight_decay": 0.1}]
+)
+def test_frozen_mode_refuses_finetune_only_options(option):
+    """An option the frozen mode would not read is an error with a message, never silently ignored."""
+    with pytest.raises(ImageModelError, match="only apply to mode 'finetune'"):
+        ImageTrainingOptions(mode="frozen", **option)
+    assert ImageTrainingOptions(mode="finetune", **option).finetune_settings()[next(iter(option))] == next(
+        iter(option.values())
+    )

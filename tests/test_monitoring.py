@@ -8,22 +8,22 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from rakuten_classifier.database import get_engine, predictions
-from rakuten_classifier.drift import NUMERIC_FEATURES, build_profile, compare, psi, write_report
-from rakuten_classifier.monitoring import (
+from rakuten_classifier.data.schema import get_engine, predictions
+from rakuten_classifier.monitoring.drift import NUMERIC_FEATURES, build_profile, compare, psi
+from rakuten_classifier.monitoring.drift_report import write_report
+from rakuten_classifier.monitoring.prediction_log import (
     PredictionLog,
     UnknownPrediction,
-    detect_language,
     live_accuracy,
     prediction_record,
     recent_predictions,
     record_feedback,
-    text_fingerprint,
 )
+from rakuten_classifier.monitoring.signals import detect_language, text_fingerprint
 
 
 @pytest.mark.parametrize(
-    "text, language",
+    ("text", "language"),
     [
         ("Lot de 3 livres pour enfants avec des images", "fr"),
         ("Set of two cushions for the sofa, with a zip", "en"),
@@ -37,20 +37,32 @@ def test_detect_language(text, language):
 
 
 def _answer(code=10, probability=0.9, models=None):
-    return {"prdtypecode": code, "probability": probability, "text_weight": 0.55,
-            "top_k": [{"prdtypecode": code, "probability": probability}, {"prdtypecode": 40, "probability": 0.05}],
-            "models": models or {"fusion": "rakuten-fusion:a", "text": "rakuten-text:b"}}
+    return {
+        "prdtypecode": code,
+        "probability": probability,
+        "text_weight": 0.55,
+        "top_k": [{"prdtypecode": code, "probability": probability}, {"prdtypecode": 40, "probability": 0.05}],
+        "models": models or {"fusion": "rakuten-fusion:a", "text": "rakuten-text:b"},
+    }
 
 
 def _record(i: int, text="Livre de poche", image=None, code=10, probability=0.9):
-    return prediction_record(prediction_id=f"id{i:05d}", endpoint="multimodal", text=text, image=image,
-                             answer=_answer(code, probability), latency_ms=12.5)
+    return prediction_record(
+        prediction_id=f"id{i:05d}",
+        endpoint="multimodal",
+        text=text,
+        image=image,
+        answer=_answer(code, probability),
+        latency_ms=12.5,
+    )
 
 
 def test_prediction_record_holds_a_fingerprint_not_the_text():
     record = _record(1, text="Roman policier", image={"width": 500, "height": 500, "brightness": 120.0})
-    assert record["text_sha256"] == text_fingerprint("Roman policier") and "Roman" not in json.dumps(record, default=str)
-    assert record["modality"] == "both" and record["text_length"] == len("Roman policier")
+    assert record["text_sha256"] == text_fingerprint("Roman policier")
+    assert "Roman" not in json.dumps(record, default=str)
+    assert record["modality"] == "both"
+    assert record["text_length"] == len("Roman policier")
     assert json.loads(record["top_probabilities"]) == [[10, 0.9], [40, 0.05]]
     assert _record(2, text="", image={"width": 1, "height": 1, "brightness": 0.0})["modality"] == "image"
 
@@ -63,10 +75,12 @@ def test_log_writes_in_batches_off_the_caller_and_close_flushes_everything(tmp_p
         log.record(_record(i))
     per_record_ms = (time.perf_counter() - started) / 2000 * 1000
     assert per_record_ms < 1, "record() must not do I/O"
-    assert log.backlog == 2000 and recent_predictions(url).empty
+    assert log.backlog == 2000
+    assert recent_predictions(url).empty
     log.close()
     stored = recent_predictions(url)
-    assert len(stored) == 2000 and set(stored["id"]) == {f"id{i:05d}" for i in range(2000)}
+    assert len(stored) == 2000
+    assert set(stored["id"]) == {f"id{i:05d}" for i in range(2000)}
 
 
 def test_log_writer_thread_flushes_periodically(tmp_path):
@@ -76,7 +90,8 @@ def test_log_writer_thread_flushes_periodically(tmp_path):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and log.written == 0:
         time.sleep(0.05)
-    assert log.written == 1 and len(recent_predictions(url)) == 1
+    assert log.written == 1
+    assert len(recent_predictions(url)) == 1
     log.close()
 
 
@@ -96,11 +111,13 @@ def test_log_keeps_rows_while_the_database_fails_and_writes_them_later(tmp_path)
 
 
 def test_log_counts_what_it_drops_when_the_buffer_is_full(tmp_path):
-    dropped = []
+    dropped: list[int] = []
     log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", flush_seconds=3600, buffer_max=5, on_dropped=dropped.append)
     for i in range(8):
         log.record(_record(i))
-    assert log.dropped == 3 and sum(dropped) == 3 and log.backlog == 5
+    assert log.dropped == 3
+    assert sum(dropped) == 3
+    assert log.backlog == 5
     log.close()
 
 
@@ -125,15 +142,18 @@ def test_feedback_and_live_accuracy(tmp_path):
 
 
 def _features(rng, n, length_mean=80, codes=(10, 40, 60, 1140, 2583), brightness=150.0, text=True):
-    return pd.DataFrame({
-        "text_length": rng.normal(length_mean, 20, n).clip(1) if text else np.zeros(n),
-        "image_width": np.full(n, 500.0), "image_height": np.full(n, 500.0),
-        "image_brightness": rng.normal(brightness, 25, n),
-        "confidence": rng.beta(5, 2, n),
-        "language": rng.choice(["fr", "fr", "fr", "en", "de"], n) if text else np.full(n, "none"),
-        "modality": np.full(n, "both" if text else "image"),
-        "prdtypecode": rng.choice([str(c) for c in codes], n),
-    })
+    return pd.DataFrame(
+        {
+            "text_length": rng.normal(length_mean, 20, n).clip(1) if text else np.zeros(n),
+            "image_width": np.full(n, 500.0),
+            "image_height": np.full(n, 500.0),
+            "image_brightness": rng.normal(brightness, 25, n),
+            "confidence": rng.beta(5, 2, n),
+            "language": rng.choice(["fr", "fr", "fr", "en", "de"], n) if text else np.full(n, "none"),
+            "modality": np.full(n, "both" if text else "image"),
+            "prdtypecode": rng.choice([str(c) for c in codes], n),
+        }
+    )
 
 
 def test_psi_is_zero_for_equal_distributions_and_grows_with_shift():
@@ -145,9 +165,11 @@ def test_drift_flags_shifted_windows_and_not_samples_of_the_reference():
     rng = np.random.default_rng(0)
     profile = build_profile(_features(rng, 1500))
     same = compare(profile, _features(rng, 300))
-    assert same["drifted"] is False and same["drifted_features"] == []
+    assert same["drifted"] is False
+    assert same["drifted_features"] == []
     books = compare(profile, _features(rng, 300, length_mean=300, codes=(10,)))
-    assert books["drifted"] and {"text_length", "prdtypecode"} <= set(books["drifted_features"])
+    assert books["drifted"]
+    assert {"text_length", "prdtypecode"} <= set(books["drifted_features"])
     assert books["drift_score"] > same["drift_score"]
     images_only = compare(profile, _features(rng, 300, text=False))
     assert {"text_length", "language", "modality"} <= set(images_only["drifted_features"])
@@ -159,7 +181,8 @@ def test_drift_reports_features_without_enough_data_as_not_measured():
     rng = np.random.default_rng(1)
     profile = build_profile(_features(rng, 500))
     result = compare(profile, _features(rng, 10))
-    assert result["drifted"] is False and all(entry["drifted"] is None for entry in result["features"])
+    assert result["drifted"] is False
+    assert all(entry["drifted"] is None for entry in result["features"])
     assert {entry["feature"] for entry in result["features"]} >= set(NUMERIC_FEATURES)
 
 
@@ -171,8 +194,10 @@ def test_drift_report_is_a_self_contained_html_page(tmp_path):
     result = compare(profile, recent)
     path = write_report(result, profile, recent, tmp_path / "r" / "drift.html", "rakuten-fusion:x")
     page = path.read_text()
-    assert "DRIFT DETECTED" in page and page.count("data:image/png;base64,") == len(result["features"])
-    assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+    assert "DRIFT DETECTED" in page
+    assert page.count("data:image/png;base64,") == len(result["features"])
+    assert "http://" not in page
+    assert "https://" not in page
     embedded = page.split('id="result">')[1].split("</script>")[0]
     import html
 
@@ -185,7 +210,8 @@ def test_monitor_drift_cli_says_clearly_when_there_is_nothing_to_compare(capsys)
     assert main(["monitor", "accuracy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["labelled"] == 0
     code = main(["monitor", "drift"])
-    assert code == 2 and "error" in capsys.readouterr().err
+    assert code == 2
+    assert "error" in capsys.readouterr().err
 
 
 def test_predictions_table_is_created_with_the_rest_of_the_schema(tmp_path):

@@ -12,15 +12,14 @@ import time
 import httpx
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, Server, server_env
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-import monitoring_scenario  # noqa: E402
+import monitoring_scenario
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": "Bearer test-token"}
-MONITORING = REPO_ROOT / "monitoring"
+MONITORING = REPO_ROOT / "deploy"
 
 
 def _use_data_root(monkeypatch, data_root):
@@ -33,16 +32,19 @@ def _use_data_root(monkeypatch, data_root):
 
 def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, session_data_root, monkeypatch, tmp_path):
     from rakuten_classifier.cli import main
-    from rakuten_classifier.drift import compare, load_profile, write_report
-    from rakuten_classifier.monitoring import recent_predictions
+    from rakuten_classifier.monitoring.drift import compare, load_profile
+    from rakuten_classifier.monitoring.drift_report import write_report
+    from rakuten_classifier.monitoring.prediction_log import recent_predictions
     from rakuten_classifier.registry import model_path, production_models
 
     outcome = monitoring_scenario.run(served.url, sample_dir, "test-token", drift="books", size=300)
     ordinary, drifted = outcome["ordinary"], outcome["drifted"]
     assert ordinary["ok"] == drifted["ok"] == 300
     assert ordinary["window"] == drifted["window"] == 300
-    assert ordinary["drifted"] is False and ordinary["gauges"]["rakuten_drift_detected"] == 0
-    assert drifted["drifted"] is True and drifted["gauges"]["rakuten_drift_detected"] == 1
+    assert ordinary["drifted"] is False
+    assert ordinary["gauges"]["rakuten_drift_detected"] == 0
+    assert drifted["drifted"] is True
+    assert drifted["gauges"]["rakuten_drift_detected"] == 1
     assert "prdtypecode" in drifted["drifted_features"]
     assert drifted["gauges"]["rakuten_drift_score"] == pytest.approx(drifted["drift_score"])
     assert drifted["drift_score"] > 0.25 > ordinary["drift_score"]
@@ -50,14 +52,18 @@ def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, sessio
     settings = _use_data_root(monkeypatch, session_data_root)
     logged = recent_predictions(settings.database_url, last=600)
     sent = ordinary["prediction_ids"] + drifted["prediction_ids"]
-    assert len(set(sent)) == 600 and set(sent) <= set(logged["id"])  # every prediction is in the log
-    assert logged["modality"].isin(["both", "text"]).all() and logged["latency_ms"].gt(0).all()
+    assert len(set(sent)) == 600
+    assert set(sent) <= set(logged["id"])
+    assert logged["modality"].isin(["both", "text"]).all()
+    assert logged["latency_ms"].gt(0).all()
 
     # The CLI report on the latest window says drift; the same report on the first window does not.
     report = tmp_path / "drift.html"
     assert main(["monitor", "drift", "--last", "300", "--out", str(report), "--json"]) == 0
     assert "DRIFT DETECTED" in report.read_text()
-    profile = load_profile(model_path(production_models().fusion))
+    production = production_models()
+    assert production is not None
+    profile = load_profile(model_path(production.fusion))
     first = logged.iloc[:300]
     assert set(first["id"]) == set(ordinary["prediction_ids"])
     first_result = compare(profile, first, settings.drift_psi_threshold, settings.drift_p_value)
@@ -74,15 +80,19 @@ def test_feedback_over_http_gives_live_accuracy(served):
     assert httpx.post(f"{served.url}/feedback", json=body, headers={"Authorization": "Bearer nope"}).status_code == 403
     recorded = httpx.post(f"{served.url}/feedback", json=body, headers=ADMIN)
     assert recorded.status_code == 200, recorded.text
-    assert recorded.json()["correct"] is True and recorded.json()["live_accuracy"]["labelled"] >= 1
+    assert recorded.json()["correct"] is True
+    assert recorded.json()["live_accuracy"]["labelled"] >= 1
     unknown = httpx.post(f"{served.url}/feedback", json={**body, "prediction_id": "0" * 32}, headers=ADMIN)
-    assert unknown.status_code == 404 and "no logged prediction" in unknown.json()["error"]
+    assert unknown.status_code == 404
+    assert "no logged prediction" in unknown.json()["error"]
     bad_code = httpx.post(f"{served.url}/feedback", json={**body, "prdtypecode": 7}, headers=ADMIN)
-    assert bad_code.status_code == 400 and "unknown prdtypecode" in bad_code.json()["error"]
+    assert bad_code.status_code == 400
+    assert "unknown prdtypecode" in bad_code.json()["error"]
     extra = httpx.post(f"{served.url}/feedback", json={**body, "note": "x"}, headers=ADMIN)
     assert extra.status_code == 400
     accuracy = httpx.get(f"{served.url}/monitor/accuracy", headers=ADMIN).json()
-    assert accuracy["labelled"] >= 1 and 0 <= accuracy["accuracy"] <= 1
+    assert accuracy["labelled"] >= 1
+    assert 0 <= accuracy["accuracy"] <= 1
 
 
 def _exported_names(url: str) -> set[str]:
@@ -100,15 +110,26 @@ METRIC_RE = re.compile(r"\b((?:rakuten|bentoml)_[a-zA-Z0-9_]+)")
 
 def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served):
     # One of each: a text-only multimodal call (fallback), feedback (accuracy), a drift refresh (gauges).
-    answer = httpx.post(f"{served.url}/predict_multimodal", data={"designation": "Lot de 3 romans policiers"},
-                        timeout=60).json()
-    httpx.post(f"{served.url}/feedback", json={"prediction_id": answer["prediction_id"], "prdtypecode": 10},
-               headers=ADMIN)
+    answer = httpx.post(
+        f"{served.url}/predict_multimodal", data={"designation": "Lot de 3 romans policiers"}, timeout=60
+    ).json()
+    httpx.post(
+        f"{served.url}/feedback", json={"prediction_id": answer["prediction_id"], "prdtypecode": 10}, headers=ADMIN
+    )
     assert httpx.post(f"{served.url}/monitor/drift", headers=ADMIN, timeout=60).status_code == 200
     exported = _exported_names(served.url)
-    for name in ("rakuten_predictions_total", "rakuten_prediction_confidence_bucket", "rakuten_modality_fallbacks_total",
-                 "rakuten_drift_score", "rakuten_drift_detected", "rakuten_drift_feature_psi", "rakuten_model_info",
-                 "rakuten_live_accuracy", "rakuten_feedback_total", "rakuten_prediction_log_backlog"):
+    for name in (
+        "rakuten_predictions_total",
+        "rakuten_prediction_confidence_bucket",
+        "rakuten_modality_fallbacks_total",
+        "rakuten_drift_score",
+        "rakuten_drift_detected",
+        "rakuten_drift_feature_psi",
+        "rakuten_model_info",
+        "rakuten_live_accuracy",
+        "rakuten_feedback_total",
+        "rakuten_prediction_log_backlog",
+    ):
         assert name in exported, name
 
     dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "rakuten-classifier.json").read_text())
@@ -122,7 +143,8 @@ def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served):
 
     prometheus = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     job = prometheus["scrape_configs"][0]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
     assert all((MONITORING / rule_file).is_file() for rule_file in prometheus["rule_files"])
     for provisioning in (MONITORING / "grafana" / "provisioning").rglob("*.yml"):
         assert yaml.safe_load(provisioning.read_text())["apiVersion"] == 1
@@ -180,5 +202,7 @@ def test_graceful_stop_under_load_loses_no_logged_prediction(trained, tmp_path):
         logged = set(conn.execute(sa.text("SELECT id FROM predictions")).scalars())
     lost = set(answered) - logged
     assert not lost, f"{len(lost)} of {len(answered)} answered predictions missing from the log"
-    sys.stderr.write(f"graceful stop: {len(answered)} answered, {len(logged)} logged, "
-                     f"{len(failures)} failed ({sorted(set(failures))}), shutdown {shutdown_seconds:.1f} s\n")
+    sys.stderr.write(
+        f"graceful stop: {len(answered)} answered, {len(logged)} logged, "
+        f"{len(failures)} failed ({sorted(set(failures))}), shutdown {shutdown_seconds:.1f} s\n"
+    )

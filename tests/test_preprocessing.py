@@ -5,8 +5,8 @@ import io
 import pytest
 from PIL import Image
 
-from rakuten_classifier.dataset import read_challenge_dir
-from rakuten_classifier.preprocessing import ImageError, clean_text, load_image, product_text
+from rakuten_classifier.data.preprocessing import ImageError, clean_text, load_image, product_text
+from rakuten_classifier.data.reader import read_challenge_dir
 
 
 def test_clean_text_removes_tags_entities_and_extra_space():
@@ -30,7 +30,9 @@ def test_real_rows_with_html_are_cleaned(sample_dir):
     assert "<p>" in row.description
     text = product_text(row.designation, row.description)
     assert text.startswith(row.designation.strip())
-    assert "<" not in text and "&#39;" not in text and "  " not in text
+    assert "<" not in text
+    assert "&#39;" not in text
+    assert "  " not in text
     assert "La description: Rideau de voile de haute qualité" in text
     entity_row = products.loc[108]  # l&#39;aspect
     assert "l'aspect tressé" in product_text(entity_row.designation, entity_row.description)
@@ -38,7 +40,7 @@ def test_real_rows_with_html_are_cleaned(sample_dir):
 
 def test_no_html_survives_on_the_whole_sample(sample_dir):
     products = read_challenge_dir(sample_dir).products
-    texts = [product_text(d, s) for d, s in zip(products.designation, products.description)]
+    texts = [product_text(d, s) for d, s in zip(products.designation, products.description, strict=True)]
     assert not any("<br" in t or "&#39;" in t or "&amp;" in t for t in texts)
     assert all(t == t.strip() and "  " not in t for t in texts)
 

@@ -10,7 +10,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import VENV_BIN
 
 pytestmark = pytest.mark.slow
@@ -40,31 +39,41 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     def production():
         return rakuten("models")["production"]
 
-    assert rakuten("data", "load", "--data-dir", str(_first_rows_folder(sample_dir, tmp_path / "first")))["inserted"] == FIRST_ROWS
+    assert (
+        rakuten("data", "load", "--data-dir", str(_first_rows_folder(sample_dir, tmp_path / "first")))["inserted"]
+        == FIRST_ROWS
+    )
 
     first = rakuten("retrain")  # no production yet: the first run trains and promotes
-    assert first["triggers"] == ["no production models yet"] and first["promoted"] is True
+    assert first["triggers"] == ["no production models yet"]
+    assert first["promoted"] is True
     assert production()["fusion"] == first["models"]["fusion"]
 
     idle = rakuten("retrain", "--min-new-rows", "300")
-    assert idle["outcome"] == "skipped: no trigger fired" and idle["new_labelled_rows"] == 0
+    assert idle["outcome"] == "skipped: no trigger fired"
+    assert idle["new_labelled_rows"] == 0
     assert production()["fusion"] == first["models"]["fusion"]
 
     added = rakuten("data", "load", "--data-dir", str(sample_dir))["inserted"]
     assert added == 1638 - FIRST_ROWS
     check = rakuten("retrain", "--min-new-rows", "300", "--dry-run")
-    assert check["new_labelled_rows"] == added and check["trained"] is False
+    assert check["new_labelled_rows"] == added
+    assert check["trained"] is False
 
     more_data = rakuten("retrain", "--min-new-rows", "300")
-    assert more_data["triggers"] == [f"{added} new labelled rows >= 300"] and more_data["trained"] is True
+    assert more_data["triggers"] == [f"{added} new labelled rows >= 300"]
+    assert more_data["trained"] is True
     # Both scored on the same, current test split; the gate promotes when the candidate is not worse.
     assert more_data["candidate_fused_test_weighted_f1"] >= more_data["production_fused_test_weighted_f1"]
-    assert more_data["promoted"] is True and more_data["outcome"] == "promoted"
+    assert more_data["promoted"] is True
+    assert more_data["outcome"] == "promoted"
     promoted = production()
     assert promoted["fusion"] == more_data["models"]["fusion"] != first["models"]["fusion"]
 
     crippled = rakuten("retrain", "--force", "--text-max-features", "20", "--text-c", "0.001")
-    assert crippled["trained"] is True and crippled["promoted"] is False and crippled["outcome"] == "kept production"
+    assert crippled["trained"] is True
+    assert crippled["promoted"] is False
+    assert crippled["outcome"] == "kept production"
     assert crippled["candidate_fused_test_weighted_f1"] < crippled["production_fused_test_weighted_f1"]
     assert production() == promoted  # refused: the store's production pointer did not move
 
@@ -72,8 +81,10 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("rakuten-classifier")
-    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'retrain'",
-                              order_by=["attributes.start_time ASC"])
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.mlflow.runName = 'retrain'", order_by=["attributes.start_time ASC"]
+    )
     outcomes = [run.data.tags["outcome"] for run in runs]
     assert outcomes == ["promoted", "skipped: no trigger fired", "dry run", "promoted", "kept production"]
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{runs[-1].info.run_id}'")

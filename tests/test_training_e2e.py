@@ -2,17 +2,16 @@
 
 import json
 
-import bentoml
 import mlflow
-import numpy as np
 import pytest
 
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
+from rakuten_classifier.modeling.text import TfidfParams
+from rakuten_classifier.pipeline.steps import train_fusion, train_text
+from rakuten_classifier.pipeline.tracking import tracking_uri
+from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, production_models
-from rakuten_classifier.text_model import TfidfParams
-from rakuten_classifier.tracking import tracking_uri
-from rakuten_classifier.training import load_training_data, train_fusion, train_text
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +32,11 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
         assert tag.startswith(name + ":")
         info = model_info(tag)
         meta = info["metadata"]
-        assert meta["classes"][:3] == [10, 40, 50] and len(meta["classes"]) == 27
-        assert meta["data_fingerprint"] and meta["code_version"] and meta["mlflow_run_id"]
+        assert meta["classes"][:3] == [10, 40, 50]
+        assert len(meta["classes"]) == 27
+        assert meta["data_fingerprint"]
+        assert meta["code_version"]
+        assert meta["mlflow_run_id"]
         assert "stage" in info["labels"]
     assert model_info(trained["text"]["tag"])["metadata"]["metrics"]["test"]["weighted_f1"] > 0.5
     assert trained["image"]["skipped_without_image"]["train"] > 0  # rows without image: counted
@@ -46,7 +48,8 @@ def test_every_run_is_tracked_in_mlflow(trained, session_data_root):
     client = mlflow.MlflowClient()
     run = client.get_run(model_info(trained["fusion"]["tag"])["metadata"]["mlflow_run_id"])
     assert run.data.params["method"] in ("geometric", "arithmetic")
-    assert "val_geometric_weighted_f1" in run.data.metrics and "val_arithmetic_weighted_f1" in run.data.metrics
+    assert "val_geometric_weighted_f1" in run.data.metrics
+    assert "val_arithmetic_weighted_f1" in run.data.metrics
     text_run = client.get_run(model_info(trained["text"]["tag"])["metadata"]["mlflow_run_id"])
     artifacts = {a.path for a in client.list_artifacts(text_run.info.run_id)}
     assert {"text_test_classification_report.txt", "text_test_confusion_matrix.png"} <= artifacts
@@ -63,7 +66,9 @@ def test_promotion_gate_refuses_worse_and_accepts_not_worse(trained, sample_dir,
     assert production_models() == before  # nothing served changed
     again = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
     assert again["promoted"] is True  # equal score: not worse, promoted
-    assert production_models().fusion == again["tag"]
+    production = production_models()
+    assert production is not None
+    assert production.fusion == again["tag"]
 
 
 def test_evaluate_cli_reproduces_the_training_test_scores(trained, sample_dir, capsys, monkeypatch, session_data_root):
@@ -85,12 +90,15 @@ def test_python_api_predicts_with_production_models(trained, sample_dir):
     data = load_training_data(sample_dir)
     row = data.split("test").dropna(subset=["image_path"]).iloc[0]
     both = predict_multimodal(row.designation, row.description, image=row.image_path, top_k=3)
-    assert len(both["top_k"]) == 3 and both["text"] and both["image"]
+    assert len(both["top_k"]) == 3
+    assert both["text"]
+    assert both["image"]
     text_only = predict_multimodal(row.designation, row.description, image=row.image_path, text_weight=1.0)
     assert text_only["prdtypecode"] == text_only["text"][0]["prdtypecode"]
     image_only = predict_multimodal(row.designation, row.description, image=row.image_path, text_weight=0.0)
     assert image_only["prdtypecode"] == image_only["image"][0]["prdtypecode"]
     no_image = predict_multimodal(row.designation, row.description)
-    assert no_image["image"] is None and no_image["top_k"] == no_image["text"][:5]
+    assert no_image["image"] is None
+    assert no_image["top_k"] == no_image["text"][:5]
     with pytest.raises(ValueError, match="designation, an image"):
         predict_multimodal("  ", None)

@@ -14,13 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, Server, server_env
 
 CHROMIUM = Path(os.environ.get("RAKUTEN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 TIMEOUT_MS = 90_000  # two busy cores: a first prediction can take seconds
@@ -28,11 +33,14 @@ TIMEOUT_MS = 90_000  # two busy cores: a first prediction can take seconds
 
 # ---------------------------------------------------------------- the browser and helpers
 
+
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `make browser` "
-                    "(apt-get install -y chromium) or point RAKUTEN_CHROMIUM at a Chromium binary")
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it with `make browser` "
+            "(apt-get install -y chromium) or point RAKUTEN_CHROMIUM at a Chromium binary"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -70,14 +78,25 @@ def wait_answer(page, weight: str | None = None) -> None:
 
 
 def codes(page, list_id: str) -> list[int]:
-    return [int(code) for code in page.eval_on_selector_all(f"#{list_id} li.bar", "els => els.map(e => e.dataset.prdtypecode)")]
+    return [
+        int(code)
+        for code in page.eval_on_selector_all(f"#{list_id} li.bar", "els => els.map(e => e.dataset.prdtypecode)")
+    ]
 
 
 def api_predict(url: str, product: dict, image: Path, weight: float) -> dict:
     with image.open("rb") as handle:
-        answer = httpx.post(f"{url}/predict_multimodal", timeout=120, files={"image": (image.name, handle, "image/jpeg")},
-                            data={"designation": product["designation"], "description": product["description"],
-                                  "text_weight": str(weight), "top_k": "5"})
+        answer = httpx.post(
+            f"{url}/predict_multimodal",
+            timeout=120,
+            files={"image": (image.name, handle, "image/jpeg")},
+            data={
+                "designation": product["designation"],
+                "description": product["description"],
+                "text_weight": str(weight),
+                "top_k": "5",
+            },
+        )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -90,22 +109,29 @@ def as_text(value) -> str:
 def product(sample_dir, served) -> dict:
     """A real test-split product with its image, preferably one whose text and image models disagree
     (so that the slider visibly moves the fused answer from one to the other)."""
-    from rakuten_classifier.training import load_training_data
+    from rakuten_classifier.pipeline.training_data import load_training_data
 
     rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"])
     assert len(rows), "no test-split product with an image in the sample"
     chosen = None
     for row in rows.head(25).itertuples():
-        candidate = {"designation": as_text(row.designation), "description": as_text(row.description),
-                     "image": Path(row.image_path), "prdtypecode": int(row.prdtypecode)}
-        answer = api_predict(served.url, candidate, candidate["image"], 0.5)
+        image = Path(row.image_path)
+        candidate = {
+            "designation": as_text(row.designation),
+            "description": as_text(row.description),
+            "image": image,
+            "prdtypecode": int(row.prdtypecode),
+        }
+        answer = api_predict(served.url, candidate, image, 0.5)
         chosen = chosen or candidate
         if answer["text"][0]["prdtypecode"] != answer["image"][0]["prdtypecode"]:
             return candidate
+    assert chosen is not None
     return chosen
 
 
 # ---------------------------------------------------------------- the page against `served`
+
 
 @pytest.mark.slow
 def test_page_classifies_a_real_product_like_the_api(page, served, product):
@@ -129,12 +155,14 @@ def test_page_classifies_a_real_product_like_the_api(page, served, product):
     weight = float(page.input_value("#weight"))
     api = api_predict(served.url, product, product["image"], weight)
     fused = page.text_content("#fused-result")
-    assert str(api["prdtypecode"]) in fused and api["category"] in fused
+    assert str(api["prdtypecode"]) in fused
+    assert api["category"] in fused
     assert codes(page, "fused-bars") == [e["prdtypecode"] for e in api["top_k"]]
     assert codes(page, "text-bars") == [e["prdtypecode"] for e in api["text"]]
     assert codes(page, "image-bars") == [e["prdtypecode"] for e in api["image"]]
     first_bar = page.text_content("#fused-bars li.bar")
-    assert api["top_k"][0]["category"] in first_bar and f"{100 * api['top_k'][0]['probability']:.1f}\u00a0%" in first_bar
+    assert api["top_k"][0]["category"] in first_bar
+    assert f"{100 * api['top_k'][0]['probability']:.1f}\u00a0%" in first_bar
     assert re.fullmatch(r"\d+ ms", page.text_content("#latency")), page.text_content("#latency")
     shown_models = page.text_content("#models")
     for tag in api["models"].values():
@@ -150,12 +178,14 @@ def test_page_classifies_a_real_product_like_the_api(page, served, product):
     wait_answer(page, "0.00")
     assert page.text_content("#weight-value") == "0.00"
     image_top = api["image"][0]["prdtypecode"]
-    assert codes(page, "fused-bars")[0] == image_top and str(image_top) in page.text_content("#fused-result")
+    assert codes(page, "fused-bars")[0] == image_top
+    assert str(image_top) in page.text_content("#fused-result")
 
     page.keyboard.press("End")
     wait_answer(page, "1.00")
     text_top = api["text"][0]["prdtypecode"]
-    assert codes(page, "fused-bars")[0] == text_top and str(text_top) in page.text_content("#fused-result")
+    assert codes(page, "fused-bars")[0] == text_top
+    assert str(text_top) in page.text_content("#fused-result")
     page.screenshot(path=str(ARTIFACTS / "ui-text-only.png"), full_page=True)
 
 
@@ -174,37 +204,55 @@ def test_page_shows_api_errors_plainly(page, served, product):
     assert page.text_content("#image-name") == "notes.txt"
     page.click("#submit")
     page.wait_for_selector('#results[data-state="error"]', state="attached")
-    refused = httpx.post(f"{served.url}/predict_multimodal", timeout=60, data={"designation": product["designation"]},
-                         files={"image": ("notes.txt", b"just some notes", "text/plain")})
+    refused = httpx.post(
+        f"{served.url}/predict_multimodal",
+        timeout=60,
+        data={"designation": product["designation"]},
+        files={"image": ("notes.txt", b"just some notes", "text/plain")},
+    )
     assert refused.status_code == 400
     shown = page.text_content("#error")
-    assert page.is_visible("#error") and refused.json()["error"] in shown and "HTTP 400" in shown
+    assert page.is_visible("#error")
+    assert refused.json()["error"] in shown
+    assert "HTTP 400" in shown
 
     # Bytes that claim to be a JPEG: refused by the service's own check ({"error": ...}).
     broken = b"\xff\xd8 definitely not a jpeg"
     page.set_input_files("#image-input", files=[{"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": broken}])
     page.click("#submit")
     page.wait_for_function("document.getElementById('error').textContent.includes('readable')")
-    refused = httpx.post(f"{served.url}/predict_multimodal", timeout=60, data={"designation": product["designation"]},
-                         files={"image": ("broken.jpg", broken, "image/jpeg")})
-    assert refused.status_code == 400 and refused.json()["error"] in page.text_content("#error")
-    assert codes(page, "fused-bars") == [] and codes(page, "image-bars") == []  # no stale answer beside an error
+    refused = httpx.post(
+        f"{served.url}/predict_multimodal",
+        timeout=60,
+        data={"designation": product["designation"]},
+        files={"image": ("broken.jpg", broken, "image/jpeg")},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] in page.text_content("#error")
+    assert codes(page, "fused-bars") == []
+    assert codes(page, "image-bars") == []
 
     # A real image again: the error goes away.
     page.set_input_files("#image-input", str(product["image"]))
     page.click("#submit")
     wait_answer(page)
-    assert page.text_content("#error") == "" and page.is_hidden("#error")
+    assert page.text_content("#error") == ""
+    assert page.is_hidden("#error")
 
 
 # ---------------------------------------------------------------- the gallery (own server)
+
 
 @pytest.fixture(scope="module")
 def served_with_examples(trained, session_data_root, sample_dir, tmp_path_factory):
     """A server whose /ui gallery reads the sample (RAKUTEN_UI_EXAMPLES_DIR)."""
     log_path = tmp_path_factory.mktemp("serve-ui") / "serve.log"
-    server = Server("service:RakutenClassifier", server_env(session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir)),
-                    REPO_ROOT, log_path)
+    server = Server(
+        "service:RakutenClassifier",
+        server_env(session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir)),
+        REPO_ROOT,
+        log_path,
+    )
     try:
         server.wait_ready()
         yield server
@@ -221,14 +269,17 @@ def test_gallery_lists_examples_and_a_click_fills_the_form(page, served_with_exa
     assert 1 <= len(examples) <= 8
     assert all("image_path" not in e and e["image_url"] == f"/ui/examples/{e['n']}/image" for e in examples)
     image = httpx.get(f"{url}{examples[0]['image_url']}", timeout=30)
-    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/jpeg"
     Image.open(io.BytesIO(image.content)).verify()
     assert httpx.get(f"{url}/ui/examples/99/image", timeout=30).status_code == 404
 
     open_ui(page, url)
     assert page.is_visible("#gallery-card")
     assert page.locator("#gallery .example").count() == len(examples)
-    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
 
     chosen = examples[min(2, len(examples) - 1)]
     page.click(f"#gallery .example[data-n='{chosen['n']}']")
@@ -245,8 +296,9 @@ def test_gallery_lists_examples_and_a_click_fills_the_form(page, served_with_exa
 
 # ---------------------------------------------------------------- the examples, without a server
 
+
 def test_examples_come_from_the_configured_folder(sample_dir, monkeypatch):
-    from rakuten_classifier import web
+    from rakuten_classifier.serving import web
 
     web._examples_from.cache_clear()
     monkeypatch.setenv(web.EXAMPLES_ENV, str(sample_dir))
@@ -258,7 +310,7 @@ def test_examples_come_from_the_configured_folder(sample_dir, monkeypatch):
 
 @pytest.mark.parametrize("value", [None, "/nonexistent/rakuten-examples"])
 def test_no_examples_without_a_readable_folder(value, monkeypatch):
-    from rakuten_classifier import web
+    from rakuten_classifier.serving import web
 
     web._examples_from.cache_clear()
     if value is None:

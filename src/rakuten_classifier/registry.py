@@ -7,7 +7,7 @@ Names (stable, documented in README):
 
 A fusion version names the text and image versions it combines (metadata). The production models
 are the newest fusion version labelled ``stage=production`` and the two versions it names; a
-fusion version gets that label only by passing the promotion gate (see training.promotion_decision).
+fusion version gets that label only by passing the promotion gate (see pipeline.gate.promotion_decision).
 """
 
 from __future__ import annotations
@@ -32,15 +32,18 @@ FUSION_MODEL = "rakuten-fusion"
 FUSION_FILE = "fusion.json"
 # Written last into every model folder: SHA-256 of each file, so a truncated or edited model is refused.
 MANIFEST_FILE = "manifest.json"
-PRODUCTION = "production"
-CANDIDATE = "candidate"
+STAGE_PRODUCTION = "production"
+STAGE_CANDIDATE = "candidate"
 
 
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -87,12 +90,14 @@ def verify_model(tag: str) -> None:
     missing = sorted(set(expected) - set(actual))
     changed = sorted(name for name in expected if name in actual and actual[name] != expected[name])
     if missing or changed:
-        raise CorruptModel(f"{tag}: {'missing ' + ', '.join(missing) if missing else ''}"
-                           f"{'; ' if missing and changed else ''}"
-                           f"{'content changed: ' + ', '.join(changed) if changed else ''}")
+        raise CorruptModel(
+            f"{tag}: {'missing ' + ', '.join(missing) if missing else ''}"
+            f"{'; ' if missing and changed else ''}"
+            f"{'content changed: ' + ', '.join(changed) if changed else ''}"
+        )
 
 
-def verify_production(models: "ProductionModels") -> None:
+def verify_production(models: ProductionModels) -> None:
     """Verify the three versions that serve together (CorruptModel on the first bad one)."""
     for tag in (models.fusion, models.text, models.image):
         verify_model(tag)
@@ -106,8 +111,12 @@ def model_path(tag: str) -> Path:
 def model_info(tag: str) -> dict:
     """Labels and metadata of a stored version."""
     model = bentoml.models.get(tag)
-    return {"tag": str(model.tag), "labels": dict(model.info.labels), "metadata": dict(model.info.metadata),
-            "created": model.info.creation_time.isoformat()}
+    return {
+        "tag": str(model.tag),
+        "labels": dict(model.info.labels),
+        "metadata": dict(model.info.metadata),
+        "created": model.info.creation_time.isoformat(),
+    }
 
 
 def latest_tag(name: str, **labels: str) -> str | None:
@@ -138,10 +147,22 @@ def read_fusion_config(fusion_tag: str) -> dict:
 
 def production_models() -> ProductionModels | None:
     """The models currently promoted to production, or None before the first promotion."""
-    fusion_tag = latest_tag(FUSION_MODEL, stage=PRODUCTION)
+    fusion_tag = latest_tag(FUSION_MODEL, stage=STAGE_PRODUCTION)
     if fusion_tag is None:
         return None
     return models_of(fusion_tag)
+
+
+class NoModelError(LookupError):
+    """No production models in the store yet."""
+
+
+def current_models() -> ProductionModels:
+    """The production tags, or NoModelError telling the user to train."""
+    models = production_models()
+    if models is None:
+        raise NoModelError("no production models in the BentoML store; run `rakuten train all` first")
+    return models
 
 
 def models_of(fusion_tag: str) -> ProductionModels:
@@ -156,8 +177,8 @@ def last_good_production() -> tuple[ProductionModels | None, dict[str, str]]:
         versions = bentoml.models.list(FUSION_MODEL)
     except bentoml.exceptions.NotFound:
         return None, {}
-    production = [m for m in versions if m.info.labels.get("stage") == PRODUCTION]
-    refused = {}
+    production = [m for m in versions if m.info.labels.get("stage") == STAGE_PRODUCTION]
+    refused: dict[str, str] = {}
     for model in sorted(production, key=lambda m: m.info.creation_time, reverse=True):
         tag = str(model.tag)
         try:

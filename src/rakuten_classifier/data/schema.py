@@ -1,0 +1,82 @@
+"""The SQL schema (SQLite by default, PostgreSQL by URL): products and loads, the prediction log and feedback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+loads = sa.Table(
+    "loads",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("source_dir", sa.Text, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("inserted", sa.Integer, nullable=False),
+    sa.Column("images_found", sa.Integer, nullable=False),
+    sa.Column("images_missing", sa.Integer, nullable=False),
+)
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("productid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("row_index", sa.BigInteger, nullable=False),
+    sa.Column("designation", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("imageid", sa.BigInteger, nullable=False),
+    sa.Column("prdtypecode", sa.Integer, index=True),
+    sa.Column("split", sa.String(16), nullable=False, index=True),
+    sa.Column("image_path", sa.Text),
+    sa.Column("image_bytes", sa.Integer),
+    sa.Column("image_width", sa.Integer),
+    sa.Column("image_height", sa.Integer),
+    sa.Column("load_id", sa.Integer, sa.ForeignKey("loads.id"), nullable=False),
+)
+
+# Monitoring (monitoring.py): one row per served prediction, written in batches off the request path.
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+    sa.Column("text_sha256", sa.String(64), nullable=False),  # fingerprint, not the text itself
+    sa.Column("text_length", sa.Integer, nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("image_present", sa.Boolean, nullable=False),
+    sa.Column("image_width", sa.Integer),
+    sa.Column("image_height", sa.Integer),
+    sa.Column("image_brightness", sa.Float),
+    sa.Column("modality", sa.String(8), nullable=False),  # both | text | image
+    sa.Column("prdtypecode", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("top_probabilities", sa.Text, nullable=False),  # JSON [[code, probability], ...]
+    sa.Column("text_weight", sa.Float, nullable=False),
+    sa.Column("fusion_model", sa.String(128), nullable=False),
+    sa.Column("text_model", sa.String(128)),
+    sa.Column("image_model", sa.String(128)),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), primary_key=True),
+    sa.Column("prdtypecode", sa.Integer, nullable=False),
+    sa.Column("correct", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+def get_engine(url: str) -> sa.Engine:
+    """An engine for the URL; SQLite's parent folder is created if needed."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    metadata.create_all(engine)
+    return engine

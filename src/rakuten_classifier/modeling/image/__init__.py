@@ -1,0 +1,1 @@
+"""The image model: backbones, transforms and views, feature extraction, the classifier, its training."""

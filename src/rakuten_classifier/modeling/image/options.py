@@ -1,0 +1,82 @@
+"""The image model's training options: one typed dataclass, every field used or refused in each mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import ImageModelError
+from .backbones import backbone_spec
+
+MODES = ("frozen", "finetune")
+DEFAULT_C_GRID = (0.001, 0.003)
+# Fields that only the 'finetune' mode reads; in 'frozen' mode setting one is an error, not a no-op.
+FINETUNE_ONLY = ("epochs", "lr", "unfreeze_blocks", "label_smoothing", "weight_decay")
+
+
+@dataclass(frozen=True)
+class ImageTrainingOptions:
+    """How `fit_image_model` trains; ``None`` on a finetune-only field means "the mode's default"."""
+
+    backbone: str = "mobilenet_v2"
+    mode: str = "frozen"
+    pretrained: bool = True
+    # Test-time augmentation: average the centre crop with its mirror (also at serving).
+    tta: bool = True
+    # Seeded augmented training views besides the centre crop and its mirror (None: 0 frozen, 2 finetune;
+    # in 'frozen' mode augmented views did not help on validation).
+    aug_views: int | None = None
+    # Inverse regularisation strengths of the logistic head, chosen on validation (both modes).
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID
+    seed: int = 42
+    # CPU threads of the forward passes (0: torch's default); a CPU centre-crop view runs on that many
+    # single-threaded torch threads, anything else on a DataLoader.
+    torch_threads: int = 2
+    # DataLoader decoding processes and batch size (augmented views, or a GPU).
+    num_workers: int = 2
+    batch_size: int = 64
+    device: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    unfreeze_blocks: int | None = None
+    label_smoothing: float | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ImageModelError(f"mode must be one of {MODES}, not {self.mode!r}")
+        backbone_spec(self.backbone)  # an unknown backbone fails here, with the known ones listed
+        if self.mode == "frozen":
+            given = [name for name in FINETUNE_ONLY if getattr(self, name) is not None]
+            if given:
+                raise ImageModelError(
+                    f"{', '.join(given)} only apply to mode 'finetune'; the frozen mode trains "
+                    "no network weights (drop them, or choose --image-mode finetune)"
+                )
+        if self.resolved_aug_views < 0 or (self.mode == "finetune" and self.resolved_aug_views < 1):
+            raise ImageModelError(f"aug_views must be >= 0 (>= 1 in finetune mode), not {self.aug_views}")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ImageModelError(f"c_grid must hold positive values, not {self.c_grid}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ImageModelError("epochs must be at least 1")
+
+    @property
+    def resolved_aug_views(self) -> int:
+        """Augmented training views after the mode's default."""
+        if self.aug_views is not None:
+            return self.aug_views
+        return 0 if self.mode == "frozen" else 2
+
+    def finetune_settings(self) -> dict:
+        """The finetune-only fields with the mode's defaults filled in."""
+        defaults = {
+            "epochs": 8,
+            "lr": 1e-3,
+            "unfreeze_blocks": backbone_spec(self.backbone).default_unfreeze,
+            "label_smoothing": 0.1,
+            "weight_decay": 0.05,
+        }
+        return {name: defaults[name] if getattr(self, name) is None else getattr(self, name) for name in FINETUNE_ONLY}
+
+    def as_params(self) -> dict:
+        """Every field, for MLflow and the model metadata (None fields left out: BentoML refuses None)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

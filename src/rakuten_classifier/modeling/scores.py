@@ -1,0 +1,60 @@
+"""Scores and reports: weighted F1 (the challenge metric), macro F1, accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+from ..categories import CATEGORY_CODES
+
+
+def classification_scores(label_indices: np.ndarray, predicted_indices: np.ndarray) -> dict:
+    """weighted_f1, macro_f1, accuracy and n for predictions given as class indices."""
+    if len(label_indices) == 0:
+        return {"weighted_f1": None, "macro_f1": None, "accuracy": None, "n": 0}
+    return {
+        "weighted_f1": round(float(f1_score(label_indices, predicted_indices, average="weighted", zero_division=0)), 4),
+        "macro_f1": round(float(f1_score(label_indices, predicted_indices, average="macro", zero_division=0)), 4),
+        "accuracy": round(float(accuracy_score(label_indices, predicted_indices)), 4),
+        "n": len(label_indices),
+    }
+
+
+def report_text(label_indices: np.ndarray, predicted_indices: np.ndarray) -> str:
+    """sklearn's per-category classification report, categories named by code."""
+    present = sorted(set(label_indices) | set(predicted_indices))
+    return classification_report(
+        label_indices,
+        predicted_indices,
+        labels=present,
+        target_names=[str(CATEGORY_CODES[i]) for i in present],
+        zero_division=0,
+        digits=3,
+    )
+
+
+def save_confusion_matrix(label_indices: np.ndarray, predicted_indices: np.ndarray, path: Path, title: str) -> Path:
+    """A row-normalised confusion-matrix PNG over all 27 categories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = confusion_matrix(label_indices, predicted_indices, labels=range(len(CATEGORY_CODES))).astype(float)
+    totals = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    figure, axes = plt.subplots(figsize=(10, 9))
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    labels = [str(c) for c in CATEGORY_CODES]
+    axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(labels)), labels, fontsize=7)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

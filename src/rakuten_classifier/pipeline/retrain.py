@@ -1,0 +1,123 @@
+"""Automated retraining: retrain when enough new labelled rows arrived or the inputs drifted.
+
+The loop users run (by hand, cron, or POST /train {"retrain": true}):
+
+    rakuten data load --data-dir NEW_FOLDER     # new products, once, in one transaction
+    rakuten retrain                             # checks, trains if needed, promotes only if not worse
+
+Training goes through `train_all`, whose promotion gate scores the candidate and the production
+models on the same current test split; everything is logged to one MLflow "retrain" run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from ..config import Settings, get_settings
+from ..data.schema import get_engine, products
+from ..monitoring.drift import drift_of_recent
+from ..registry import model_info, production_models
+from .steps import train_all
+from .tracking import tracked_run
+
+log = logging.getLogger(__name__)
+
+
+def new_labelled_rows(url: str, fusion_metadata: dict) -> dict:
+    """Labelled rows in the database that the production models were not trained with."""
+    engine = get_engine(url)
+    labelled = products.c.prdtypecode.is_not(None)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(labelled)).scalar_one()
+        last_load = fusion_metadata.get("last_load_id")
+        if last_load is not None:
+            new = conn.execute(sa.select(sa.func.count()).where(labelled, products.c.load_id > last_load)).scalar_one()
+        elif fusion_metadata.get("labelled_rows") is not None:  # trained from a folder, not the database
+            new = max(0, total - int(fusion_metadata["labelled_rows"]))
+        else:  # trained before provenance was recorded: every row counts as new
+            new = total
+    engine.dispose()
+    return {"labelled_in_database": int(total), "new_labelled_rows": int(new), "trained_last_load_id": last_load}
+
+
+def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True) -> dict:
+    """What the retrain decision is based on: new labelled rows and drift of the recent log."""
+    production = production_models()
+    if production is None:
+        return {"production": None, "triggers": ["no production models yet"]}
+    metadata = model_info(production.fusion)["metadata"]
+    check = {"production": vars(production), **new_labelled_rows(settings.database_url, metadata)}
+    triggers = []
+    if check["new_labelled_rows"] >= min_new_rows:
+        triggers.append(f"{check['new_labelled_rows']} new labelled rows >= {min_new_rows}")
+    if use_drift:
+        try:
+            found = drift_of_recent(settings, production.fusion, last=settings.drift_window)
+        except FileNotFoundError as exc:
+            log.warning("drift not checked: %s", exc)
+            found = None
+        if found is not None:
+            drift = found[0]
+            check["drift"] = {k: drift[k] for k in ("window", "drift_score", "drifted", "drifted_features")}
+            if drift["drifted"]:
+                triggers.append(f"drift in {', '.join(drift['drifted_features'])} (score {drift['drift_score']:.3f})")
+    check["triggers"] = triggers
+    return check
+
+
+def retrain(
+    settings: Settings | None = None,
+    *,
+    min_new_rows: int = 1000,
+    use_drift: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+    **train_options,
+) -> dict:
+    """Check the triggers; when one fires (or ``force``), train from the database and gate the promotion."""
+    import mlflow
+
+    settings = settings or get_settings()
+    check = retrain_check(settings, min_new_rows, use_drift)
+    if force:
+        check["triggers"].append("forced")
+    with tracked_run(settings, "retrain", {"stage": "retrain"}):
+        mlflow.log_params(
+            {
+                "min_new_rows": min_new_rows,
+                "use_drift": use_drift,
+                "force": force,
+                "new_labelled_rows": check.get("new_labelled_rows"),
+                "production_before": (check["production"] or {}).get("fusion"),
+            }
+        )
+        if "drift" in check:
+            mlflow.log_metric("drift_score", check["drift"]["drift_score"])
+        mlflow.set_tag("triggers", "; ".join(check["triggers"]) or "none")
+        if not check["triggers"] or dry_run:
+            outcome = "dry run" if dry_run else "skipped: no trigger fired"
+            mlflow.set_tag("outcome", outcome)
+            log.info("retrain %s", outcome)
+            return {**check, "outcome": outcome, "trained": False, "promoted": False}
+        log.info("retraining: %s", "; ".join(check["triggers"]))
+        result = train_all(db_url=settings.database_url, settings=settings, **train_options)
+        fusion = result["fusion"]
+        outcome = "promoted" if fusion["promoted"] else "kept production"
+        mlflow.set_tags({"outcome": outcome, "promotion": fusion["promotion"], "candidate": fusion["tag"]})
+        mlflow.log_metric("candidate_fused_test_weighted_f1", fusion["metrics"]["fused"]["weighted_f1"])
+        if fusion.get("production_before_test_weighted_f1") is not None:
+            mlflow.log_metric("production_fused_test_weighted_f1", fusion["production_before_test_weighted_f1"])
+    log.info("retrain: %s (%s)", outcome, fusion["promotion"])
+    return {
+        **check,
+        "outcome": outcome,
+        "trained": True,
+        "promoted": fusion["promoted"],
+        "promotion": fusion["promotion"],
+        "models": {"text": result["text"]["tag"], "image": result["image"]["tag"], "fusion": fusion["tag"]},
+        "candidate_fused_test_weighted_f1": fusion["metrics"]["fused"]["weighted_f1"],
+        "production_fused_test_weighted_f1": fusion.get("production_before_test_weighted_f1"),
+        "production_after": vars(production_models()),
+    }

@@ -1,0 +1,62 @@
+"""Probabilities of stored models for rows of a frame (cached per process), and image files scored in batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..categories import CATEGORY_CODES
+from ..data.preprocessing import load_image
+from ..modeling.image.classifier import ImageClassifier
+from ..modeling.loading import image_model_for, text_model_for
+
+log = logging.getLogger(__name__)
+
+IMAGE_BATCH = 32
+
+
+# Probabilities are cached per (model tag, rows) within a process: train_all scores the same
+# validation and test rows with the same models in several steps.
+_PROBA_CACHE: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+
+def text_proba(tag: str, frame: pd.DataFrame) -> np.ndarray:
+    """Text probabilities of the stored model ``tag`` for the rows of ``frame``."""
+    key = (tag, tuple(frame["productid"]))
+    if key not in _PROBA_CACHE:
+        _PROBA_CACHE[key] = text_model_for(tag).predict_proba(frame["text"].tolist())
+    return _PROBA_CACHE[key]
+
+
+def image_proba(tag: str, frame: pd.DataFrame) -> np.ndarray:
+    """Image probabilities of the stored model ``tag``; NaN rows where the image is missing."""
+    key = (tag, tuple(frame["productid"]))
+    if key not in _PROBA_CACHE:
+        _PROBA_CACHE[key] = image_proba_for_paths(image_model_for(tag), frame["image_path"].tolist())
+    return _PROBA_CACHE[key]
+
+
+def image_proba_for_paths(
+    model: ImageClassifier, paths: Sequence[str | None], desc: str = "scoring images"
+) -> np.ndarray:
+    """Probabilities for image files; rows whose path is None (or unreadable) are NaN."""
+    proba = np.full((len(paths), len(CATEGORY_CODES)), np.nan)
+    present = [i for i, p in enumerate(paths) if isinstance(p, str)]
+    for start in tqdm(range(0, len(present), IMAGE_BATCH), desc=desc, unit="batch", disable=None):
+        batch = present[start : start + IMAGE_BATCH]
+        images, kept = [], []
+        for i in batch:
+            path = paths[i]
+            assert path is not None  # `present` holds the rows with a path
+            try:
+                images.append(load_image(path))
+                kept.append(i)
+            except Exception as exc:  # a corrupt file is a missing image, reported, never fatal
+                log.warning("%s: unreadable image, scored from text alone (%s)", paths[i], exc)
+        if images:
+            proba[kept] = model.predict_proba(images)
+    return proba

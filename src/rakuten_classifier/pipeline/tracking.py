@@ -1,0 +1,56 @@
+"""MLflow tracking: a local SQLite store under the data root unless MLFLOW_TRACKING_URI says otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+
+EXPERIMENT = "rakuten-classifier"
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The tracking store used: settings, then MLFLOW_TRACKING_URI, then sqlite under data_root."""
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    settings.data_root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(settings.data_root / 'mlflow.db').resolve().as_posix()}"
+
+
+@contextlib.contextmanager
+def tracked_run(settings: Settings, run_name: str, tags: dict | None = None) -> Iterator[ActiveRun]:
+    """An MLflow run in the project's experiment (artifacts under data_root/mlartifacts locally)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        artifact_root = None
+        if tracking_uri(settings).startswith("sqlite:"):
+            artifact_root = (settings.data_root / "mlartifacts").resolve().as_uri()
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+    else:
+        experiment_id = experiment.experiment_id
+    # Inside another run (a retrain wrapping the training steps) the step becomes a child run.
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
+        yield run
+
+
+def log_evaluation(prefix: str, scores: dict, report: str, confusion_png: Path | None) -> None:
+    """Log a split's scores as metrics and the report and confusion matrix as artifacts."""
+    import mlflow
+
+    mlflow.log_metrics({f"{prefix}_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and v is not None})
+    mlflow.log_text(report, f"{prefix}_classification_report.txt")
+    if confusion_png is not None:
+        mlflow.log_artifact(str(confusion_png))

@@ -1,0 +1,59 @@
+"""The labelled products a training run learns from, with their split, model text and class index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..categories import CATEGORY_CODES
+from ..config import Settings, get_settings
+from ..data.preprocessing import product_text
+from ..data.reader import DataError
+from ..data.split import data_fingerprint
+from ..data.store import load_products
+
+
+@dataclass
+class TrainingData:
+    """Labelled products with their split, model text and class index."""
+
+    products: pd.DataFrame
+    fingerprint: str
+
+    def split(self, name: str) -> pd.DataFrame:
+        """Rows of one split ('train', 'val' or 'test')."""
+        return self.products[self.products["split"] == name]
+
+    def provenance(self) -> dict:
+        """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""
+        load_ids = self.products["load_id"].dropna() if "load_id" in self.products else pd.Series([], dtype=float)
+        # BentoML metadata takes no None: the load id is left out when the data came from a folder.
+        provenance = {"labelled_rows": len(self.products)}
+        if len(load_ids):
+            provenance["last_load_id"] = int(load_ids.max())
+        return provenance
+
+
+def load_training_data(
+    data_dir: str | Path | None = None, db_url: str | None = None, settings: Settings | None = None
+) -> TrainingData:
+    """Labelled products from a challenge folder or the SQL store (default: the configured db)."""
+    settings = settings or get_settings()
+    if data_dir is None and db_url is None:
+        db_url = settings.database_url
+    products = load_products(data_dir, db_url, settings.seed, settings.val_fraction, settings.test_fraction)
+    labelled = products[products["prdtypecode"].notna()].copy()
+    if labelled.empty:
+        raise DataError(f"{data_dir or db_url}: no labelled products")
+    labelled["text"] = [
+        product_text(d, s) for d, s in zip(labelled["designation"], labelled["description"], strict=True)
+    ]
+    position = {code: i for i, code in enumerate(CATEGORY_CODES)}
+    labelled["label_index"] = labelled["prdtypecode"].astype(int).map(position)
+    labelled["image_path"] = labelled["image_path"].where(labelled["image_path"].notna(), None)
+    for split in ("train", "val", "test"):
+        if not (labelled["split"] == split).any():
+            raise DataError(f"{data_dir or db_url}: the {split!r} split is empty; more labelled rows are needed")
+    return TrainingData(products=labelled.reset_index(drop=True), fingerprint=data_fingerprint(labelled))

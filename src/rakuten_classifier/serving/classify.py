@@ -1,0 +1,68 @@
+"""The entry service's prediction: both model services called concurrently, then fused per product."""
+
+from __future__ import annotations
+
+import asyncio
+import typing as t
+
+import numpy as np
+
+from ..modeling.fusion import fuse_probabilities
+from .answers import build_answer
+from .errors import ClientError
+from .schemas import Product
+
+ModelCall = t.Callable[[list], t.Awaitable[list[dict]]]
+
+
+async def _nothing() -> list[dict]:
+    return []
+
+
+async def classify(
+    items: list[Product],
+    fusion: tuple[str, dict],
+    text_weight: float | None,
+    k: int,
+    text_call: ModelCall,
+    image_call: ModelCall,
+    timeout_s: float,
+) -> list[tuple[dict, float | None]]:
+    """Each product's answer and its image brightness (None without an image), fused with the production weight."""
+    fusion_tag, config = fusion
+    weight = config["text_weight"] if text_weight is None else float(text_weight)
+    text_rows = [i for i, item in enumerate(items) if item.text]
+    image_rows = [i for i, item in enumerate(items) if item.image is not None]
+    text_future = text_call([items[i].text for i in text_rows]) if text_rows else _nothing()
+    image_future = image_call([items[i].image for i in image_rows]) if image_rows else _nothing()
+    try:
+        text_answers, image_answers = await asyncio.wait_for(asyncio.gather(text_future, image_future), timeout_s)
+    except TimeoutError:
+        raise ClientError(
+            f"prediction took longer than {timeout_s:g} s (RAKUTEN_REQUEST_TIMEOUT_S); try again or send fewer items",
+            504,
+        ) from None
+    for answer in image_answers:
+        if "error" in answer:
+            raise ClientError(f"image could not be decoded: {answer['error']}")
+    texts = dict(zip(text_rows, text_answers, strict=True))
+    images = dict(zip(image_rows, image_answers, strict=True))
+    results = []
+    for i in range(len(items)):
+        text_answer, image_answer = texts.get(i), images.get(i)
+        text_p = None if text_answer is None else np.asarray(text_answer["proba"])
+        image_p = None if image_answer is None else np.asarray(image_answer["proba"])
+        fused = fuse_probabilities(
+            None if text_p is None else text_p[None],
+            None if image_p is None else image_p[None],
+            weight,
+            config["method"],
+        )[0]
+        models = {"fusion": fusion_tag}
+        if text_answer:
+            models["text"] = text_answer["model"]
+        if image_answer:
+            models["image"] = image_answer["model"]
+        answer = build_answer(fused, text_p, image_p, weight, k, models)
+        results.append((answer, image_answer.get("brightness") if image_answer else None))
+    return results

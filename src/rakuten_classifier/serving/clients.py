@@ -1,0 +1,41 @@
+"""How the entry service talks to its model services: one long-lived session each, retried on a dropped connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import typing as t
+
+log = logging.getLogger(__name__)
+
+# BentoML's client to a dependency closes and replaces its HTTP session every 100 requests (and
+# every 300 s) while other requests may still be in flight on it: measured under load, those got
+# "Server disconnected" and, now and then, a request never completed (a 504 after the timeout).
+# One long-lived session per dependency avoids the race; there is one local worker to talk to.
+KEEP_CLIENT_SESSION = {"max_requests": 2_000_000_000, "max_age": 10.0**9}
+
+
+def model_service_timeout(request_timeout_s: float) -> float:
+    """The model services' own request timeout: only a backstop behind the entry's RAKUTEN_REQUEST_TIMEOUT_S.
+
+    The entry answers 504 itself; a tiny request timeout must never make a model service shed the
+    batches it is computing.
+    """
+    return max(request_timeout_s, 60) + 30
+
+
+async def with_retry(call: t.Callable[[t.Any], t.Awaitable[t.Any]], payload: t.Any, attempts: int = 3) -> t.Any:
+    """Call a model service, retrying a dropped connection.
+
+    A pooled keep-alive connection that the model worker has just closed (idle timeout, or a
+    restarted worker) fails with ServerDisconnectedError; predictions are pure, so retrying is safe.
+    """
+    import aiohttp
+
+    for attempt in range(1, attempts):
+        try:
+            return await call(payload)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
+            log.warning("model service connection dropped (%s); retry %d", exc, attempt)
+            await asyncio.sleep(0.05 * attempt)
+    return await call(payload)

@@ -1,0 +1,171 @@
+"""Request schemas of the entry service, and the checks that turn a request into products to classify.
+
+Every limit is a field of rakuten_classifier.config.Settings (RAKUTEN_* env); breaking one is a 4xx
+with a message, never a traceback.
+"""
+
+import base64
+import io
+import json
+import typing as t
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from bentoml.validators import ContentType
+from PIL import Image
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from ..categories import CATEGORY_CODES
+from ..config import get_settings
+from ..data.preprocessing import product_text
+from .errors import ClientError
+
+settings = get_settings()
+N_CLASSES = len(CATEGORY_CODES)
+
+
+def _form_text(value: t.Any) -> t.Any:
+    """Multipart text fields arrive JSON-decoded ('123' -> 123); give them back as text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+FormText = Annotated[str, BeforeValidator(_form_text), Field(max_length=settings.max_text_chars)]
+ImageUpload = Annotated[Path, ContentType("image/*")]
+
+
+class MultimodalInput(bentoml.IODescriptor):
+    """Form of /predict_multimodal: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    designation: FormText = ""
+    description: FormText = ""
+    image: ImageUpload = None  # type: ignore[assignment]
+    text_weight: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int = Field(5, ge=1, le=N_CLASSES)
+
+
+class TextInput(bentoml.IODescriptor):
+    """Body of /predict_text."""
+
+    model_config = ConfigDict(extra="forbid")
+    designation: FormText
+    description: FormText = ""
+    top_k: int = Field(5, ge=1, le=N_CLASSES)
+
+
+class ImageInput(bentoml.IODescriptor):
+    """Form of /predict_image."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: ImageUpload
+    top_k: int = Field(5, ge=1, le=N_CLASSES)
+
+
+class BatchItem(BaseModel):
+    """One product of /predict_batch; the image, if any, as base64."""
+
+    model_config = ConfigDict(extra="forbid")
+    designation: FormText = ""
+    description: FormText = ""
+    image_base64: str | None = Field(None, max_length=settings.max_image_bytes * 4 // 3 + 4)
+
+
+class BatchInput(bentoml.IODescriptor):
+    """Body of /predict_batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[BatchItem] = Field(min_length=1, max_length=settings.max_batch_items)
+    text_weight: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int = Field(5, ge=1, le=N_CLASSES)
+
+
+class TrainInput(bentoml.IODescriptor):
+    """Body of /train: a folder under the data root to read instead of the database, or a retrain check."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_dir: str | None = None
+    retrain: bool = Field(False, description="run `rakuten retrain` (train only if new rows or drift call for it)")
+
+
+class FeedbackInput(BaseModel):
+    """Body of /feedback: the true category of a prediction the service answered."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: str = Field(min_length=1, max_length=32)
+    prdtypecode: int
+
+
+class Product(t.NamedTuple):
+    """One product to classify: model text, encoded image and its header size (width, height)."""
+
+    text: str
+    image: bytes | None = None
+    size: tuple[int, int] | None = None
+
+
+def check_image_bytes(data: bytes) -> tuple[bytes, tuple[int, int]]:
+    """Size and pixel limits checked from the header, before any decoding; returns (data, (w, h))."""
+    if len(data) > settings.max_image_bytes:
+        raise ClientError(f"image is {len(data)} bytes; the limit is {settings.max_image_bytes}", 413)
+    if not data:
+        raise ClientError("image file is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Exception as exc:
+        raise ClientError(f"image is not a readable JPEG/PNG/WebP file ({type(exc).__name__})") from exc
+    if width * height > settings.max_image_pixels:
+        raise ClientError(f"image has {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels", 413)
+    return data, (width, height)
+
+
+def form_product(designation: str, description: str, image: Path | None) -> Product:
+    """The product of a /predict_multimodal or /predict_image form; ClientError when there is nothing to classify."""
+    text = product_text(designation, description)
+    data, size = check_image_bytes(Path(image).read_bytes()) if image is not None else (None, None)
+    if not text and data is None:
+        raise ClientError("empty product: give a designation, an image, or both")
+    return Product(text, data, size)
+
+
+def text_product(designation: str, description: str) -> Product:
+    """The product of a /predict_text body; ClientError when both fields are blank."""
+    text = product_text(designation, description)
+    if not text:
+        raise ClientError("empty product: designation and description are blank")
+    return Product(text)
+
+
+def batch_products(items: list[BatchItem]) -> list[Product]:
+    """The products of a /predict_batch body; a ClientError names the first bad item."""
+    prepared = []
+    for number, item in enumerate(items):
+        text = product_text(item.designation, item.description)
+        data = size = None
+        if item.image_base64:
+            try:
+                data, size = check_image_bytes(base64.b64decode(item.image_base64, validate=True))
+            except ClientError as exc:
+                raise ClientError(f"items[{number}]: {exc}", exc.status) from exc
+            except ValueError as exc:
+                raise ClientError(f"items[{number}]: image_base64 is not valid base64") from exc
+        if not text and data is None:
+            raise ClientError(f"items[{number}]: empty product: give a designation, an image, or both")
+        prepared.append(Product(text, data, size))
+    return prepared
+
+
+def train_folder(data_dir: str | None, data_root: Path) -> Path | None:
+    """The folder a /train request names, checked to be an existing folder under the data root."""
+    if not data_dir:
+        return None
+    if any(ord(character) < 32 for character in data_dir):  # NUL and control characters: no such folder
+        raise ClientError(f"data_dir must be a folder name, without control characters: {data_dir!r}")
+    root = data_root.resolve()
+    folder = (root / data_dir).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise ClientError(f"data_dir must be an existing folder under the data root: {data_dir!r}")
+    return folder

@@ -1,0 +1,91 @@
+"""The try-it web page served by the Bento at /ui, and its gallery of example products.
+
+The page is one self-contained file (index.html: inline CSS and vanilla JS, no CDN, no build
+step) that calls the service's own /health and /predict_multimodal. The gallery's examples come
+from a folder in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR (read with
+`read_challenge_dir`): the first EXAMPLE_COUNT products that have an image. Without the variable,
+or when the folder cannot be read, there are no examples and the page hides the gallery.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from ...categories import category_name
+from ...data.reader import read_challenge_dir
+
+log = logging.getLogger("rakuten.web")
+
+INDEX_HTML = Path(__file__).resolve().parent / "index.html"
+EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
+EXAMPLE_COUNT = 8
+
+
+def _text(value: object) -> str:
+    """A CSV cell as text ('' for a missing one)."""
+    import pandas as pd
+
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+@functools.lru_cache(maxsize=4)
+def _examples_from(folder: str) -> tuple[dict, ...]:
+    """The first EXAMPLE_COUNT products of `folder` with an image (with their image path)."""
+    try:
+        products = read_challenge_dir(folder).products
+    except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
+        log.warning("%s=%s is not readable (%s); the /ui gallery is empty", EXAMPLES_ENV, folder, exc)
+        return ()
+    rows = products[products["image_path"].notna()].head(EXAMPLE_COUNT)
+    examples = []
+    for n, row in enumerate(rows.itertuples(index=False)):
+        code = None if _text(row.prdtypecode) == "" else int(row.prdtypecode)
+        examples.append(
+            {
+                "n": n,
+                "designation": _text(row.designation),
+                "description": _text(row.description),
+                "prdtypecode": code,
+                "category": None if code is None else category_name(code),
+                "productid": int(row.productid),
+                "image_url": f"/ui/examples/{n}/image",
+                "image_path": str(row.image_path),
+            }
+        )
+    return tuple(examples)
+
+
+def examples() -> list[dict]:
+    """The gallery's examples, with their image path (empty when RAKUTEN_UI_EXAMPLES_DIR is unset)."""
+    folder = os.environ.get(EXAMPLES_ENV, "").strip()
+    return list(_examples_from(folder)) if folder else []
+
+
+def page_response() -> Response:
+    """GET /ui: the page itself."""
+    try:
+        return HTMLResponse(INDEX_HTML.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+    except OSError as exc:
+        return JSONResponse({"error": f"the web page is missing from this build ({exc})"}, status_code=500)
+
+
+def examples_response() -> Response:
+    """GET /ui/examples: the examples as JSON, without server-side paths."""
+    public = [{k: v for k, v in example.items() if k != "image_path"} for example in examples()]
+    return JSONResponse(public)
+
+
+def example_image_response(n: int) -> Response:
+    """GET /ui/examples/{n}/image: the example's image bytes."""
+    known = examples()
+    if not 0 <= n < len(known):
+        return JSONResponse({"error": f"no example {n}; there are {len(known)}"}, status_code=404)
+    path = Path(known[n]["image_path"])
+    if not path.is_file():
+        return JSONResponse({"error": f"example {n}: image file is gone"}, status_code=404)
+    return FileResponse(path, media_type="image/jpeg")

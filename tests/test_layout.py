@@ -1,0 +1,94 @@
+"""The package's architecture, checked from its source: no import cycle, serving imports no training code,
+no module over 400 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = REPO_ROOT / "src" / "rakuten_classifier"
+PACKAGE = "rakuten_classifier"
+# Training code: what fits models. The service may start a training job (pipeline.jobs spawns a
+# process) but must never import these.
+TRAINING_MODULES = {
+    f"{PACKAGE}.pipeline.steps",
+    f"{PACKAGE}.pipeline.retrain",
+    f"{PACKAGE}.pipeline.job_runner",
+    f"{PACKAGE}.pipeline.training_data",
+    f"{PACKAGE}.modeling.image.training",
+    f"{PACKAGE}.modeling.image.finetune",
+    f"{PACKAGE}.modeling.image.head",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in PACKAGE_ROOT.rglob("*.py")}
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Package modules imported anywhere in a file (function-level imports included)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {target for target in targets if target in MODULES and target != name}
+    return found
+
+
+GRAPH = {name: _imports(path, name) for name, path in MODULES.items()}
+
+
+def _reachable(start: set[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(GRAPH.get(module, ()))
+    return seen
+
+
+def test_the_package_has_at_least_four_sub_packages():
+    assert len([p for p in PACKAGE_ROOT.iterdir() if (p / "__init__.py").is_file()]) >= 4
+
+
+def test_no_import_cycle_among_the_package_modules():
+    cycles = [
+        (module, other)
+        for module in GRAPH
+        for other in GRAPH[module]
+        if module in _reachable({other}) and module != other
+    ]
+    # A package's __init__ importing its own sub-modules is not a cycle we care about; there are none here.
+    assert not cycles, f"import cycles: {sorted(cycles)[:10]}"
+
+
+def test_serving_imports_no_training_code():
+    service_imports = _imports(REPO_ROOT / "service.py", "service")
+    serving = {name for name in MODULES if name.startswith(f"{PACKAGE}.serving")}
+    reached = _reachable(service_imports | serving)
+    assert not reached & TRAINING_MODULES, sorted(reached & TRAINING_MODULES)
+    assert f"{PACKAGE}.pipeline.jobs" in reached  # the graph is real: the job manager is found
+
+
+@pytest.mark.parametrize("path", sorted([*PACKAGE_ROOT.rglob("*.py"), REPO_ROOT / "service.py"]), ids=str)
+def test_no_module_over_400_lines(path):
+    limit = 300 if path.name == "service.py" else 400
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= limit, f"{path.name}: {lines} lines"
