@@ -25,7 +25,6 @@ import torch
 
 from rakuten_classifier.data.preprocessing import load_image, product_text
 from rakuten_classifier.data.reader import read_challenge_dir
-from rakuten_classifier.modeling.fusion import fuse_probabilities
 from rakuten_classifier.modeling.loading import image_model_for, text_model_for
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.registry import production_models, read_fusion_config
@@ -48,8 +47,7 @@ def classify(products, text_model, image_model, config, views=None) -> list[dict
     images = [load_image(data) for _, _, data in products]
     text_p = text_model.predict_proba(texts)
     image_p = image_model.predict_proba(images, view_executor=views)
-    fused = fuse_probabilities(text_p, image_p, config["text_weight"], config["method"])
-    return [build_answer(fused[i], text_p[i], image_p[i], config["text_weight"], 5, {}) for i in range(len(products))]
+    return [build_answer(text_p[i], image_p[i], config, None, 5, {}) for i in range(len(products))]
 
 
 def main() -> None:

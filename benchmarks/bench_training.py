@@ -36,9 +36,8 @@ def text_child(rows: int) -> dict:
     products = read_challenge_dir(CATALOGUE).labelled.head(rows)
     texts = [product_text(d, s) for d, s in zip(products["designation"], products["description"], strict=True)]
     labels = products["prdtypecode"].astype(int).tolist()
-    cut = int(len(texts) * 0.85)
     started = time.perf_counter()
-    TfidfTextModel.fit(texts[:cut], labels[:cut], texts[cut:], labels[cut:])
+    TfidfTextModel.fit(texts, labels)
     return {"rows": rows, "fit_s": round(time.perf_counter() - started, 2), "peak_rss_mib": _peak_rss_mib()}
 
 
@@ -57,14 +56,14 @@ def image_bench(count: int) -> dict:
     from rakuten_classifier.data.reader import read_challenge_dir
     from rakuten_classifier.modeling.image.backbones import GlobalAvgPool, build_blocks
     from rakuten_classifier.modeling.image.features import run_network
-    from rakuten_classifier.modeling.image.transforms import View, eval_transform
+    from rakuten_classifier.modeling.image.transforms import IMAGENET, View, eval_transform
     from rakuten_classifier.modeling.threads import single_thread_torch_pool
 
     torch.set_num_threads(2)
     paths = read_challenge_dir(SAMPLE).products["image_path"].dropna().head(count).tolist()
     net = nn.Sequential(build_blocks("mobilenet_v2", pretrained=True), GlobalAvgPool()).eval()
     net = net.to(memory_format=torch.channels_last)
-    transform = eval_transform()
+    transform = eval_transform(IMAGENET)
     tensors = torch.stack([transform(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
     pool = single_thread_torch_pool(2)
 
@@ -89,9 +88,9 @@ def image_bench(count: int) -> dict:
             lambda starts=starts, size=size: list(pool.map(forward, starts, [size] * len(starts)))
         )
     best_raw = max(rate for layout in raw.values() for rate in layout.values())
-    run_network(net, paths[:64], View("center"), threads=2)  # warm-up
-    threads = rate(lambda: run_network(net, paths, View("center"), threads=2))
-    loader = rate(lambda: run_network(net, paths, View("center"), batch_size=64, num_workers=2))
+    run_network(net, paths[:64], View("center"), IMAGENET, threads=2)  # warm-up
+    threads = rate(lambda: run_network(net, paths, View("center"), IMAGENET, threads=2))
+    loader = rate(lambda: run_network(net, paths, View("center"), IMAGENET, batch_size=64, num_workers=2))
     return {
         "images": len(paths),
         "raw_forward_images_per_s": raw,

@@ -6,7 +6,7 @@ Serve the trained models with a drift window of 300 and an admin token, then run
     .venv/bin/python benchmarks/monitoring_scenario.py --url http://127.0.0.1:3200 --token admin \\
         --data-dir ../shared/rakuten-sample --json
 
-Window 1: 300 held-out products (validation and test split: rows no model was fitted on, the
+Window 1: 300 held-out products (the test split: rows no model was fitted or selected on, the
 same population as the reference profile) with their images when present.
 Window 2 (--drift books): 300 products drawn only from the book and magazine categories;
 (--drift images-only): 300 held-out images sent without any text.
@@ -29,7 +29,7 @@ BOOK_CODES = (10, 2280, 2403, 2705)
 
 
 def held_out_products(data_dir: Path, seed: int = 42):
-    """Validation and test rows of the challenge folder, split exactly as training splits them."""
+    """Test rows of the challenge folder (the held-out split), split exactly as training splits them."""
     from rakuten_classifier.config import Settings
     from rakuten_classifier.data.reader import read_challenge_dir
     from rakuten_classifier.data.split import assign_splits
@@ -37,7 +37,7 @@ def held_out_products(data_dir: Path, seed: int = 42):
     settings = Settings()
     frame = read_challenge_dir(data_dir).products
     frame["split"] = assign_splits(frame, settings.seed, settings.val_fraction, settings.test_fraction)
-    return frame[frame["split"].isin(["val", "test"])].reset_index(drop=True)
+    return frame[frame["split"] == "test"].reset_index(drop=True)
 
 
 def scenario_windows(data_dir: Path, drift: str = "books", size: int = 300, seed: int = 0):

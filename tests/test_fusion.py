@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from rakuten_classifier.modeling.fusion import fuse_probabilities, learn_text_weight
+from rakuten_classifier.modeling.cross_fitting import assign_folds
+from rakuten_classifier.modeling.fusion import fit_stacker, fuse, fuse_probabilities, learn_text_weight
+from rakuten_classifier.modeling.fusion_selection import nested_scores, select_fusion
 from rakuten_classifier.pipeline.gate import promotion_decision
 
 TEXT = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
@@ -74,3 +76,74 @@ def test_promotion_gate():
     promoted, reason = promotion_decision(0.69, 0.70)
     assert not promoted
     assert "0.6900 < production 0.7000" in reason
+
+
+def _noisy_proba(rng, labels, strength, classes=6):
+    logits = rng.normal(0, 1, (len(labels), classes))
+    logits[np.arange(len(labels)), labels] += strength
+    proba = np.exp(logits)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def test_folds_are_stratified_seeded_and_cover_every_row():
+    labels = np.repeat(np.arange(4), [50, 30, 12, 3])
+    folds = assign_folds(labels, 5, seed=1)
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(folds, assign_folds(labels, 5, seed=1))
+    assert not np.array_equal(folds, assign_folds(labels, 5, seed=2))
+    for label in (0, 1):  # every fold holds its share of a category
+        assert set(np.bincount(folds[labels == label])) == {len(labels[labels == label]) // 5}
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        assign_folds(labels, 1, seed=1)
+
+
+def test_learned_combiner_learns_which_modality_to_trust_for_each_category():
+    """Text is right on categories 0-2, the image on 3-5: one weight cannot fit both, a learned combiner can."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 900)
+    text = _noisy_proba(rng, labels, 0.0)
+    image = _noisy_proba(rng, labels, 0.0)
+    good_text, good_image = labels < 3, labels >= 3
+    text[good_text] = _noisy_proba(rng, labels[good_text], 4.0)
+    image[good_image] = _noisy_proba(rng, labels[good_image], 4.0)
+    folds = np.arange(900) % 5
+    name, config, table = select_fusion(text, image, labels, folds, seed=0)
+    assert name.startswith(("per-class", "stacked"))  # a learned combiner, not a single weight
+    assert table["per-class l2=0.001"]["weighted_f1"] > table["geometric"]["weighted_f1"] + 0.05
+    assert config["text_weight"] == 0.5  # the neutral point of an override
+    fused = fuse(text, image, config)
+    np.testing.assert_allclose(fused.sum(axis=1), 1.0)
+    # An override moves the answer to one model: 1 is the text model, 0 the image model.
+    np.testing.assert_allclose(fuse(text, image, config, text_weight=1.0), text, atol=1e-9)
+    np.testing.assert_allclose(fuse(text, image, config, text_weight=0.0), image, atol=1e-9)
+    # A row without an image is decided by the text alone, whatever the combiner learned.
+    image[:10] = np.nan
+    np.testing.assert_allclose(fuse(text, image, config)[:10], text[:10])
+
+
+def test_nested_scores_never_fit_a_combiner_on_the_fold_it_scores():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, 200)
+    text, image = _noisy_proba(rng, labels, 2.0), _noisy_proba(rng, labels, 1.0)
+    row_of = {tuple(np.round(row, 12)): i for i, row in enumerate(text)}
+    folds = np.arange(200) % 4
+    fitted_on: list[set[int]] = []
+
+    def fit(text_rows, image_rows, label_rows):
+        fitted_on.append({row_of[tuple(np.round(row, 12))] for row in text_rows})
+        return {"method": "geometric", "text_weight": 0.5}
+
+    nested_scores(text, image, labels, folds, fit)
+    assert len(fitted_on) == 4
+    for fold, rows in enumerate(fitted_on):
+        assert rows.isdisjoint(np.flatnonzero(folds == fold))
+
+
+def test_stacker_probabilities_are_a_distribution_and_learn_the_signal():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 6, 600)
+    text, image = _noisy_proba(rng, labels, 3.0), _noisy_proba(rng, labels, 1.0)
+    config = {"method": "stacked", "text_weight": 0.5, "stacker": fit_stacker(text, image, labels, 1.0, seed=0)}
+    fused = fuse(text, image, config)
+    np.testing.assert_allclose(fused.sum(axis=1), 1.0)
+    assert (fused.argmax(axis=1) == labels).mean() > 0.8

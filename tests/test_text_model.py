@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 
 from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.text import (
     TfidfParams,
     TfidfTextModel,
     TransformerParams,
     TransformerTextModel,
+    cross_fit_text_model,
     load_text_model,
+    repeat_title,
 )
 from rakuten_classifier.pipeline.steps import train_text
 from rakuten_classifier.pipeline.training_data import load_training_data
@@ -31,7 +34,7 @@ LABELS = [10, 60, 2583, 10, 60, 2583] * 4
 
 
 def test_tfidf_probabilities_cover_all_classes_and_roundtrip(tmp_path):
-    model = TfidfTextModel.fit(TEXTS, LABELS, TEXTS, LABELS, TfidfParams())
+    model = TfidfTextModel.fit(TEXTS, LABELS, TfidfParams())
     proba = model.predict_proba(["roman de poche", "filtre pour piscine"])
     assert proba.shape == (2, len(CATEGORY_CODES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -42,8 +45,40 @@ def test_tfidf_probabilities_cover_all_classes_and_roundtrip(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(["roman de poche"]), model.predict_proba(["roman de poche"]))
 
 
+def test_title_is_repeated_before_the_description():
+    assert repeat_title(["Piscine tubulaire\nBleue 3 m", "Roman"], 2) == [
+        "Piscine tubulaire Piscine tubulaire Bleue 3 m",
+        "Roman Roman",
+    ]
+
+
+def test_cross_fitting_never_scores_a_row_with_a_model_that_learned_it():
+    """Out-of-fold: each row is predicted by a model fitted without its fold; the final model sees every row."""
+    seen_by_model: list[set[str]] = []
+
+    class Recorder:
+        kind, temperature = "recorder", 1.0
+
+        def __init__(self, texts):
+            self.texts = set(texts)
+            seen_by_model.append(self.texts)
+
+        def scores(self, texts):
+            assert not self.texts & set(texts), "a row was scored by a model that learned from it"
+            return np.zeros((len(texts), len(CATEGORY_CODES)))
+
+    texts = [f"produit {i}" for i in range(len(LABELS))]
+    folds = np.arange(len(LABELS)) % 4
+    model, oof = cross_fit_text_model(texts, LABELS, folds, lambda t, _labels: Recorder(t))  # type: ignore[arg-type,return-value]
+    assert len(seen_by_model) == 5  # four folds, then the final fit on every row
+    assert isinstance(model, Recorder)
+    assert model.texts == set(texts)
+    assert oof.shape == (len(LABELS), len(CATEGORY_CODES))
+    np.testing.assert_allclose(oof.sum(axis=1), 1.0)
+
+
 def test_corrupt_text_model_is_refused_clearly(tmp_path):
-    TfidfTextModel.fit(TEXTS, LABELS, TEXTS, LABELS).save(tmp_path)
+    TfidfTextModel.fit(TEXTS, LABELS).save(tmp_path)
     (tmp_path / "pipeline.joblib").write_bytes(b"truncated")
     with pytest.raises(ModelLoadError, match="cannot load text model"):
         load_text_model(tmp_path)
@@ -81,7 +116,7 @@ def tiny_bert(tmp_path) -> Path:
 
 def test_transformer_from_tiny_config_trains_saves_and_reloads(tiny_bert, tmp_path):
     params = TransformerParams(backbone=str(tiny_bert), epochs=3, batch_size=8, learning_rate=1e-3, max_length=32)
-    model = TransformerTextModel.fit(TEXTS, LABELS, TEXTS, LABELS, params)
+    model = TransformerTextModel.fit(TEXTS, LABELS, params)
     proba = model.predict_proba(TEXTS[:6])
     assert proba.shape == (6, len(CATEGORY_CODES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
@@ -100,7 +135,8 @@ def test_real_minilm_checkpoint_fine_tunes_on_the_sample(sample_dir, monkeypatch
     data = load_training_data(sample_dir)
     data.products = data.products.groupby("split").head(160)  # a short run: 160 rows per split
     params = TransformerParams(epochs=4, batch_size=16, learning_rate=3e-4, max_length=32)
-    result = train_text(data, backbone=str(_minilm_folder()), transformer=params)
+    # Two folds: the cross-fitting then costs three fine-tunings instead of six.
+    result = train_text(data, backbone=str(_minilm_folder()), transformer=params, settings=Settings(cv_folds=2))
     assert result["tag"].startswith("rakuten-text:")
     loaded = load_text_model(model_path(result["tag"]))
     assert loaded.kind == "transformer"

@@ -7,6 +7,7 @@ import pytest
 
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
+from rakuten_classifier.modeling.fusion import COMBINERS
 from rakuten_classifier.modeling.text import TfidfParams
 from rakuten_classifier.pipeline.steps import train_fusion, train_text
 from rakuten_classifier.pipeline.tracking import tracking_uri
@@ -19,11 +20,15 @@ pytestmark = pytest.mark.slow
 def test_scores_on_held_out_rows_meet_the_targets(trained):
     fused = trained["fusion"]["metrics"]
     text, image = fused["text"]["weighted_f1"], fused["image"]["weighted_f1"]
-    assert fused["fused"]["n"] >= 0.20 * 1638  # the test split: rows no model fitted on
-    assert text >= 0.64
-    assert image >= 0.42
-    assert fused["fused"]["weighted_f1"] >= 0.70
-    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.03
+    assert fused["fused"]["n"] >= 0.20 * 1638  # the test split: rows no model fitted on or was selected on
+    assert text >= 0.68
+    assert image >= 0.40
+    assert fused["fused"]["weighted_f1"] >= 0.75
+    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.05
+    assert fused["fused_on_rows_with_image"]["weighted_f1"] > fused["text_on_rows_with_image"]["weighted_f1"] + 0.03
+    # The fusion was chosen on out-of-fold figures, which the held-out figures confirm (within noise).
+    chosen = trained["fusion"]["selection"][trained["fusion"]["combiner"]]
+    assert abs(chosen["weighted_f1"] - fused["fused"]["weighted_f1"]) < 0.05
 
 
 def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
@@ -38,8 +43,14 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
         assert meta["code_version"]
         assert meta["mlflow_run_id"]
         assert "stage" in info["labels"]
-    assert model_info(trained["text"]["tag"])["metadata"]["metrics"]["test"]["weighted_f1"] > 0.5
-    assert trained["image"]["skipped_without_image"]["train"] > 0  # rows without image: counted
+        assert meta["learned_from"]["rows"] == 1638 - meta["learned_from"]["held_out_rows"]
+        assert meta["learned_from"]["held_out_split"] == "test"
+        assert set(meta["score_protocol"]) == {"oof", "test"}
+    text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
+    assert text_metrics["test"]["weighted_f1"] > 0.5
+    assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold
+    assert trained["image"]["skipped_without_image"] > 0  # rows without image: counted
+    assert model_info(trained["fusion"]["tag"])["metadata"]["train_seconds"] > 0
     assert trained["fusion"]["promoted"] is True
 
 
@@ -47,9 +58,9 @@ def test_every_run_is_tracked_in_mlflow(trained, session_data_root):
     mlflow.set_tracking_uri(tracking_uri(Settings(data_root=session_data_root)))
     client = mlflow.MlflowClient()
     run = client.get_run(model_info(trained["fusion"]["tag"])["metadata"]["mlflow_run_id"])
-    assert run.data.params["method"] in ("geometric", "arithmetic")
-    assert "val_geometric_weighted_f1" in run.data.metrics
-    assert "val_arithmetic_weighted_f1" in run.data.metrics
+    assert run.data.params["method"] in COMBINERS
+    assert "oof_geometric_weighted_f1" in run.data.metrics
+    assert "oof_arithmetic_weighted_f1" in run.data.metrics
     text_run = client.get_run(model_info(trained["text"]["tag"])["metadata"]["mlflow_run_id"])
     artifacts = {a.path for a in client.list_artifacts(text_run.info.run_id)}
     assert {"text_test_classification_report.txt", "text_test_confusion_matrix.png"} <= artifacts

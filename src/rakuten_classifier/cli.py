@@ -51,8 +51,12 @@ def cmd_setup_weights(args: argparse.Namespace) -> dict:
 def _image_options(args: argparse.Namespace):
     from .modeling.image.options import ImageTrainingOptions
 
+    settings = get_settings()
     return ImageTrainingOptions(
-        backbone=args.image_backbone, mode=args.image_mode, epochs=args.image_epochs, seed=get_settings().seed
+        backbone=args.image_backbone or settings.image_backbone,
+        mode=args.image_mode,
+        epochs=args.image_epochs,
+        seed=settings.seed,
     )
 
 
@@ -157,6 +161,13 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return evaluate_production(args.data_dir, split=args.split, report_dir=args.report_dir)
 
 
+def cmd_predict(args: argparse.Namespace) -> dict:
+    """rakuten predict: a submission file for the challenge X file, from the production models."""
+    from .serving.predict import predict_file
+
+    return predict_file(args.data_dir, args.out, source=args.source, batch_size=args.batch_size)
+
+
 def cmd_models(args: argparse.Namespace) -> dict:
     """rakuten models: stored versions and the production pointer."""
     import bentoml
@@ -188,7 +199,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     text.add_argument("--sample-fraction", type=float, default=1.0)
     image = parser.add_argument_group("image model")
     image.add_argument(
-        "--image-backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "resnet50", "efficientnet_b0"]
+        "--image-backbone",
+        help="mobilenet_v2, efficientnet_lite0/1/2, resnet18, resnet50 or efficientnet_b0 "
+        "(default: RAKUTEN_IMAGE_BACKBONE)",
     )
     image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
     image.add_argument("--image-epochs", type=int)
@@ -267,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report-dir", type=Path, help="where the report goes (default: <data_root>/reports/<time>)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="score every product of X_test_update.csv (or X_train) into a submission CSV"
+    )
+    predict.add_argument("--data-dir", type=Path, required=True, help="a folder in the challenge layout")
+    predict.add_argument("--out", type=Path, required=True, help="the CSV to write (index, prdtypecode)")
+    predict.add_argument(
+        "--source", choices=["test", "train"], default="test", help="X_test_update.csv (default) or X_train_update.csv"
+    )
+    predict.add_argument("--batch-size", type=int, default=64, help="products per model call")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=cmd_predict)
 
     models = commands.add_parser("models", help="list stored model versions and the production ones")
     models.add_argument("--json", action="store_true")

@@ -39,9 +39,20 @@ def clean_text(raw: object) -> str:
     return _SPACE_RE.sub(" ", text).strip()
 
 
+# Between the cleaned title and description (cleaning turns every other newline into a space), so a
+# text model can weigh the title on its own; TF-IDF tokenisers and transformers read it as a space.
+TITLE_SEPARATOR = "\n"
+
+
 def product_text(designation: object, description: object = None) -> str:
-    """The text model's input: cleaned designation and description joined by one space."""
-    return " ".join(part for part in (clean_text(designation), clean_text(description)) if part)
+    """The text model's input: cleaned designation, then TITLE_SEPARATOR and the cleaned description if any.
+
+    A product with only a description gets an empty title: the text starts with the separator.
+    """
+    title, details = clean_text(designation), clean_text(description)
+    if not details:
+        return title
+    return f"{title}{TITLE_SEPARATOR}{details}"
 
 
 class ImageError(ValueError):

@@ -1,7 +1,8 @@
 """Text models: TF-IDF + linear SVM (default) or a fine-tuned Hugging Face transformer.
 
-Both take the output of `preprocessing.product_text` and return probabilities in
-`CATEGORY_CODES` order, temperature-calibrated on the validation split.
+Both take the output of `data.preprocessing.product_text` (title, a newline, description) and
+return probabilities in `CATEGORY_CODES` order. `cross_fit_text_model` fits one on every learning
+row: its temperature is fitted on K-fold out-of-fold scores, which it also returns for the fusion.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,11 +19,14 @@ import joblib
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline, make_union
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from ..categories import CATEGORY_CODES
+from ..data.preprocessing import TITLE_SEPARATOR
 from .calibration import fit_temperature, softmax_with_temperature
+from .cross_fitting import out_of_fold
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,9 @@ class TextModel(Protocol):
     """What serving needs from a text model."""
 
     kind: str
+    temperature: float
+
+    def scores(self, texts: list[str]) -> np.ndarray: ...
 
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
@@ -54,6 +62,19 @@ class TfidfParams:
     C: float = 1.0
     min_df: int = 1
     max_features: int | None = 500_000
+    # The title (designation) counted this many times before the description: titles are short and
+    # say what the product is, descriptions are long and often generic (out-of-fold figures in
+    # docs/accuracy.md).
+    title_repeat: int = 2
+
+
+def repeat_title(texts: Sequence[str], times: int) -> list[str]:
+    """Each product text with its title (the part before TITLE_SEPARATOR) repeated ``times`` times."""
+    weighted = []
+    for text in texts:
+        title, _, description = text.partition(TITLE_SEPARATOR)
+        weighted.append(" ".join([title] * times + ([description] if description else [])))
+    return weighted
 
 
 class TfidfTextModel:
@@ -70,8 +91,8 @@ class TfidfTextModel:
         self.params = params
 
     @classmethod
-    def fit(cls, texts: list[str], labels, val_texts: list[str], val_labels, params: TfidfParams | None = None):
-        """Fit on training texts; fit the temperature on validation texts."""
+    def fit(cls, texts: Sequence[str], labels: Sequence[int], params: TfidfParams | None = None) -> TfidfTextModel:
+        """Fit on product texts and their category codes (temperature 1: see cross_fit_text_model)."""
         params = params or TfidfParams()
         features = make_union(
             TfidfVectorizer(
@@ -95,13 +116,12 @@ class TfidfTextModel:
             ),
             n_jobs=2,
         )
-        pipeline = Pipeline([("tfidf", features), ("svm", LinearSVC(C=params.C))])
+        title = FunctionTransformer(repeat_title, kw_args={"times": params.title_repeat})
+        pipeline = Pipeline([("title", title), ("tfidf", features), ("svm", LinearSVC(C=params.C))])
         pipeline.fit(list(texts), _class_indices(labels))
-        model = cls(pipeline, 1.0, params)
-        model.temperature = fit_temperature(model._scores(list(val_texts)), _class_indices(val_labels))
-        return model
+        return cls(pipeline, 1.0, params)
 
-    def _scores(self, texts: list[str]) -> np.ndarray:
+    def scores(self, texts: list[str]) -> np.ndarray:
         """Margins for all 27 classes (classes unseen in training get a very low margin)."""
         margins = self.pipeline.decision_function(texts)
         seen = self.pipeline.named_steps["svm"].classes_
@@ -113,7 +133,7 @@ class TfidfTextModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self._scores(list(texts)), self.temperature)
+        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """Write the pipeline (joblib) and a JSON config into the folder."""
@@ -161,8 +181,8 @@ class TransformerTextModel:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def fit(cls, texts, labels, val_texts, val_labels, params: TransformerParams):
-        """Fine-tune `params.backbone` (all layers) with AdamW and linear warm-up/decay."""
+    def fit(cls, texts: Sequence[str], labels: Sequence[int], params: TransformerParams) -> TransformerTextModel:
+        """Fine-tune `params.backbone` (all layers) with AdamW and linear warm-up/decay (temperature 1)."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -214,11 +234,10 @@ class TransformerTextModel:
                 progress.update(1)
                 progress.set_postfix(loss=f"{output.loss.item():.3f}")
         progress.close()
-        fitted = cls(model, tokenizer, 1.0, params)
-        fitted.temperature = fit_temperature(fitted._logits(list(val_texts)), _class_indices(val_labels))
-        return fitted
+        return cls(model, tokenizer, 1.0, params)
 
-    def _logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def scores(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Logits for all 27 classes."""
         import torch
 
         outputs = []
@@ -236,7 +255,7 @@ class TransformerTextModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self._logits(list(texts)), self.temperature)
+        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """save_pretrained of model and tokenizer plus a JSON config."""
@@ -261,6 +280,30 @@ class TransformerTextModel:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).to(device)
         return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**config["params"]))
+
+
+def cross_fit_text_model(
+    texts: Sequence[str], labels: Sequence[int], folds: np.ndarray, fit: Callable[[list[str], list[int]], TextModel]
+) -> tuple[TextModel, np.ndarray]:
+    """The model ``fit`` on every row, with its temperature fitted on out-of-fold scores; and those
+    out-of-fold probabilities (row i predicted by a model fitted without i's fold)."""
+    texts, labels = list(texts), [int(code) for code in labels]
+
+    def fit_predict(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        model = fit([texts[i] for i in train], [labels[i] for i in train])
+        return model.scores([texts[i] for i in held_out])
+
+    oof_scores = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
+    temperature = fit_temperature(oof_scores, _class_indices(labels))
+    model = fit(texts, labels)
+    model.temperature = temperature
+    log.info(
+        "text model cross-fitted on %d rows (%d folds): temperature %.3f",
+        len(texts),
+        len(np.unique(folds)),
+        temperature,
+    )
+    return model, softmax_with_temperature(oof_scores, temperature)
 
 
 def load_text_model(directory: str | Path) -> TextModel:

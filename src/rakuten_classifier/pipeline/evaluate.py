@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings, get_settings
-from ..modeling.fusion import fuse_probabilities
+from ..modeling.fusion import fuse
 from ..modeling.scores import classification_scores, report_text, save_confusion_matrix
 from ..registry import current_models, read_fusion_config
 from .scoring import image_proba, text_proba
@@ -36,7 +36,7 @@ def evaluate_production(
     labels = frame["label_index"].to_numpy()
     text = text_proba(models.text, frame)
     image = image_proba(models.image, frame)
-    fused = fuse_probabilities(text, image, config["text_weight"], config["method"])
+    fused = fuse(text, image, config)
     with_image = ~np.isnan(image).any(axis=1)
     result = {
         "text": classification_scores(labels, text.argmax(axis=1)),

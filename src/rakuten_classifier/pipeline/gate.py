@@ -1,16 +1,21 @@
-"""The promotion gate: a candidate trio replaces production only if its fused score is not worse."""
+"""The promotion gate: a candidate trio replaces production only if its fused held-out score is not worse.
+
+Both are scored on the same held-out test rows, which no model, temperature or fusion parameter was
+fitted or selected on (pipeline/protocol.py).
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from ..modeling.fusion import fuse_probabilities
+from ..modeling.fusion import fuse
 from ..modeling.scores import classification_scores
+from ..registry import ProductionModels, read_fusion_config
 from .scoring import image_proba, text_proba
 
 
 def promotion_decision(candidate_f1: float, production_f1: float | None) -> tuple[bool, str]:
-    """The promotion gate: promote unless the candidate's fused test weighted F1 is worse than production's."""
+    """Promote unless the candidate's fused test weighted F1 is worse than production's."""
     if production_f1 is None:
         return True, "no production models yet"
     if candidate_f1 >= production_f1:
@@ -18,7 +23,8 @@ def promotion_decision(candidate_f1: float, production_f1: float | None) -> tupl
     return False, f"candidate fused test weighted F1 {candidate_f1:.4f} < production {production_f1:.4f}"
 
 
-def fused_scores(text_tag: str, image_tag: str, weight: float, method: str, frame: pd.DataFrame) -> dict:
-    """Scores of a text/image/weight combination on ``frame`` (missing images: text alone)."""
-    fused = fuse_probabilities(text_proba(text_tag, frame), image_proba(image_tag, frame), weight, method)
+def production_scores(production: ProductionModels, frame: pd.DataFrame) -> dict:
+    """Scores of the production trio on ``frame`` (missing images: text alone)."""
+    config = read_fusion_config(production.fusion)
+    fused = fuse(text_proba(production.text, frame), image_proba(production.image, frame), config)
     return classification_scores(frame["label_index"].to_numpy(), fused.argmax(axis=1))

@@ -26,6 +26,10 @@ class TrainingData:
         """Rows of one split ('train', 'val' or 'test')."""
         return self.products[self.products["split"] == name]
 
+    def learning(self) -> pd.DataFrame:
+        """The rows models learn from: every labelled row but the held-out test split."""
+        return self.products[self.products["split"] != "test"]
+
     def provenance(self) -> dict:
         """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""
         load_ids = self.products["load_id"].dropna() if "load_id" in self.products else pd.Series([], dtype=float)

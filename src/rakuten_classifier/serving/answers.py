@@ -1,10 +1,11 @@
-"""The JSON answer of a prediction: the fused top-k, each modality's top-k, the weight and the model tags."""
+"""The JSON answer of a prediction: the fused top-k, each modality's top-k, the fusion used and the model tags."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..categories import CATEGORY_CODES, category_name
+from ..modeling.fusion import fuse
 
 
 def top_k(proba: np.ndarray, k: int) -> list[dict]:
@@ -21,14 +22,25 @@ def top_k(proba: np.ndarray, k: int) -> list[dict]:
 
 
 def build_answer(
-    fused: np.ndarray,
     text_proba: np.ndarray | None,
     image_proba: np.ndarray | None,
-    text_weight: float,
+    fusion: dict,
+    text_weight: float | None,
     k: int,
     models: dict,
 ) -> dict:
-    """The JSON answer of /predict_multimodal for one product."""
+    """The JSON answer for one product: its modalities' probabilities fused as the fusion config says.
+
+    ``text_weight`` is a request's override (None: the stored fusion decides); the answer reports the
+    weight and the fusion method used (for a learned combiner, 0.5 is the combiner itself: see
+    modeling.fusion.fuse).
+    """
+    fused = fuse(
+        None if text_proba is None else text_proba[None],
+        None if image_proba is None else image_proba[None],
+        fusion,
+        text_weight,
+    )[0]
     best = top_k(fused, k)
     return {
         "prdtypecode": best[0]["prdtypecode"],
@@ -37,6 +49,7 @@ def build_answer(
         "top_k": best,
         "text": None if text_proba is None else top_k(text_proba, k),
         "image": None if image_proba is None else top_k(image_proba, k),
-        "text_weight": text_weight,
+        "text_weight": fusion["text_weight"] if text_weight is None else float(text_weight),
+        "fusion_method": fusion["method"],
         "models": models,
     }

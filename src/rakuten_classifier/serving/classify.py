@@ -7,7 +7,6 @@ import typing as t
 
 import numpy as np
 
-from ..modeling.fusion import fuse_probabilities
 from .answers import build_answer
 from .errors import ClientError
 from .schemas import Product
@@ -28,9 +27,8 @@ async def classify(
     image_call: ModelCall,
     timeout_s: float,
 ) -> list[tuple[dict, float | None]]:
-    """Each product's answer and its image brightness (None without an image), fused with the production weight."""
+    """Each product's answer and its image brightness (None without an image), fused as the production fusion says."""
     fusion_tag, config = fusion
-    weight = config["text_weight"] if text_weight is None else float(text_weight)
     text_rows = [i for i, item in enumerate(items) if item.text]
     image_rows = [i for i, item in enumerate(items) if item.image is not None]
     text_future = text_call([items[i].text for i in text_rows]) if text_rows else _nothing()
@@ -52,17 +50,11 @@ async def classify(
         text_answer, image_answer = texts.get(i), images.get(i)
         text_p = None if text_answer is None else np.asarray(text_answer["proba"])
         image_p = None if image_answer is None else np.asarray(image_answer["proba"])
-        fused = fuse_probabilities(
-            None if text_p is None else text_p[None],
-            None if image_p is None else image_p[None],
-            weight,
-            config["method"],
-        )[0]
         models = {"fusion": fusion_tag}
         if text_answer:
             models["text"] = text_answer["model"]
         if image_answer:
             models["image"] = image_answer["model"]
-        answer = build_answer(fused, text_p, image_p, weight, k, models)
+        answer = build_answer(text_p, image_p, config, text_weight, k, models)
         results.append((answer, image_answer.get("brightness") if image_answer else None))
     return results

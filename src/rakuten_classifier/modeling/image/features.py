@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import ImageModelError
 from ..threads import single_thread_torch_pool
 from .backbones import default_device
-from .transforms import CROP_SIZE, RESIZE_SIZE, ImageViewDataset, View
+from .transforms import Geometry, ImageViewDataset, View
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def run_network(
     net: nn.Module,
     sources: Sequence,
     view: View,
+    geometry: Geometry,
     *,
     batch_size: int = 64,
     num_workers: int = 0,
@@ -82,8 +83,8 @@ def run_network(
     device = device or default_device()
     net.eval().to(device)
     if threads and device.type == "cpu" and view.kind == "center":
-        return _run_network_threads(net, ImageViewDataset(sources, view), threads, desc, out_dtype)
-    loader = make_loader(ImageViewDataset(sources, view), batch_size, num_workers)
+        return _run_network_threads(net, ImageViewDataset(sources, view, geometry), threads, desc, out_dtype)
+    loader = make_loader(ImageViewDataset(sources, view, geometry), batch_size, num_workers)
     outputs = []
     for batch in tqdm(loader, desc=f"{desc} [{view.tag()}]", leave=False, disable=None):
         batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -126,10 +127,10 @@ def _file_signature(path: str | Path) -> tuple[str, int, int]:
     return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def feature_cache_key(model_tag: str, view: View, paths: Sequence[str | Path]) -> str:
-    """Hash of the network (backbone + weights), the view and the sorted paths with sizes/mtimes."""
+def feature_cache_key(model_tag: str, view: View, geometry: Geometry, paths: Sequence[str | Path]) -> str:
+    """Hash of the network (backbone + weights), the view, its geometry and the sorted paths with sizes/mtimes."""
     digest = hashlib.sha256()
-    digest.update(f"v{FEATURE_CACHE_VERSION}|{model_tag}|{view.tag()}|{CROP_SIZE}|{RESIZE_SIZE}\n".encode())
+    digest.update(f"v{FEATURE_CACHE_VERSION}|{model_tag}|{view.tag()}|{geometry.key()}\n".encode())
     for name, size, mtime in sorted(_file_signature(p) for p in paths):
         digest.update(f"{name}|{size}|{mtime}\n".encode())
     return digest.hexdigest()[:24]
@@ -139,6 +140,7 @@ def extract_features(
     net: nn.Module,
     paths: Sequence[str | Path],
     view: View,
+    geometry: Geometry,
     *,
     model_tag: str,
     cache_dir: str | Path | None,
@@ -155,7 +157,7 @@ def extract_features(
     paths = [str(p) for p in paths]
     cache_file = None
     if cache_dir is not None:
-        key = feature_cache_key(model_tag, view, paths)
+        key = feature_cache_key(model_tag, view, geometry, paths)
         safe_tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_tag)
         cache_file = Path(cache_dir) / f"{safe_tag}-{view.tag()}-{key}.npz"
         if cache_file.is_file():
@@ -171,6 +173,7 @@ def extract_features(
         net,
         paths,
         view,
+        geometry,
         batch_size=batch_size,
         num_workers=num_workers,
         threads=threads,

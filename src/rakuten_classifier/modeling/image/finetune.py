@@ -17,10 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..cross_fitting import out_of_fold
 from ..errors import ImageModelError
 from .classifier import ImageClassifier
 from .features import run_network
-from .head import metrics, set_head_from_logistic
+from .head import fit_logistic_head, set_head
 from .options import ImageTrainingOptions
 from .transforms import View
 
@@ -71,42 +72,29 @@ def train_one_epoch(
     return total / max(count, 1)
 
 
-def finetune(
+def _train_tail(
     model: ImageClassifier,
-    train_paths: list[str],
-    y_train: np.ndarray,
-    val_paths: list[str],
-    y_val: np.ndarray,
-    train_views: list[View],
-    val_views: list[View],
-    info: dict,
+    tail: nn.Sequential,
+    trunk_views: list[torch.Tensor],
+    y: np.ndarray,
     options: ImageTrainingOptions,
-    loader_args: dict,
-) -> torch.Tensor:
-    """Train the last ``unfreeze_blocks`` blocks + head on cached trunk outputs; keep the best validation epoch."""
+    device: torch.device,
+) -> list[dict]:
+    """Head from a logistic regression on the frozen tail's features, then tail + head trained for a fixed
+    number of epochs on the given rows' cached trunk outputs; returns the training history."""
     settings = options.finetune_settings()
-    epochs, lr, unfreeze, seed = settings["epochs"], settings["lr"], settings["unfreeze_blocks"], options.seed
-    if not 1 <= unfreeze < len(model.blocks):
-        raise ImageModelError(f"unfreeze_blocks must be in [1, {len(model.blocks) - 1}], not {unfreeze}")
-    device = loader_args["device"]
-    split = len(model.blocks) - unfreeze
-    trunk, tail = model.blocks[:split], model.blocks[split:]
-    for p in trunk.parameters():
-        p.requires_grad_(False)
-    started = time.perf_counter()
-    tr = [run_network(trunk, train_paths, v, desc="trunk", out_dtype=torch.float16, **loader_args) for v in train_views]
-    va = [run_network(trunk, val_paths, v, desc="trunk", out_dtype=torch.float16, **loader_args) for v in val_views]
-    info["trunk_s"] = round(time.perf_counter() - started, 2)
-
-    # Start the head from a logistic regression on the frozen tail's features: training then only refines.
+    epochs, lr, seed = settings["epochs"], settings["lr"], options.seed
     with torch.inference_mode():
         tail.eval()
-        pooled_tr = [model.pool(tail(v.float().to(device))).cpu().numpy() for v in tr]
-        pooled_va = [model.pool(tail(v.float().to(device))).cpu().numpy() for v in va]
-    set_head_from_logistic(model, pooled_tr, y_train, pooled_va, y_val, options.c_grid, seed, info)
-
+        pooled = [
+            torch.cat(
+                [model.pool(tail(v[i : i + 256].float().to(device))).cpu() for i in range(0, len(v), 256)]
+            ).numpy()
+            for v in trunk_views
+        ]
+    set_head(model, *fit_logistic_head(pooled, y, min(options.c_grid), seed))
     trainable = nn.Sequential(tail, model.pool, model.head)
-    dataset = _CachedViews(tr, torch.as_tensor(y_train), seed)
+    dataset = _CachedViews(trunk_views, torch.as_tensor(y), seed)
     loader = DataLoader(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.AdamW(
         [{"params": tail.parameters(), "lr": lr * 0.3}, {"params": model.head.parameters(), "lr": lr}],
@@ -116,40 +104,77 @@ def finetune(
         optimizer, max_lr=[lr * 0.3, lr], total_steps=epochs * len(loader), pct_start=0.2
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
-
-    def val_logits() -> torch.Tensor:
-        trainable.eval()
-        with torch.inference_mode():
-            return torch.stack(
-                [
-                    torch.cat([trainable(v[i : i + 256].float().to(device)).cpu() for i in range(0, len(v), 256)])
-                    for v in va
-                ]
-            ).mean(0)
-
-    best_logits = val_logits()
-    best = (metrics(best_logits, y_val)["log_loss"], -1, copy.deepcopy(trainable.state_dict()))
     history = []
     for epoch in range(epochs):
         dataset.epoch = epoch
         loss = train_one_epoch(trainable, criterion, optimizer, loader, device, epoch, scheduler)
-        logits = val_logits()
-        scores = metrics(logits, y_val)
-        history.append(
-            {"epoch": epoch, "train_loss": round(loss, 4), **{k: round(v, 4) for k, v in scores.items() if k != "n"}}
+        history.append({"epoch": epoch, "train_loss": round(loss, 4)})
+    trainable.eval()
+    return history
+
+
+def _tail_logits(
+    model: ImageClassifier, tail: nn.Sequential, views: list[torch.Tensor], device: torch.device
+) -> np.ndarray:
+    trainable = nn.Sequential(tail, model.pool, model.head).eval()
+    with torch.inference_mode():
+        return (
+            torch.stack(
+                [
+                    torch.cat([trainable(v[i : i + 256].float().to(device)).cpu() for i in range(0, len(v), 256)])
+                    for v in views
+                ]
+            )
+            .mean(0)
+            .double()
+            .numpy()
         )
-        log.info(
-            "epoch %d: train loss %.3f, val weighted F1 %.3f, val log-loss %.3f",
-            epoch,
-            loss,
-            scores["f1_weighted"],
-            scores["log_loss"],
-        )
-        if scores["log_loss"] < best[0]:
-            best = (scores["log_loss"], epoch, copy.deepcopy(trainable.state_dict()))
-            best_logits = logits
-    trainable.load_state_dict(best[2])
+
+
+def cross_fit_finetune(
+    model: ImageClassifier,
+    paths: list[str],
+    y: np.ndarray,
+    folds: np.ndarray,
+    train_views: list[View],
+    eval_views: list[View],
+    info: dict,
+    options: ImageTrainingOptions,
+    loader_args: dict,
+) -> np.ndarray:
+    """Train the last ``unfreeze_blocks`` blocks + head on every row; returns out-of-fold logits.
+
+    The frozen trunk runs once per view; each fold trains a fresh copy of the tail for a fixed number
+    of epochs (no early stopping: nothing is selected on the rows a fold predicts).
+    """
+    settings = options.finetune_settings()
+    unfreeze = settings["unfreeze_blocks"]
+    if not 1 <= unfreeze < len(model.blocks):
+        raise ImageModelError(f"unfreeze_blocks must be in [1, {len(model.blocks) - 1}], not {unfreeze}")
+    device = loader_args["device"]
+    split = len(model.blocks) - unfreeze
+    trunk, tail = model.blocks[:split], model.blocks[split:]
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    started = time.perf_counter()
+    trunk_train = [
+        run_network(trunk, paths, v, desc="trunk", out_dtype=torch.float16, **loader_args) for v in train_views
+    ]
+    trunk_eval = [
+        run_network(trunk, paths, v, desc="trunk", out_dtype=torch.float16, **loader_args) for v in eval_views
+    ]
+    info["trunk_s"] = round(time.perf_counter() - started, 2)
+    initial = copy.deepcopy(tail.state_dict())
+
+    def fit_predict(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        tail.load_state_dict(initial)
+        _train_tail(model, tail, [v[train] for v in trunk_train], y[train], options, device)
+        return _tail_logits(model, tail, [v[held_out] for v in trunk_eval], device)
+
+    oof = out_of_fold(fit_predict, folds, len(model.head.bias))
+    tail.load_state_dict(initial)
+    info["history"] = _train_tail(model, tail, trunk_train, y, options, device)
     for p in model.parameters():
         p.requires_grad_(True)
-    info.update({"best_epoch": best[1], "history": history, "unfreeze_blocks": unfreeze, "epochs": epochs, "lr": lr})
-    return best_logits
+    info.update({"unfreeze_blocks": unfreeze, "epochs": settings["epochs"], "lr": settings["lr"]})
+    return oof

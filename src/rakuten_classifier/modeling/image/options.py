@@ -17,7 +17,7 @@ FINETUNE_ONLY = ("epochs", "lr", "unfreeze_blocks", "label_smoothing", "weight_d
 class ImageTrainingOptions:
     """How `fit_image_model` trains; ``None`` on a finetune-only field means "the mode's default"."""
 
-    backbone: str = "mobilenet_v2"
+    backbone: str = "efficientnet_lite1"
     mode: str = "frozen"
     pretrained: bool = True
     # Test-time augmentation: average the centre crop with its mirror (also at serving).

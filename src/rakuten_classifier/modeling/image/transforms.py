@@ -17,35 +17,48 @@ from torchvision.transforms import v2 as T
 
 from ...data.preprocessing import load_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_SIZE = 256
-CROP_SIZE = 224
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a backbone expects: resize the short side, centre-crop, normalise (pixels scaled to 0..1)."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def key(self) -> str:
+        """Part of the feature-cache key."""
+        return f"{self.crop}|{self.resize}|{self.mean}|{self.std}"
 
 
-def eval_transform() -> T.Compose:
-    """Serving/validation transform: resize 256, centre crop 224, ImageNet normalisation."""
+# torchvision's ImageNet models: resize 256, centre crop 224, ImageNet mean and standard deviation.
+IMAGENET = Geometry(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def eval_transform(geometry: Geometry) -> T.Compose:
+    """Serving/validation transform: resize, centre crop, normalisation."""
     return T.Compose(
         [
             T.ToImage(),
-            T.Resize(RESIZE_SIZE, antialias=True),
-            T.CenterCrop(CROP_SIZE),
+            T.Resize(geometry.resize, antialias=True),
+            T.CenterCrop(geometry.crop),
             T.ToDtype(torch.float32, scale=True),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            T.Normalize(geometry.mean, geometry.std),
         ]
     )
 
 
-def train_transform(min_scale: float = 0.35, jitter: float = 0.3) -> T.Compose:
-    """Training augmentation: RandomResizedCrop 224, horizontal flip, ColorJitter."""
+def train_transform(geometry: Geometry, min_scale: float = 0.35, jitter: float = 0.3) -> T.Compose:
+    """Training augmentation: RandomResizedCrop, horizontal flip, ColorJitter."""
     return T.Compose(
         [
             T.ToImage(),
-            T.RandomResizedCrop(CROP_SIZE, scale=(min_scale, 1.0), antialias=True),
+            T.RandomResizedCrop(geometry.crop, scale=(min_scale, 1.0), antialias=True),
             T.RandomHorizontalFlip(),
             T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
             T.ToDtype(torch.float32, scale=True),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            T.Normalize(geometry.mean, geometry.std),
         ]
     )
 
@@ -73,10 +86,13 @@ class ImageViewDataset(Dataset):
     of DataLoader workers nor on the order batches are drawn.
     """
 
-    def __init__(self, sources: Sequence, view: View, min_scale: float = 0.35, jitter: float = 0.3):
+    def __init__(self, sources: Sequence, view: View, geometry: Geometry, min_scale: float = 0.35, jitter: float = 0.3):
         self.sources = list(sources)
         self.view = view
-        self.transform = eval_transform() if view.kind == "center" else train_transform(min_scale, jitter)
+        if view.kind == "center":
+            self.transform = eval_transform(geometry)
+        else:
+            self.transform = train_transform(geometry, min_scale, jitter)
 
     def __len__(self) -> int:
         return len(self.sources)

@@ -1,0 +1,90 @@
+"""Choosing the fusion on out-of-fold predictions: every candidate scored by nested cross-validation.
+
+Each candidate (weighted geometric or arithmetic mean, per-class weights, a stacked logistic
+regression at a few regularisation strengths) is fitted on the out-of-fold probabilities of all
+folds but one and scored on the remaining fold; the best nested score wins and is refit on every
+out-of-fold row. Rows without an image are decided by the text for every candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from .fusion import PER_CLASS, STACKED, fit_per_class_weights, fit_stacker, fuse, learn_text_weight
+
+STACKER_C_GRID = (0.1, 1.0)
+# Penalty of the per-class weights towards the single-weight geometric mean (mean log-loss + l2/2 |theta - prior|^2).
+PER_CLASS_L2_GRID = (0.001, 0.01)
+
+Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray], dict]
+
+
+def candidates(seed: int) -> dict[str, Fitter]:
+    """Name -> function fitting that combiner's fusion config on (text, image, labels) rows with both modalities."""
+
+    def weighted(method: str) -> Fitter:
+        return lambda text, image, labels: {
+            "method": method,
+            "text_weight": learn_text_weight(text, image, labels, method)[0],
+        }
+
+    # A learned combiner stores text_weight 0.5: the neutral point of a request's override (modeling/fusion.py).
+    def per_class(l2: float) -> Fitter:
+        def fit(text: np.ndarray, image: np.ndarray, labels: np.ndarray) -> dict:
+            weight = learn_text_weight(text, image, labels, "geometric")[0]  # the starting point of the fit
+            per_class = fit_per_class_weights(text, image, labels, weight, l2)
+            return {"method": PER_CLASS, "text_weight": 0.5, "per_class": per_class}
+
+        return fit
+
+    def stacked(c: float) -> Fitter:
+        return lambda text, image, labels: {
+            "method": STACKED,
+            "text_weight": 0.5,
+            "stacker": fit_stacker(text, image, labels, c, seed),
+        }
+
+    found: dict[str, Fitter] = {"geometric": weighted("geometric"), "arithmetic": weighted("arithmetic")}
+    found.update({f"per-class l2={l2:g}": per_class(l2) for l2 in PER_CLASS_L2_GRID})
+    found.update({f"stacked C={c:g}": stacked(c) for c in STACKER_C_GRID})
+    return found
+
+
+def _weighted_f1(labels: np.ndarray, proba: np.ndarray) -> float:
+    return round(float(f1_score(labels, proba.argmax(axis=1), average="weighted", zero_division=0)), 4)
+
+
+def nested_scores(text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fitter) -> dict:
+    """Weighted F1 of a candidate whose every row is fused by a combiner fitted without that row's fold."""
+    both = ~(np.isnan(text).any(axis=1) | np.isnan(image).any(axis=1))
+    fused = np.array(text, dtype=np.float64)
+    for fold in np.unique(folds):
+        train, held_out = both & (folds != fold), both & (folds == fold)
+        if held_out.any():
+            config = fit(text[train], image[train], labels[train])
+            fused[held_out] = fuse(text[held_out], image[held_out], config)
+    return {
+        "weighted_f1": _weighted_f1(labels, fused),
+        "weighted_f1_with_image": _weighted_f1(labels[both], fused[both]),
+        "n": len(labels),
+        "n_with_image": int(both.sum()),
+    }
+
+
+def select_fusion(
+    text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, seed: int
+) -> tuple[str, dict, dict[str, dict]]:
+    """(name, fusion config refit on every out-of-fold row with both modalities, nested scores of every candidate).
+
+    Ties go to the earlier, simpler candidate.
+    """
+    both = ~(np.isnan(text).any(axis=1) | np.isnan(image).any(axis=1))
+    if both.sum() == 0:
+        raise ValueError("no learning row has both modalities; cannot choose a fusion")
+    fitters = candidates(seed)
+    table = {name: nested_scores(text, image, labels, folds, fit) for name, fit in fitters.items()}
+    best = max(table, key=lambda name: table[name]["weighted_f1_with_image"])
+    return best, fitters[best](text[both], image[both], labels[both]), table
