@@ -1,4 +1,4 @@
-"""The ASGI guard: body limit and multipart validation, on a bare ASGI app."""
+"""The ASGI guard: admin token, body limit and multipart validation, on a bare ASGI app."""
 
 import asyncio
 
@@ -14,7 +14,7 @@ def test_multipart_problem_detects_missing_boundary_and_broken_parts():
     assert multipart_problem(b"multipart/form-data; boundary=b", good) is None
 
 
-def _call(guard, headers, chunks):
+def _call(guard, headers, chunks, path="/predict_text"):
     sent, seen = [], []
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
 
@@ -30,7 +30,7 @@ def _call(guard, headers, chunks):
         await send({"type": "http.response.start", "status": 200, "headers": []})
 
     guard.app = app
-    asyncio.run(guard({"type": "http", "method": "POST", "headers": headers}, receive, send))
+    asyncio.run(guard({"type": "http", "method": "POST", "path": path, "headers": headers}, receive, send))
     return sent[0]["status"], seen
 
 
@@ -41,3 +41,20 @@ def test_guard_refuses_oversized_bodies_and_replays_valid_ones():
     status, seen = _call(guard, [(b"content-type", b"application/json")], [b'{"a":', b"1}"])
     assert status == 200
     assert seen == [b'{"a":1}']
+
+
+def test_admin_routes_answer_403_when_no_admin_token_is_configured():
+    """Without RAKUTEN_TRAIN_TOKEN the administrative routes are disabled, whatever the request carries."""
+    disabled = RequestGuard(None, max_body_bytes=1000, admin_token=None)
+    for path in ("/train", "/jobs/abc", "/feedback", "/monitor/drift", "/monitor/accuracy"):
+        assert _call(disabled, [(b"authorization", b"Bearer anything")], [b"{}"], path)[0] == 403, path
+    assert _call(disabled, [], [b"{}"], "/predict_text")[0] == 200  # predictions stay open
+
+
+def test_admin_routes_need_the_admin_token_when_one_is_configured():
+    guarded = RequestGuard(None, max_body_bytes=1000, admin_token="secret")
+    assert _call(guarded, [], [b"{}"], "/train")[0] == 401
+    assert _call(guarded, [(b"authorization", b"Bearer nope")], [b"{}"], "/train")[0] == 403
+    status, seen = _call(guarded, [(b"authorization", b"Bearer secret")], [b"{}"], "/train")
+    assert status == 200
+    assert seen == [b"{}"]

@@ -40,7 +40,9 @@ def fuse_probabilities(
         log_image = np.log(np.clip(np.nan_to_num(image), _EPSILON, 1.0))
         mixed = text_weight * log_text + (1 - text_weight) * log_image
         fused = np.exp(mixed - mixed.max(axis=1, keepdims=True))
-    fused = fused / fused.sum(axis=1, keepdims=True)
+    # A row whose weighted modality is missing sums to 0 here (arithmetic, w = 0 or 1): it is replaced below.
+    totals = fused.sum(axis=1, keepdims=True)
+    fused = np.divide(fused, totals, out=np.zeros_like(fused), where=totals > 0)
     fused[image_missing] = text[image_missing]
     fused[text_missing] = image[text_missing]
     return fused

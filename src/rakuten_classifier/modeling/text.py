@@ -68,6 +68,12 @@ class TfidfParams:
     title_repeat: int = 2
 
 
+def _write_config(directory: Path, kind: str, temperature: float, params: dict) -> None:
+    """The JSON beside a saved text model: its kind, temperature, parameters and class order."""
+    config = {"kind": kind, "temperature": temperature, "params": params, "classes": list(CATEGORY_CODES)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
 def repeat_title(texts: Sequence[str], times: int) -> list[str]:
     """Each product text with its title (the part before TITLE_SEPARATOR) repeated ``times`` times."""
     weighted = []
@@ -138,13 +144,7 @@ class TfidfTextModel:
     def save(self, directory: Path) -> None:
         """Write the pipeline (joblib) and a JSON config into the folder."""
         joblib.dump(self.pipeline, directory / "pipeline.joblib")
-        config = {
-            "kind": self.kind,
-            "temperature": self.temperature,
-            "params": asdict(self.params),
-            "classes": list(CATEGORY_CODES),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        _write_config(directory, self.kind, self.temperature, asdict(self.params))
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> TfidfTextModel:
@@ -261,13 +261,7 @@ class TransformerTextModel:
         """save_pretrained of model and tokenizer plus a JSON config."""
         self.model.save_pretrained(directory / "hf_model")
         self.tokenizer.save_pretrained(directory / "hf_model")
-        config = {
-            "kind": self.kind,
-            "temperature": self.temperature,
-            "params": asdict(self.params),
-            "classes": list(CATEGORY_CODES),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        _write_config(directory, self.kind, self.temperature, asdict(self.params))
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> TransformerTextModel:
