@@ -99,7 +99,7 @@ def train_fusion(
         # out-of-fold rows, scored on the held-out rows.
         both = ~(np.isnan(oof_text).any(axis=1) | np.isnan(oof_image).any(axis=1))
         for candidate, fit in candidates(settings.seed).items():
-            other = fit(oof_text[both], oof_image[both], labels[both])
+            other = config if candidate == name else fit(oof_text[both], oof_image[both], labels[both])
             selection[candidate]["test_weighted_f1"] = classification_scores(
                 test_labels, fuse(test_text, test_image, other).argmax(axis=1)
             )["weighted_f1"]

@@ -20,8 +20,13 @@ IMAGE_BATCH = 32
 
 
 # Probabilities are cached per (model tag, rows) within a process: train_all scores the same
-# validation and test rows with the same models in several steps.
+# held-out rows with the same models in several steps (each model's step, the fusion, the gate).
 _PROBA_CACHE: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+
+
+def remember_proba(tag: str, frame: pd.DataFrame, proba: np.ndarray) -> None:
+    """Record probabilities a training step already computed for the stored model ``tag`` on ``frame``."""
+    _PROBA_CACHE[(tag, tuple(frame["productid"]))] = proba
 
 
 def text_proba(tag: str, frame: pd.DataFrame) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..modeling.text import (
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
 from .protocol import common_metadata, learning_folds, save_oof, scores_and_log
-from .scoring import image_proba_for_paths
+from .scoring import image_proba_for_paths, remember_proba
 from .tracking import tracked_run
 from .training_data import TrainingData, load_training_data
 
@@ -75,11 +75,10 @@ def train_text(
         param_dict.pop("extra", None)
         mlflow.log_params(param_dict)
         mlflow.log_metric("train_seconds", seconds)
+        test_proba = model.predict_proba(test["text"].tolist())
         metrics = {
             "oof": scores_and_log("text_oof", learning["label_index"].to_numpy(), oof, Path(tmp)),
-            "test": scores_and_log(
-                "text_test", test["label_index"].to_numpy(), model.predict_proba(test["text"].tolist()), Path(tmp)
-            ),
+            "test": scores_and_log("text_test", test["label_index"].to_numpy(), test_proba, Path(tmp)),
         }
         metadata = common_metadata(data, run.info.run_id, param_dict, metrics, seconds, settings.cv_folds)
 
@@ -88,6 +87,7 @@ def train_text(
             save_oof(directory, learning["productid"], oof)
 
         tag = save_to_store(TEXT_MODEL, write, {"kind": model.kind, "stage": STAGE_CANDIDATE}, metadata)
+        remember_proba(tag, test, test_proba)  # the fusion step scores the same rows
         mlflow.set_tag("model_tag", tag)
     log.info(
         "text model %s: out-of-fold weighted F1 %.4f, test %.4f",
@@ -148,6 +148,7 @@ def train_image(
 
         labels = {"backbone": options.backbone, "mode": options.mode, "stage": STAGE_CANDIDATE}
         tag = save_to_store(IMAGE_MODEL, write, labels, metadata)
+        remember_proba(tag, test, test_proba)  # the fusion step scores the same rows
         mlflow.set_tag("model_tag", tag)
     log.info(
         "image model %s: out-of-fold weighted F1 %.4f, test %.4f",
