@@ -2,11 +2,12 @@
 
     bentoml serve service:RakutenClassifier        (port 3000; `bentoml serve .` reads bentofile.yaml)
 
-Each model service runs in its own worker with adaptive batching and swaps to newly promoted
-models without a restart; the entry service calls both concurrently and fuses their
-probabilities. Everything the methods below call lives in ``rakuten_classifier.serving``: request
-schemas, the hot swap, the fusion of answers, the prediction log and metrics, the HTTP guard
-(where the admin and prediction tokens are checked), the web page.
+Each model service runs in its own worker with adaptive batching; the entry service calls both
+concurrently and fuses their probabilities. The entry follows the production pointer and names the
+text and image versions each request needs, so a promoted trio is adopted without a restart and no
+answer mixes two trios (serving/hot_swap.py). What the methods call lives in
+``rakuten_classifier.serving``: schemas, hot swap, fusion of answers, prediction log and metrics,
+the HTTP guard (admin and prediction tokens), the web page.
 """
 
 import asyncio
@@ -36,11 +37,11 @@ from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
 from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, with_retry
 from rakuten_classifier.serving.errors import ClientError, error_response
-from rakuten_classifier.serving.hot_swap import HotSwap, hot_swap_on, production_at_start
+from rakuten_classifier.serving.hot_swap import ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
 from rakuten_classifier.serving.metrics import set_model_info
-from rakuten_classifier.serving.model_workers import image_answers, text_answers
-from rakuten_classifier.serving.observer import Observer
+from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
+from rakuten_classifier.serving.observer import Observer, probe_services
 from rakuten_classifier.serving.schemas import (
     BatchInput,
     BatchItem,
@@ -56,7 +57,8 @@ from rakuten_classifier.serving.schemas import (
 )
 
 settings = get_settings()  # every limit, size and period: RAKUTEN_* (rakuten_classifier/config.py)
-PRODUCTION = production_at_start()  # the trio whose models are declared below (and packed by `bentoml build`)
+# The trio whose models are declared below (and packed by `bentoml build`), and newer ones refused as corrupt.
+PRODUCTION, REFUSED_AT_START = production_at_start()
 MODEL_TRAFFIC = {"timeout": model_service_timeout(settings.request_timeout_s)}
 
 
@@ -69,26 +71,27 @@ class TextModelService:
     def __init__(self) -> None:
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        self.models = hot_swap_on(
-            self.inference,
-            "text",
-            PRODUCTION.fusion,
-            self.model_ref,
-            load_text_model,
-            text_model_for,
-            settings.reload_seconds,
-        )
+        self.models = load_versions(self.inference, "text", self.model_ref, load_text_model, text_model_for)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
         max_batch_size=settings.text_max_batch,
         max_latency_ms=settings.max_latency_ms,
     )
-    async def predict(self, texts: list[str]) -> list[dict]:
-        """Probabilities (27, CATEGORY_CODES order) for already-cleaned product texts."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.inference, lambda: text_answers(self.models.current, texts)
-        )
+    async def predict(self, items: list[dict]) -> list[dict]:
+        """Probabilities (27, CATEGORY_CODES order) of already-cleaned texts, each by the version it names."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.inference, lambda: text_answers(self.models, items))
+
+    @bentoml.api
+    async def prepare(self, tag: str) -> dict:
+        """Load a version the entry is about to name; the loaded ones stay (see serving.hot_swap)."""
+        return await prepare_version(self.inference, self.models, tag)
+
+    @bentoml.api
+    async def loaded_versions(self) -> dict:
+        """The versions this worker holds (the entry's /health asks, with a short timeout)."""
+        return {"loaded": self.models.loaded}
 
 
 @bentoml.service(workers=settings.image_workers, traffic=MODEL_TRAFFIC, runner_connection=KEEP_CLIENT_SESSION)
@@ -106,29 +109,32 @@ class ImageModelService:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference = inference_thread(settings.torch_threads)
-        self.models = hot_swap_on(
-            self.inference,
-            "image",
-            PRODUCTION.fusion,
-            self.model_ref,
-            ImageClassifier.load,
-            image_model_for,
-            settings.reload_seconds,
-        )
+        self.models = load_versions(self.inference, "image", self.model_ref, ImageClassifier.load, image_model_for)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
         max_batch_size=settings.image_max_batch,
         max_latency_ms=settings.max_latency_ms,
     )
-    async def predict(self, images: list[bytes]) -> list[dict]:
-        """Probabilities (and brightness, for drift) of encoded images; an undecodable one gets an error entry."""
+    async def predict(self, items: list[dict]) -> list[dict]:
+        """Probabilities (and brightness, for drift) of encoded images, each by the version it names."""
         return await asyncio.get_running_loop().run_in_executor(
-            self.inference, lambda: image_answers(self.models.current, images, settings.max_image_pixels, self.views)
+            self.inference, lambda: image_answers(self.models, items, settings.max_image_pixels, self.views)
         )
+
+    @bentoml.api
+    async def prepare(self, tag: str) -> dict:
+        """Load a version the entry is about to name; the loaded ones stay (see serving.hot_swap)."""
+        return await prepare_version(self.inference, self.models, tag)
+
+    @bentoml.api
+    async def loaded_versions(self) -> dict:
+        """The versions this worker holds (the entry's /health asks, with a short timeout)."""
+        return {"loaded": self.models.loaded}
 
 
 web_app = FastAPI(title="rakuten-classifier extras")
+web_app.include_router(web.router)  # the try-it page at /ui, its example products and their images
 
 
 @bentoml.asgi_app(web_app, path="/")
@@ -147,8 +153,8 @@ class RakutenClassifier:
     def __init__(self) -> None:
         tag = str(self.fusion_ref.tag)
         config = json.loads((Path(self.fusion_ref.path) / FUSION_FILE).read_text())  # the declared (packed) version
-        self.fusion = HotSwap(
-            "fusion", tag, tag, config, read_fusion_config, settings.reload_seconds, on_swap=self._fusion_swapped
+        self.fusion = ProductionFollower(
+            PRODUCTION, config, REFUSED_AT_START, settings.reload_seconds, on_swap=self._fusion_swapped
         )
         set_model_info(tag, config, 1)
         self.jobs = JobManager(settings.jobs_dir)
@@ -157,6 +163,14 @@ class RakutenClassifier:
     def _fusion_swapped(self, previous: str, tag: str) -> None:
         set_model_info(previous, read_fusion_config(previous), 0)
         set_model_info(tag, self.fusion.current[1], 1)
+
+    @bentoml.on_startup
+    async def follow_production(self) -> None:
+        """Adopt each newly promoted trio once both model services hold its versions (serving.hot_swap)."""
+        services = (self.text_service, self.image_service)
+        self.following = asyncio.create_task(
+            self.fusion.follow(lambda trio: prepare_trio(trio, *services, MODEL_TRAFFIC["timeout"]))
+        )
 
     @bentoml.on_shutdown
     def close_prediction_log(self) -> None:
@@ -265,22 +279,16 @@ class RakutenClassifier:
         return result if result is not None else JSONResponse({"error": "no logged predictions yet"}, status_code=409)
 
     @web_app.get("/health")
-    def health(self):
-        """Service status, the models answering and their test metrics."""
-        return self.observer.health(self.jobs.active_job())
-
-    # The try-it web page (rakuten_classifier/serving/web): the page, its example products and their images.
-    @web_app.get("/ui")
-    def ui_page(self):
-        return web.page_response()
-
-    @web_app.get("/ui/examples")
-    def ui_examples(self):
-        return web.examples_response()
-
-    @web_app.get("/ui/examples/{n}/image")
-    def ui_example_image(self, n: int):
-        return web.example_image_response(n)
+    async def health(self):
+        """ "ok", or "degraded" with the reasons; the models answering, their test metrics, log and drift state."""
+        services = await probe_services(
+            {
+                "text": lambda: self.text_service.to_async.loaded_versions(),
+                "image": lambda: self.image_service.to_async.loaded_versions(),
+            },
+            settings.health_timeout_s,
+        )
+        return self.observer.health(self.jobs.active_job(), services)
 
 
 RakutenClassifier.add_asgi_middleware(  # type: ignore[attr-defined]  # the decorators return a bentoml Service

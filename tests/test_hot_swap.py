@@ -4,6 +4,7 @@ without a restart, and no request fails during the swap."""
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,12 +40,17 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         outcomes: list[tuple[int, str]] = []
         stop = threading.Event()
 
+        crashed: list[str] = []
+
         def keep_asking() -> None:
-            with httpx.Client(base_url=server.url, timeout=60) as client:
-                while not stop.is_set():
-                    answer = client.post("/predict_text", json={"designation": "piscine hors sol tubulaire"})
-                    outcomes.append((answer.status_code, answer.json().get("models", {}).get("text", "")))
-                    time.sleep(0.2)
+            try:
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    while not stop.is_set():
+                        answer = client.post("/predict_text", json={"designation": "piscine hors sol tubulaire"})
+                        outcomes.append((answer.status_code, answer.json().get("models", {}).get("text", "")))
+                        time.sleep(0.2)
+            except Exception as exc:  # reported below, never a silently dead thread
+                crashed.append(f"{type(exc).__name__}: {exc}")
 
         asker = threading.Thread(target=keep_asking)
         asker.start()
@@ -68,6 +74,7 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         asker.join()
         after = httpx.get(f"{server.url}/health").json()["models"]
         assert after["fusion"] == status["models"]["fusion"] != before["fusion"]
+        assert crashed == [], crashed
         assert {code for code, _ in outcomes} == {200}, "a request failed during the swap"
         served_tags = [tag for _, tag in outcomes]
         assert served_tags[0] == before["text"]
@@ -75,3 +82,103 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
         assert server.process.poll() is None  # no restart
     finally:
         server.stop()
+
+
+def _service_workers(server: Server, name: str) -> list:
+    """The worker processes of one BentoML service of a running `bentoml serve`."""
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process(server.process.pid).children(recursive=True)
+        if name in child.cmdline() and "--service-name" in child.cmdline()
+    ]
+
+
+def health_of(server: Server) -> dict:
+    return httpx.get(f"{server.url}/health", timeout=30).json()
+
+
+def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir, tmp_path):
+    """8 clients send photos while a new trio is promoted: every answer succeeds and its text and
+    image versions are the ones its fusion version names, before, during and after the swap."""
+    from store_tools import copy_session_store, store_tool
+
+    from rakuten_classifier.pipeline.training_data import load_training_data
+
+    home = copy_session_store(tmp_path)
+    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), RAKUTEN_RELOAD_SECONDS="1")
+    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(16)
+    products = [
+        ({"designation": row.designation, "description": row.description}, Path(row.image_path).read_bytes())
+        for row in rows.itertuples()
+    ]
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
+    answers: list[dict] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        try:
+            with httpx.Client(base_url=server.url, timeout=120) as http:
+                i = n
+                while not stop.is_set():
+                    form, image = products[i % len(products)]
+                    reply = http.post("/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")})
+                    if reply.status_code != 200:
+                        failures.append(f"{reply.status_code}: {reply.text[:300]}")
+                    else:
+                        answers.append(reply.json()["models"])
+                    i += 8
+        except Exception as exc:  # reported by the assertions below, never a silently dead thread
+            failures.append(f"client {n}: {type(exc).__name__}: {exc}")
+
+    try:
+        server.wait_ready()
+        old = health_of(server)["models"]
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for thread in clients:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while len(answers) < 16 and not failures and time.monotonic() < deadline:
+            time.sleep(0.5)
+        new = store_tool(home, "new-trio")
+        assert new["previous"] == old
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and health_of(server)["models"]["fusion"] != new["fusion"]:
+            time.sleep(0.5)
+        seen_new = len(answers)
+        deadline = time.monotonic() + 60
+        while len(answers) < seen_new + 16 and not failures and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stop.set()
+        for thread in clients:
+            thread.join(180)
+        health = health_of(server)
+        # A model service that stops answering: /health says so within about its 1 s timeout.
+        stopped = _service_workers(server, "ImageModelService")
+        assert stopped
+        for worker in stopped:
+            worker.suspend()
+        try:
+            started = time.monotonic()
+            hung = health_of(server)
+            hung_seconds = time.monotonic() - started
+        finally:
+            for worker in stopped:
+                worker.resume()
+        recovered = health_of(server)
+    finally:
+        stop.set()
+        server.stop()
+    assert hung["status"] == "degraded"
+    assert hung["problems"] == ["image model service: no answer within 1 s (RAKUTEN_HEALTH_TIMEOUT_S)"]
+    assert hung_seconds < 3
+    assert recovered["status"] == "ok", recovered["problems"]
+    assert failures == [], failures[:5]
+    trios = {old["fusion"]: old, new["fusion"]: {k: new[k] for k in ("fusion", "text", "image")}}
+    assert health["models"] == trios[new["fusion"]]
+    assert health["status"] == "ok", health["problems"]
+    assert {answer["fusion"] for answer in answers} == set(trios), "both trios must have answered"
+    mixed = [answer for answer in answers if answer != trios[answer["fusion"]]]
+    assert mixed == [], f"{len(mixed)} of {len(answers)} answers mixed two trios: {mixed[:3]}"

@@ -57,15 +57,14 @@ def test_serving_text_is_byte_identical_to_training_text(in_process, sample_dir)
     rows = data.split("test")
     rows = rows[rows["description"].str.contains("<|&", regex=True)].head(25)  # HTML-laden rows
     assert len(rows) >= 10
-    worker = _entry_text_worker(in_process)
-    tag, model = worker.models.current
-    recorder = RecordingModel(model)
-    worker.models.current = (tag, recorder)
+    versions = _entry_text_worker(in_process).models
+    recorder = RecordingModel(versions.get(in_process.fusion.current[1]["text_model"]))
+    versions.get = lambda tag: recorder  # every version the entry names answers through the recorder
     try:
         for row in rows.itertuples():
             asyncio.run(in_process.predict_multimodal(designation=row.designation, description=row.description))
     finally:
-        worker.models.current = (tag, model)
+        del versions.get
     assert [t.encode("utf-8") for t in recorder.seen] == [t.encode("utf-8") for t in rows["text"]]
 
 
@@ -98,7 +97,10 @@ def _jpeg_bytes(path) -> bytes:
 
 def test_http_health_and_prediction_shape(served, sample_dir):
     health = httpx.get(f"{served.url}/health").json()
-    assert health["status"] == "ok"
+    assert health["status"] == "ok", health["problems"]
+    assert health["problems"] == []
+    assert health["models"]["text"] in health["model_services"]["text"]["loaded"]
+    assert health["models"]["image"] in health["model_services"]["image"]["loaded"]
     assert health["models"]["fusion"].startswith("rakuten-fusion:")
     assert health["metrics"]["fused"]["weighted_f1"] > 0.5
     row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]

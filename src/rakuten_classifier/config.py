@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
+    health_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="how long /health waits for each model service before saying degraded"
+    )
+    log_backlog_alert: int = Field(
+        10_000, gt=0, description="queued prediction-log rows beyond which /health says degraded (rows pile up)"
+    )
 
     # Monitoring (monitoring.py, drift.py).
     log_flush_seconds: float = Field(1.0, gt=0, description="prediction-log write period (off the request path)")

@@ -27,12 +27,18 @@ async def classify(
     image_call: ModelCall,
     timeout_s: float,
 ) -> list[tuple[dict, float | None]]:
-    """Each product's answer and its image brightness (None without an image), fused as the production fusion says."""
+    """Each product's answer and its image brightness (None without an image), fused as the production fusion says.
+
+    Each model service is asked for the version this fusion version combines, so every answer is
+    computed by one trio, even while a newly promoted one is being adopted.
+    """
     fusion_tag, config = fusion
     text_rows = [i for i, item in enumerate(items) if item.text]
     image_rows = [i for i, item in enumerate(items) if item.image is not None]
-    text_future = text_call([items[i].text for i in text_rows]) if text_rows else _nothing()
-    image_future = image_call([items[i].image for i in image_rows]) if image_rows else _nothing()
+    text_items = [{"model": config["text_model"], "text": items[i].text} for i in text_rows]
+    image_items = [{"model": config["image_model"], "image": items[i].image} for i in image_rows]
+    text_future = text_call(text_items) if text_rows else _nothing()
+    image_future = image_call(image_items) if image_rows else _nothing()
     try:
         text_answers, image_answers = await asyncio.wait_for(asyncio.gather(text_future, image_future), timeout_s)
     except TimeoutError:
@@ -40,6 +46,9 @@ async def classify(
             f"prediction took longer than {timeout_s:g} s (RAKUTEN_REQUEST_TIMEOUT_S); try again or send fewer items",
             504,
         ) from None
+    for answer in (*text_answers, *image_answers):
+        if "unavailable" in answer:  # a version the model service could not load (see /health)
+            raise ClientError(f"model {answer['unavailable']}; try again later", 503)
     for answer in image_answers:
         if "error" in answer:
             raise ClientError(f"image could not be decoded: {answer['error']}")

@@ -1,35 +1,89 @@
-"""What the text and image model services compute for a batch (called on their inference threads)."""
+"""What the text and image model services compute for a batch (called on their inference threads).
+
+Each item names the model version that must compute it (``{"model": tag, "text": ...}`` or
+``{"model": tag, "image": bytes}``): the entry asks for the versions its fusion version combines,
+so one batch may hold items for the outgoing and the incoming version during a swap.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import typing as t
 from concurrent.futures import Executor
 
 from ..data.preprocessing import ImageError, load_image
 from ..monitoring.signals import image_brightness
+from .hot_swap import ModelVersions
 
 
-def text_answers(current: tuple[str, t.Any], texts: list[str]) -> list[dict]:
-    """Probabilities (27, CATEGORY_CODES order) of already-cleaned product texts, with the model's tag."""
-    tag, model = current
-    return [{"model": tag, "proba": row} for row in model.predict_proba(texts)]
+def _by_version(items: list[dict]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item["model"], []).append(i)
+    return groups
+
+
+def _model_or_error(versions: ModelVersions, tag: str) -> tuple[t.Any, str | None]:
+    try:
+        return versions.get(tag), None
+    except Exception as exc:  # answered per item (the entry says 503), never a failed batch for the others
+        return None, f"{tag} cannot be loaded ({type(exc).__name__}: {exc})"
+
+
+def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
+    """Probabilities (27, CATEGORY_CODES order) of already-cleaned product texts, each by the version it names."""
+    answers: list[dict] = [{} for _ in items]
+    for tag, rows in _by_version(items).items():
+        model, error = _model_or_error(versions, tag)
+        if model is None:
+            for i in rows:
+                answers[i] = {"model": tag, "unavailable": error}
+            continue
+        for i, proba in zip(rows, model.predict_proba([items[i]["text"] for i in rows]), strict=True):
+            answers[i] = {"model": tag, "proba": proba}
+    return answers
 
 
 def image_answers(
-    current: tuple[str, t.Any], images: list[bytes], max_pixels: int, view_executor: Executor | None
+    versions: ModelVersions, items: list[dict], max_pixels: int, view_executor: Executor | None
 ) -> list[dict]:
     """Probabilities and brightness (for drift) of encoded images; an undecodable one gets an error entry."""
-    tag, model = current
-    decoded, answers = [], []
-    for data in images:
-        try:
-            decoded.append(load_image(data, max_pixels=max_pixels))
-            answers.append({"model": tag, "brightness": round(image_brightness(decoded[-1]), 3)})
-        except ImageError as exc:
-            answers.append({"model": tag, "error": str(exc)})
-    if decoded:
-        rows = iter(model.predict_proba(decoded, view_executor=view_executor))
-        for answer in answers:
-            if "error" not in answer:
-                answer["proba"] = next(rows)
+    answers: list[dict] = [{} for _ in items]
+    for tag, rows in _by_version(items).items():
+        model, error = _model_or_error(versions, tag)
+        decoded, decoded_rows = [], []
+        for i in rows:
+            if model is None:
+                answers[i] = {"model": tag, "unavailable": error}
+                continue
+            try:
+                decoded.append(load_image(items[i]["image"], max_pixels=max_pixels))
+                decoded_rows.append(i)
+                answers[i] = {"model": tag, "brightness": round(image_brightness(decoded[-1]), 3)}
+            except ImageError as exc:
+                answers[i] = {"model": tag, "error": str(exc)}
+        if decoded:
+            for i, proba in zip(decoded_rows, model.predict_proba(decoded, view_executor=view_executor), strict=True):
+                answers[i]["proba"] = proba
     return answers
+
+
+def load_versions(
+    executor: Executor,
+    kind: str,
+    model_ref: t.Any,
+    load_path: t.Callable[[str], t.Any],
+    load_tag: t.Callable[[str], t.Any],
+) -> ModelVersions:
+    """A model service's versions, starting with its declared model (loaded on the worker's inference thread)."""
+    model = executor.submit(load_path, model_ref.path).result()
+    return ModelVersions(kind, str(model_ref.tag), model, load_tag)
+
+
+async def prepare_version(executor: Executor, versions: ModelVersions, tag: str) -> dict:
+    """Load ``tag`` on the inference thread before the entry names it; an error entry when it cannot load."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, versions.get, tag)
+    except Exception as exc:  # the entry refuses the trio and keeps serving the last good one
+        return {"error": f"{tag}: {type(exc).__name__}: {exc}"}
+    return {"loaded": versions.loaded}

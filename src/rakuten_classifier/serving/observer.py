@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ from ..monitoring.prediction_log import (
 )
 from . import metrics
 from .errors import ClientError
-from .hot_swap import HotSwap
+from .hot_swap import ProductionFollower
 from .schemas import FeedbackInput, Product
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class Observer:
     """Logs every answered prediction off the request path and keeps the drift gauges fresh."""
 
-    def __init__(self, settings: Settings, fusion: HotSwap):
+    def __init__(self, settings: Settings, fusion: ProductionFollower):
         self.settings, self.fusion = settings, fusion
         self.prediction_log = PredictionLog(
             settings.database_url,
@@ -109,13 +110,32 @@ class Observer:
         """Accuracy over the latest feedback window."""
         return live_accuracy(self.prediction_log.engine, self.settings.accuracy_window)
 
-    def health(self, training_job: str | None) -> dict[str, t.Any]:
-        """Service status, the models answering and their test metrics, the log and drift state."""
+    def problems(self, services: dict[str, dict | str]) -> list[str]:
+        """Why the service is degraded: silent model services, a refused or pending trio, lost or piled-up log rows."""
+        found = [f"{name} model service: {state}" for name, state in services.items() if isinstance(state, str)]
+        found += self.fusion.problems()
+        if self.prediction_log.dropped:
+            found.append(f"prediction log dropped {self.prediction_log.dropped} rows (database unreachable?)")
+        if self.prediction_log.backlog > self.settings.log_backlog_alert:
+            found.append(
+                f"prediction log backlog {self.prediction_log.backlog} rows > {self.settings.log_backlog_alert}"
+                " (RAKUTEN_LOG_BACKLOG_ALERT): rows pile up"
+            )
+        return found
+
+    def health(self, training_job: str | None, services: dict[str, dict | str]) -> dict[str, t.Any]:
+        """Service status with its reasons, the models answering and their test metrics, the log and drift state.
+
+        ``services`` holds each model service's status, or why it gave none (see `probe_services`).
+        """
         fusion_tag, config = self.fusion.current
         metrics.LOG_BACKLOG.set(self.prediction_log.backlog)
+        problems = self.problems(services)
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "models": {"fusion": fusion_tag, "text": config["text_model"], "image": config["image_model"]},
+            "model_services": services,
             "text_weight": config["text_weight"],
             "method": config["method"],
             "metrics": config.get("test", {}),
@@ -134,3 +154,20 @@ class Observer:
     def close(self) -> None:
         """Write every queued prediction-log row (the service calls this on shutdown)."""
         self.prediction_log.close()
+
+
+async def probe_services(
+    calls: dict[str, t.Callable[[], t.Awaitable[dict]]], timeout_s: float
+) -> dict[str, dict | str]:
+    """Each model service's status, or why it gave none within ``timeout_s`` (all asked at once)."""
+
+    async def probe(call: t.Callable[[], t.Awaitable[dict]]) -> dict | str:
+        try:
+            return await asyncio.wait_for(call(), timeout_s)
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s (RAKUTEN_HEALTH_TIMEOUT_S)"
+        except Exception as exc:  # unreachable, restarting, or answering an error: degraded, never a 500
+            return f"unreachable ({type(exc).__name__}: {exc})"
+
+    states = await asyncio.gather(*(probe(call) for call in calls.values()))
+    return dict(zip(calls, states, strict=True))

@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from fastapi import APIRouter
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ...categories import category_name
@@ -24,6 +25,7 @@ log = logging.getLogger("rakuten.web")
 INDEX_HTML = Path(__file__).resolve().parent / "index.html"
 EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
 EXAMPLE_COUNT = 8
+router = APIRouter()  # included by the entry service's FastAPI app
 
 
 def _text(value: object) -> str:
@@ -66,6 +68,7 @@ def examples() -> list[dict]:
     return list(_examples_from(folder)) if folder else []
 
 
+@router.get("/ui")
 def page_response() -> Response:
     """GET /ui: the page itself."""
     try:
@@ -74,12 +77,14 @@ def page_response() -> Response:
         return JSONResponse({"error": f"the web page is missing from this build ({exc})"}, status_code=500)
 
 
+@router.get("/ui/examples")
 def examples_response() -> Response:
     """GET /ui/examples: the examples as JSON, without server-side paths."""
     public = [{k: v for k, v in example.items() if k != "image_path"} for example in examples()]
     return JSONResponse(public)
 
 
+@router.get("/ui/examples/{n}/image")
 def example_image_response(n: int) -> Response:
     """GET /ui/examples/{n}/image: the example's image bytes."""
     known = examples()
