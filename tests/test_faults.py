@@ -261,6 +261,8 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         assert health, "the corrupt production version was not refused"
         reason = health["refused_models"][corrupt["fusion"]]
         assert reason.startswith("CorruptModel")
+        assert health["status"] == "degraded"
+        assert health["problems"] == [f"production {corrupt['fusion']} refused: {reason}"]
         assert corrupt["text"] in reason
         assert "pipeline.joblib" in reason
         time.sleep(3)  # a few more reload periods: still the old models, still answering
@@ -281,6 +283,7 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         health = _wait_for(lambda: refused_by(server), 30)
         assert health
         assert "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
+        assert health["status"] == "degraded"
         assert health["models"] == good
         answer = predict(server)
         assert answer.status_code == 200, answer.text
