@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO_ROOT, SESSION_BENTOML_HOME, Server, server_env
 from prometheus_client.parser import text_string_to_metric_families
 
+from rakuten_classifier.monitoring.drift import MIN_OBSERVATIONS
 from rakuten_classifier.pipeline.training_data import load_training_data
 
 pytestmark = pytest.mark.slow
@@ -195,12 +196,14 @@ def test_metrics_count_each_answered_prediction_once(limited):
 # ---------------------------------------------------------------- periodic drift refresh
 
 
-def test_drift_refreshes_by_itself_on_the_configured_interval(limited):
-    for n in range(5):
-        reply = httpx.post(f"{limited.url}/predict_text", json={"designation": f"Jeu de cartes {n}"}, timeout=60)
+def test_drift_refreshes_by_itself_on_the_configured_interval(limited, sample_dir):
+    # Real titles, enough for a PSI (drift.MIN_OBSERVATIONS = 30 per feature): a non-zero score to find.
+    titles = load_training_data(sample_dir).split("test")["designation"].head(MIN_OBSERVATIONS)
+    for title in titles:
+        reply = httpx.post(f"{limited.url}/predict_text", json={"designation": title}, timeout=60)
         assert reply.status_code == 200, reply.text
     answered = _total(_metrics(limited), "rakuten_predictions_total")
-    assert 5 <= answered < 500  # the whole log fits in the drift window
+    assert MIN_OBSERVATIONS <= answered < 500  # the whole log fits in the drift window
     # Within a few refresh periods the drift window holds every answered prediction, with nobody
     # calling /monitor/drift; the default period (300 s) would not get there before the deadline.
     deadline = time.monotonic() + 30 * DRIFT_INTERVAL_S
@@ -215,6 +218,7 @@ def test_drift_refreshes_by_itself_on_the_configured_interval(limited):
     assert drift is not None, "no drift refresh happened"
     assert drift["window"] == answered, drift
     assert _total(samples, "rakuten_drift_score") == pytest.approx(drift["drift_score"])
+    assert drift["drift_score"] > 0  # a measured PSI, so the gauge equality above is not 0 == 0
     assert _total(samples, "rakuten_drift_detected") == (1 if drift["drifted"] else 0)
     assert any(s.name == "rakuten_drift_feature_psi" and s.labels.get("feature") for s in samples)
     no_manual = _total(samples, "bentoml_service_request_total", endpoint="/monitor/drift")
