@@ -85,3 +85,40 @@ def test_built_bento_serves_the_same_answers(bento, served, sample_dir, session_
         assert answers[0]["models"] == answers[1]["models"]
     finally:
         server.stop()
+
+
+def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
+    bento, served, sample_dir, session_data_root, tmp_path
+):
+    """Export, import into an empty BENTOML_HOME, serve: the archive alone carries the production models."""
+    tag, _ = bento
+    archive = tmp_path / "x.bento"
+    bentoml = str(VENV_BIN / "bentoml")
+    subprocess.run([bentoml, "export", tag, str(archive)], env=server_env(session_data_root), check=True, timeout=300)
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    env = server_env(tmp_path / "data", BENTOML_HOME=str(home))
+    subprocess.run([bentoml, "import", str(archive)], env=env, check=True, timeout=300, capture_output=True)
+    production = production_models()
+    assert production is not None
+    listing = subprocess.run(
+        [bentoml, "models", "list", "-o", "json"], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    # `bentoml import` moves the archive's models into the home's store: the three production versions, nothing else.
+    assert {m["tag"] for m in json.loads(listing)} == {production.text, production.image, production.fusion}
+    server = Server(tag, env, tmp_path, tmp_path / "imported.log")
+    try:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/health", timeout=30).json()["models"] == vars(production)
+        rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[:3]
+        for row in rows.itertuples():
+            form = {"designation": row.designation, "description": row.description, "top_k": "5"}
+            image = {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")}
+            imported, repository = (
+                httpx.post(f"{url}/predict_multimodal", data=form, files=image, timeout=120).json()
+                for url in (server.url, served.url)
+            )
+            assert imported["models"] == repository["models"] == vars(production)
+            assert imported["top_k"] == repository["top_k"]
+    finally:
+        server.stop()

