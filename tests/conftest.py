@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 
 # One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
 os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
+atexit.register(shutil.rmtree, SESSION_BENTOML_HOME, ignore_errors=True)  # the session's store goes with it
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -193,6 +193,12 @@ def test_http_training_trigger_requires_the_token(served):
     )
     assert escape.status_code == 400
     assert "under the data root" in escape.text
+    for control in ("raw\x00", "\x1b[31mraw", "r\naw"):  # a NUL byte was a 500 once (fuzzing with the token)
+        refused = httpx.post(
+            f"{served.url}/train", json={"data_dir": control}, headers={"Authorization": "Bearer test-token"}
+        )
+        assert refused.status_code == 400, refused.text
+        assert "without control characters" in refused.json()["error"]
     assert httpx.get(f"{served.url}/jobs/nope", headers={"Authorization": "Bearer test-token"}).status_code == 404
     assert httpx.get(f"{served.url}/jobs/nope").status_code == 401
 
