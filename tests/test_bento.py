@@ -67,30 +67,11 @@ def test_generated_dockerfile_names_the_service_and_lints_clean_of_errors(bento)
     assert " error:" not in lint.stdout
 
 
-def test_built_bento_serves_the_same_answers(bento, served, sample_dir, session_data_root, tmp_path):
-    tag, _ = bento
-    server = Server(tag, server_env(session_data_root), tmp_path, tmp_path / "bento.log")
-    try:
-        server.wait_ready()
-        row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[3]
-        form = {"designation": row.designation, "description": row.description, "top_k": "5"}
-        image = Path(row.image_path).read_bytes()
-        answers = [
-            httpx.post(
-                f"{url}/predict_multimodal", data=form, files={"image": ("p.jpg", image, "image/jpeg")}, timeout=60
-            ).json()
-            for url in (server.url, served.url)
-        ]
-        assert answers[0]["top_k"] == answers[1]["top_k"]
-        assert answers[0]["models"] == answers[1]["models"]
-    finally:
-        server.stop()
-
-
 def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
     bento, served, sample_dir, session_data_root, tmp_path
 ):
-    """Export, import into an empty BENTOML_HOME, serve: the archive alone carries the production models."""
+    """The built Bento, exported, imported into an empty BENTOML_HOME and served from there, answers as the
+    repository's server does: the archive alone carries the production models (and the service)."""
     tag, _ = bento
     archive = tmp_path / "x.bento"
     bentoml = str(VENV_BIN / "bentoml")

@@ -231,14 +231,21 @@ async def _score_over_http(url: str, rows, mode: str) -> list[int]:
         return await asyncio.gather(*(one(client, row) for row in rows.itertuples()))
 
 
-def test_http_scores_equal_rakuten_evaluate(served, sample_dir, session_data_root):
+@pytest.fixture(scope="module")
+def held_out(served, sample_dir, session_data_root):
+    """The held-out rows, `rakuten evaluate`'s scores of them, and the served /predict_multimodal codes (once)."""
     from rakuten_classifier.config import Settings
 
-    expected = evaluate_production(sample_dir, split="test", settings=Settings(data_root=session_data_root))
     test = load_training_data(sample_dir).split("test")
+    expected = evaluate_production(sample_dir, split="test", settings=Settings(data_root=session_data_root))
+    return test, expected, asyncio.run(_score_over_http(served.url, test, "multimodal"))
+
+
+def test_http_scores_equal_rakuten_evaluate(served, held_out):
+    test, expected, multimodal = held_out
     with_image = test.dropna(subset=["image_path"])
     for mode, rows in (("multimodal", test), ("text", test), ("image", with_image)):
-        predicted = asyncio.run(_score_over_http(served.url, rows, mode))
+        predicted = multimodal if mode == "multimodal" else asyncio.run(_score_over_http(served.url, rows, mode))
         weighted = round(
             float(f1_score(rows["prdtypecode"].astype(int), predicted, average="weighted", zero_division=0)), 4
         )
@@ -247,14 +254,14 @@ def test_http_scores_equal_rakuten_evaluate(served, sample_dir, session_data_roo
 
 
 def test_rakuten_predict_file_equals_served_answers_and_evaluate(
-    served, sample_dir, session_data_root, tmp_path, monkeypatch, capsys
+    held_out, sample_dir, session_data_root, tmp_path, monkeypatch, capsys
 ):
     """`rakuten predict` writes the challenge's submission format, answers what /predict_multimodal answers,
     and scores what `rakuten evaluate` reports for the same rows (the held-out rows, as a folder of their own)."""
     from rakuten_classifier.cli import main
-    from rakuten_classifier.config import Settings, get_settings
+    from rakuten_classifier.config import get_settings
 
-    test = load_training_data(sample_dir).split("test")
+    test, expected, served_codes = held_out
     folder = tmp_path / "held-out"
     folder.mkdir()
     (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
@@ -270,11 +277,9 @@ def test_rakuten_predict_file_equals_served_answers_and_evaluate(
     assert out.read_text().splitlines()[0] == ",prdtypecode"  # the X file's index as first, unnamed column
     submission = pd.read_csv(out, index_col=0)
     assert submission.index.tolist() == x_file.index.tolist()  # one row per product, in the X file's order
-    served_codes = asyncio.run(_score_over_http(served.url, test, "multimodal"))
     assert submission.loc[test["row_index"], "prdtypecode"].tolist() == served_codes
     weighted = round(float(f1_score(labels, submission.loc[labels.index, "prdtypecode"], average="weighted")), 4)
-    expected = evaluate_production(folder, settings=Settings(data_root=session_data_root))
-    assert weighted == expected["fused"]["weighted_f1"]
+    assert weighted == expected["fused"]["weighted_f1"]  # `rakuten evaluate` on the same (held-out) rows
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.text import (
     TfidfParams,
@@ -18,9 +17,6 @@ from rakuten_classifier.modeling.text import (
     load_text_model,
     repeat_title,
 )
-from rakuten_classifier.pipeline.steps import train_text
-from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import model_path
 
 TEXTS = [
     "livre roman poche",
@@ -126,19 +122,3 @@ def test_transformer_from_tiny_config_trains_saves_and_reloads(tiny_bert, tmp_pa
     reloaded = load_text_model(out)
     assert reloaded.kind == "transformer"
     np.testing.assert_allclose(reloaded.predict_proba(TEXTS[:6]), proba, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_real_minilm_checkpoint_fine_tunes_on_the_sample(sample_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data = load_training_data(sample_dir)
-    data.products = data.products.groupby("split").head(160)  # a short run: 160 rows per split
-    params = TransformerParams(epochs=4, batch_size=16, learning_rate=3e-4, max_length=32)
-    # Two folds: the cross-fitting then costs three fine-tunings instead of six.
-    result = train_text(data, backbone=str(_minilm_folder()), transformer=params, settings=Settings(cv_folds=2))
-    assert result["tag"].startswith("rakuten-text:")
-    loaded = load_text_model(model_path(result["tag"]))
-    assert loaded.kind == "transformer"
-    # Fine-tuning really learned something: far above the 1/27 chance level on held-out rows.
-    assert result["metrics"]["test"]["accuracy"] > 0.15
