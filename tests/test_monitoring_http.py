@@ -108,8 +108,20 @@ def _exported_names(url: str) -> set[str]:
 METRIC_RE = re.compile(r"\b((?:rakuten|bentoml)_[a-zA-Z0-9_]+)")
 
 
-def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served):
-    # One of each: a text-only multimodal call (fallback), feedback (accuracy), a drift refresh (gauges).
+def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served, sample_dir):
+    # Self-sufficient in any order: 30 products with photos (the fewest a drift score needs, so every
+    # per-feature PSI gauge gets a value), a text-only multimodal call (fallback), feedback
+    # (accuracy), a drift refresh (gauges). In multiprocess mode a series nobody set is not exported.
+    from rakuten_classifier.pipeline.training_data import load_training_data
+
+    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(30)
+    for row in rows.itertuples():
+        with open(row.image_path, "rb") as photo:
+            files = {"image": ("p.jpg", photo.read(), "image/jpeg")}
+        reply = httpx.post(
+            f"{served.url}/predict_multimodal", data={"designation": row.designation}, files=files, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
     answer = httpx.post(
         f"{served.url}/predict_multimodal", data={"designation": "Lot de 3 romans policiers"}, timeout=60
     ).json()
