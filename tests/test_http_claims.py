@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, SESSION_BENTOML_HOME, Server, server_env
+from conftest import REPO_ROOT, SESSION_BENTOML_HOME, Server, json_error, server_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from rakuten_classifier.monitoring.drift import MIN_OBSERVATIONS
@@ -65,16 +65,6 @@ def _padded(jpeg: bytes, size: int) -> bytes:
     return jpeg + b"\0" * (size - len(jpeg))
 
 
-def _error(answer: httpx.Response, status: int) -> dict:
-    """The JSON body of an answer that must be an error with ``status``."""
-    assert answer.status_code == status, (answer.status_code, answer.text)
-    assert answer.headers["content-type"].startswith("application/json"), answer.headers
-    body = answer.json()
-    assert isinstance(body.get("error"), str), body
-    assert body["error"], body
-    return body
-
-
 def _upload(server: Server, route: str, image: bytes) -> httpx.Response:
     data = {"designation": "piscine hors sol"} if route == "/predict_multimodal" else None
     return httpx.post(f"{server.url}{route}", data=data, files={"image": ("p.jpg", image, "image/jpeg")}, timeout=120)
@@ -89,9 +79,9 @@ def _batch(server: Server, items: list[dict]) -> httpx.Response:
 
 @pytest.mark.parametrize("route", ["/predict_multimodal", "/predict_image"])
 def test_uploaded_image_over_the_byte_limit_is_a_413_and_at_the_limit_is_answered(limited, sample_jpeg, route):
-    over = _error(_upload(limited, route, _padded(sample_jpeg, IMAGE_LIMIT + 1)), 413)
+    over = json_error(_upload(limited, route, _padded(sample_jpeg, IMAGE_LIMIT + 1)), 413)
     assert over["error"] == f"image is {IMAGE_LIMIT + 1} bytes; the limit is {IMAGE_LIMIT}"
-    far_over = _error(_upload(limited, route, _padded(sample_jpeg, 3 * IMAGE_LIMIT)), 413)
+    far_over = json_error(_upload(limited, route, _padded(sample_jpeg, 3 * IMAGE_LIMIT)), 413)
     assert far_over["error"] == f"image is {3 * IMAGE_LIMIT} bytes; the limit is {IMAGE_LIMIT}"
     at_limit = _upload(limited, route, _padded(sample_jpeg, IMAGE_LIMIT))
     assert at_limit.status_code == 200, at_limit.text
@@ -102,7 +92,7 @@ def test_batch_image_over_the_byte_limit_is_a_413_naming_the_item(limited, sampl
     at_limit = base64.b64encode(_padded(sample_jpeg, IMAGE_LIMIT)).decode()
     for size in (IMAGE_LIMIT + 1, 3 * IMAGE_LIMIT):
         over = base64.b64encode(_padded(sample_jpeg, size)).decode()
-        body = _error(_batch(limited, [{"designation": "livre"}, {"image_base64": over}]), 413)
+        body = json_error(_batch(limited, [{"designation": "livre"}, {"image_base64": over}]), 413)
         assert body["error"].startswith("items[1]: image is "), body
         assert f"the limit is {IMAGE_LIMIT}" in body["error"], body
     answered = _batch(limited, [{"designation": "livre", "image_base64": at_limit}])
@@ -116,7 +106,7 @@ def test_batch_image_over_the_byte_limit_is_a_413_naming_the_item(limited, sampl
 
 def test_batch_over_the_item_limit_is_a_400_and_the_limit_itself_is_answered(limited):
     items = [{"designation": f"jeu de société {n}"} for n in range(BATCH_LIMIT + 1)]
-    body = _error(_batch(limited, items), 400)
+    body = json_error(_batch(limited, items), 400)
     assert body["error"] == "1 validation error for BatchInput"
     [detail] = body["detail"]
     assert detail["loc"] == ["items"]
@@ -183,7 +173,7 @@ def test_metrics_count_each_answered_prediction_once(limited):
     assert _moved(limited, text_only_batch, *keys) == [BATCH_LIMIT, BATCH_LIMIT, BATCH_LIMIT, 1]
 
     def refused() -> None:
-        _error(httpx.post(f"{limited.url}/predict_text", json={"designation": "  "}, timeout=60), 400)
+        json_error(httpx.post(f"{limited.url}/predict_text", json={"designation": "  "}, timeout=60), 400)
 
     keys = [
         ("rakuten_predictions_total", {}),

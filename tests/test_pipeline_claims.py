@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_json
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
@@ -223,16 +222,7 @@ def test_training_only_text_or_only_image_never_changes_what_is_served(
     shutil.copytree(session_data_root / "features", data_root / "features")
     env = dict(os.environ, BENTOML_HOME=str(home), RAKUTEN_DATA_ROOT=str(data_root), RAKUTEN_CV_FOLDS="2")
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run(
-        [sys.executable, "-c", ANSWERS_TOOL, str(sample_dir)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_json([sys.executable, "-c", ANSWERS_TOOL, str(sample_dir)], env)
 
     before = report["before"]
     assert before["production"]["fusion"] == trained["fusion"]["tag"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import REPO_ROOT, VENV_BIN, Server, server_env
+from conftest import REPO_ROOT, VENV_BIN, Server, run_json, server_env
 
 from rakuten_classifier.categories import CATEGORY_CODES
 
@@ -53,11 +53,7 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
     env.pop("MLFLOW_TRACKING_URI", None)
 
     def rakuten(*args: str) -> dict:
-        done = subprocess.run(
-            [str(VENV_BIN / "rakuten"), *args, "--json"], env=env, capture_output=True, text=True, cwd=REPO_ROOT
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout)
+        return run_json([str(VENV_BIN / "rakuten"), *args, "--json"], env)
 
     loaded = rakuten("data", "load", "--data-dir", str(sample_dir))
     assert loaded["inserted"] == 1638

