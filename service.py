@@ -28,7 +28,7 @@ except ImportError:  # inside a built Bento the package travels as source beside
 
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.modeling.image.classifier import ImageClassifier
-from rakuten_classifier.modeling.loading import image_model_for, text_model_for
+from rakuten_classifier.modeling.loading import load_image_version, load_text_version
 from rakuten_classifier.modeling.text import load_text_model
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.pipeline.jobs import JobConflict, JobManager
@@ -71,7 +71,7 @@ class TextModelService:
     def __init__(self) -> None:
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        self.models = load_versions(self.inference, "text", self.model_ref, load_text_model, text_model_for)
+        self.models = load_versions(self.inference, "text", self.model_ref, load_text_model, load_text_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -109,7 +109,7 @@ class ImageModelService:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference = inference_thread(settings.torch_threads)
-        self.models = load_versions(self.inference, "image", self.model_ref, ImageClassifier.load, image_model_for)
+        self.models = load_versions(self.inference, "image", self.model_ref, ImageClassifier.load, load_image_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
