@@ -23,6 +23,10 @@ import sqlalchemy as sa
 # One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
 os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
 atexit.register(shutil.rmtree, SESSION_BENTOML_HOME, ignore_errors=True)  # the session's store goes with it
+# One image-feature cache for the whole session (servers and CLI children inherit it): every test
+# that trains on the sample after the first reuses the backbone's features instead of re-running it.
+os.environ["RAKUTEN_FEATURE_CACHE_DIR"] = SESSION_FEATURE_CACHE = tempfile.mkdtemp(prefix="rakuten-test-features-")
+atexit.register(shutil.rmtree, SESSION_FEATURE_CACHE, ignore_errors=True)
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

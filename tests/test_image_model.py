@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -115,6 +117,32 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert loaded.config == model.config
 
 
+def test_cached_scoring_equals_scoring_the_images_and_runs_the_backbone_once(fitted, image_files, tmp_path):
+    from rakuten_classifier.pipeline.scoring import image_proba_for_paths
+
+    model, _, _ = fitted
+    model.save(tmp_path / "m")
+    stored = ImageClassifier.load(tmp_path / "m", device="cpu")
+    paths = image_files[0]
+    forwards: list[int] = []
+    stored.blocks.register_forward_hook(lambda _module, inputs, _output: forwards.append(len(inputs[0])))
+    direct = stored.predict_proba_paths(paths)
+    assert sum(forwards) == 2 * len(paths)  # two test-time views
+    cached = stored.predict_proba_cached(paths, tmp_path / "cache")
+    np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-7)
+    assert sum(forwards) == 4 * len(paths)
+    again = image_proba_for_paths(stored, [None, *paths], tmp_path / "cache")
+    assert sum(forwards) == 4 * len(paths)  # every feature came from the cache
+    assert np.isnan(again[0]).all()
+    np.testing.assert_array_equal(again[1:], cached)
+    # An unreadable file among them: scored image by image, that row NaN, the others as before.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    fallback = image_proba_for_paths(stored, [str(broken), *paths], tmp_path / "cache")
+    assert np.isnan(fallback[0]).all()
+    np.testing.assert_allclose(fallback[1:], direct, rtol=1e-5, atol=1e-7)
+
+
 def test_load_missing_or_corrupt_raises(fitted, tmp_path):
     model, _, _ = fitted
     with pytest.raises(ImageModelError, match="missing"):
@@ -154,6 +182,32 @@ def test_feature_cache_hit_skips_forward(image_files, tmp_path):
     )
     assert not hit3
     assert len(calls) > n_forward
+
+
+def test_feature_cache_runs_the_network_over_new_images_only(image_files, tmp_path):
+    paths = [shutil.copy(path, tmp_path) for path in image_files[0]]  # own copies: one gets a new mtime
+    net = torch.nn.Sequential(
+        build_blocks("mobilenet_v2", pretrained=False)[:4], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    seen: list[int] = []
+    net.register_forward_hook(lambda _module, inputs, _output: seen.append(len(inputs[0])))
+    half = len(paths) // 2
+    first, _ = extract_features(net, paths[:half], View("center"), SMALL, model_tag="t", cache_dir=tmp_path / "c")
+    assert sum(seen) == half
+    # The whole set: only the images the first call did not see go through the network.
+    everything, hit = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=tmp_path / "c")
+    assert not hit
+    assert sum(seen) == len(paths)
+    np.testing.assert_array_equal(everything[:half], first)
+    uncached, _ = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=None)
+    np.testing.assert_allclose(everything, uncached, rtol=1e-5, atol=1e-6)
+    before = sum(seen)
+    # A replaced file is a new entry: its features are recomputed, the others still come from the cache.
+    os.utime(paths[0], ns=(1, 1))
+    again, hit = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=tmp_path / "c")
+    assert not hit
+    assert sum(seen) == before + 1
+    np.testing.assert_array_equal(again, everything)
 
 
 def test_fit_is_deterministic(image_files, tmp_path):

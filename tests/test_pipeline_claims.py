@@ -212,14 +212,10 @@ print(json.dumps(report))
 
 
 @pytest.mark.slow
-def test_training_only_text_or_only_image_never_changes_what_is_served(
-    trained, sample_dir, session_data_root, tmp_path
-):
+def test_training_only_text_or_only_image_never_changes_what_is_served(trained, sample_dir, tmp_path):
     home = tmp_path / "bentoml"
     shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
     data_root = tmp_path / "data"
-    # The session's cached image features: `train image` then fits only the head (seconds, not minutes).
-    shutil.copytree(session_data_root / "features", data_root / "features")
     env = dict(os.environ, BENTOML_HOME=str(home), RAKUTEN_DATA_ROOT=str(data_root), RAKUTEN_CV_FOLDS="2")
     env.pop("MLFLOW_TRACKING_URI", None)
     report = run_json([sys.executable, "-c", ANSWERS_TOOL, str(sample_dir)], env)

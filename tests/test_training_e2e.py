@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -53,6 +54,17 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     assert trained["image"]["skipped_without_image"] > 0  # rows without image: counted
     assert model_info(trained["fusion"]["tag"])["metadata"]["train_seconds"] > 0
     assert trained["fusion"]["promoted"] is True
+
+
+def test_image_features_are_cached_in_the_configured_feature_cache(trained, session_data_root):
+    from conftest import SESSION_FEATURE_CACHE
+
+    # RAKUTEN_FEATURE_CACHE_DIR (set for the session by conftest) replaces <data_root>/features.
+    assert Settings(data_root=session_data_root).features_dir == Path(SESSION_FEATURE_CACHE)
+    shards = [path.name for path in Path(SESSION_FEATURE_CACHE).glob("efficientnet_lite1-*.npz")]
+    assert any("-center-flip-" in name for name in shards), shards  # both test-time views of the images
+    assert any("-center-" in name and "-flip-" not in name for name in shards), shards
+    assert not (session_data_root / "features").exists()
 
 
 def test_every_run_is_tracked_in_mlflow(trained, session_data_root):

@@ -35,7 +35,7 @@ def evaluate_production(
     frame = data.products if split is None else data.split(split)
     labels = frame["label_index"].to_numpy()
     text = text_proba(models.text, frame)
-    image = image_proba(models.image, frame)
+    image = image_proba(models.image, frame, settings.features_dir)
     fused = fuse(text, image, config)
     with_image = ~np.isnan(image).any(axis=1)
     result = {

@@ -92,7 +92,7 @@ def train_fusion(
             mlflow.log_metric(f"oof_{candidate.replace(' ', '_').replace('=', '')}_weighted_f1", scores["weighted_f1"])
         seconds = time.perf_counter() - started
         test_labels = test["label_index"].to_numpy()
-        test_text, test_image = text_proba(text_tag, test), image_proba(image_tag, test)
+        test_text, test_image = text_proba(text_tag, test), image_proba(image_tag, test, settings.features_dir)
         fused = fuse(test_text, test_image, config)
         test_metrics = _test_scores(test_labels, test_text, test_image, fused, Path(tmp))
         # For the record only (the choice above never saw these): every candidate refit on all
@@ -104,7 +104,9 @@ def train_fusion(
                 test_labels, fuse(test_text, test_image, other).argmax(axis=1)
             )["weighted_f1"]
         current = production_models()
-        production_f1 = None if current is None else production_scores(current, test)["weighted_f1"]
+        production_f1 = (
+            None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
+        )
         promote, reason = promotion_decision(test_metrics["fused"]["weighted_f1"], production_f1)
         mlflow.log_params(
             {

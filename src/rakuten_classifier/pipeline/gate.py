@@ -6,6 +6,8 @@ fitted or selected on (pipeline/protocol.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from ..modeling.fusion import fuse
@@ -23,8 +25,8 @@ def promotion_decision(candidate_f1: float, production_f1: float | None) -> tupl
     return False, f"candidate fused test weighted F1 {candidate_f1:.4f} < production {production_f1:.4f}"
 
 
-def production_scores(production: ProductionModels, frame: pd.DataFrame) -> dict:
-    """Scores of the production trio on ``frame`` (missing images: text alone)."""
+def production_scores(production: ProductionModels, frame: pd.DataFrame, cache_dir: Path | None = None) -> dict:
+    """Scores of the production trio on ``frame`` (missing images: text alone; features cached in ``cache_dir``)."""
     config = read_fusion_config(production.fusion)
-    fused = fuse(text_proba(production.text, frame), image_proba(production.image, frame), config)
+    fused = fuse(text_proba(production.text, frame), image_proba(production.image, frame, cache_dir), config)
     return classification_scores(frame["label_index"].to_numpy(), fused.argmax(axis=1))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..categories import CATEGORY_CODES
-from ..data.preprocessing import load_image
+from ..data.preprocessing import ImageError, load_image
+from ..modeling.errors import ImageModelError
 from ..modeling.image.classifier import ImageClassifier
 from ..modeling.loading import image_model_for, text_model_for
 
@@ -37,20 +39,34 @@ def text_proba(tag: str, frame: pd.DataFrame) -> np.ndarray:
     return _PROBA_CACHE[key]
 
 
-def image_proba(tag: str, frame: pd.DataFrame) -> np.ndarray:
-    """Image probabilities of the stored model ``tag``; NaN rows where the image is missing."""
+def image_proba(tag: str, frame: pd.DataFrame, cache_dir: Path | None = None) -> np.ndarray:
+    """Image probabilities of the stored model ``tag``; NaN rows where the image is missing.
+
+    With a ``cache_dir``, a frozen model's backbone features come from the feature cache.
+    """
     key = (tag, tuple(frame["productid"]))
     if key not in _PROBA_CACHE:
-        _PROBA_CACHE[key] = image_proba_for_paths(image_model_for(tag), frame["image_path"].tolist())
+        _PROBA_CACHE[key] = image_proba_for_paths(image_model_for(tag), frame["image_path"].tolist(), cache_dir)
     return _PROBA_CACHE[key]
 
 
 def image_proba_for_paths(
-    model: ImageClassifier, paths: Sequence[str | None], desc: str = "scoring images"
+    model: ImageClassifier, paths: Sequence[str | None], cache_dir: Path | None = None, desc: str = "scoring images"
 ) -> np.ndarray:
-    """Probabilities for image files; rows whose path is None (or unreadable) are NaN."""
+    """Probabilities for image files; rows whose path is None (or unreadable) are NaN.
+
+    With a ``cache_dir`` and a frozen model, the backbone runs only over images the feature cache
+    does not hold (a retraining scores the same held-out photos again: seconds instead of ~15 s on 2
+    cores for the sample's 300). If any file cannot be read, every image is scored one batch at a time.
+    """
     proba = np.full((len(paths), len(CATEGORY_CODES)), np.nan)
     present = [i for i, p in enumerate(paths) if isinstance(p, str)]
+    if cache_dir is not None and model.config.mode == "frozen" and present:
+        try:
+            proba[present] = model.predict_proba_cached([str(paths[i]) for i in present], cache_dir)
+            return proba
+        except (ImageModelError, ImageError) as exc:
+            log.warning("scoring image by image: %s", exc)
     for start in tqdm(range(0, len(present), IMAGE_BATCH), desc=desc, unit="batch", disable=None):
         batch = present[start : start + IMAGE_BATCH]
         images, kept = [], []

@@ -133,7 +133,9 @@ def train_image(
         params.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})
         mlflow.log_params(params)
         mlflow.log_metrics({"train_seconds": seconds, "learning_rows_without_image": skipped})
-        test_proba = image_proba_for_paths(model, test["image_path"].tolist(), desc="scoring test images")
+        test_proba = image_proba_for_paths(
+            model, test["image_path"].tolist(), settings.features_dir, desc="scoring test images"
+        )
         metrics = {
             "oof": scores_and_log("image_oof", learning["label_index"].to_numpy(), oof, Path(tmp)),
             "test": scores_and_log("image_test", test["label_index"].to_numpy(), test_proba, Path(tmp)),

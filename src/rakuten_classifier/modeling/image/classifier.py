@@ -21,7 +21,7 @@ from torch import nn
 from ...categories import CATEGORY_CODES
 from ..errors import ImageModelError
 from .backbones import GlobalAvgPool, backbone_spec, build_blocks, default_device
-from .features import run_network
+from .features import extract_features, network_tag, run_network
 from .transforms import Geometry, View, eval_views
 
 NUM_CLASSES = len(CATEGORY_CODES)
@@ -126,6 +126,31 @@ class ImageClassifier(nn.Module):
         if len(paths) == 0:
             return np.zeros((0, NUM_CLASSES))
         return self._proba_from_logits(self.predict_logits_sources(paths, batch_size, num_workers))
+
+    @torch.inference_mode()
+    def predict_proba_cached(self, paths: Sequence[str | Path], cache_dir: str | Path) -> np.ndarray:
+        """:meth:`predict_proba_paths` of a frozen model, its backbone's features read from (and added to)
+        the feature cache: the head over each test-time view's pooled features, averaged as in ``forward``.
+        """
+        if self.config.mode != "frozen":
+            raise ImageModelError(f"cached features need a frozen backbone; this model is {self.config.mode!r}")
+        self.eval()
+        net = nn.Sequential(self.blocks, self.pool)
+        tag = network_tag(self.config.backbone, net)
+        logits = []
+        for view in eval_views(self.config.tta):
+            features, _ = extract_features(
+                net,
+                paths,
+                view,
+                self.geometry,
+                model_tag=tag,
+                cache_dir=cache_dir,
+                threads=torch.get_num_threads(),
+                device=self.device,
+            )
+            logits.append(self.head(torch.from_numpy(features).to(self.device)).to("cpu"))
+        return self._proba_from_logits(torch.stack(logits).mean(0))
 
     def save(self, directory: str | Path) -> None:
         """Write ``image_model.json`` (config) and ``image_model.pt`` (state_dict, tensors only)."""

@@ -1,8 +1,8 @@
 """Running a network over one view of many images, and the on-disk cache of pooled features.
 
-Features are extracted once per (backbone, weights, view, image set) and cached as ``.npz`` (key:
-hash of backbone, weights, view and the sorted image paths with their sizes and mtimes), so refitting
-a head takes seconds.
+Features are extracted once per (backbone, weights, view, geometry, image file) and cached in
+``.npz`` shards (each image file known by its resolved path, size and mtime), so refitting a head
+takes seconds and a retraining after new rows runs the backbone over the new images only.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .transforms import Geometry, ImageViewDataset, View
 log = logging.getLogger(__name__)
 
 # Part of every cache key: bump it when the stored features' meaning changes.
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2
 
 
 def _worker_init(_: int) -> None:
@@ -119,21 +119,57 @@ def _run_network_threads(
     return torch.cat(outputs)
 
 
-def _file_signature(path: str | Path) -> tuple[str, int, int]:
+def _file_signature(path: str | Path) -> str:
+    """``<resolved path>|<size>|<mtime ns>``: a replaced or edited file is a new cache entry."""
     try:
         stat = os.stat(path)
     except OSError as exc:
         raise ImageModelError(f"{path}: image file not readable ({exc})") from exc
-    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+    return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def feature_cache_key(model_tag: str, view: View, geometry: Geometry, paths: Sequence[str | Path]) -> str:
-    """Hash of the network (backbone + weights), the view, its geometry and the sorted paths with sizes/mtimes."""
+def network_tag(name: str, net: nn.Module) -> str:
+    """``<name>-<hash of its weights>``: names a network in cache keys by what it computes, so a frozen
+    model loaded from the store finds the features its training extracted with the same backbone."""
     digest = hashlib.sha256()
-    digest.update(f"v{FEATURE_CACHE_VERSION}|{model_tag}|{view.tag()}|{geometry.key()}\n".encode())
-    for name, size, mtime in sorted(_file_signature(p) for p in paths):
-        digest.update(f"{name}|{size}|{mtime}\n".encode())
-    return digest.hexdigest()[:24]
+    for key, tensor in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return f"{name}-{digest.hexdigest()[:16]}"
+
+
+def feature_cache_prefix(model_tag: str, view: View, geometry: Geometry) -> str:
+    """File-name prefix of the cache shards of one network (backbone + weights), view and geometry."""
+    digest = hashlib.sha256(f"v{FEATURE_CACHE_VERSION}|{model_tag}|{view.tag()}|{geometry.key()}".encode())
+    safe_tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_tag)
+    return f"{safe_tag}-{view.tag()}-{digest.hexdigest()[:12]}"
+
+
+def _read_cached(cache_dir: Path, prefix: str, wanted: set[str]) -> dict[str, np.ndarray]:
+    """Cached features of the ``wanted`` file signatures found in the shards under ``prefix``."""
+    found: dict[str, np.ndarray] = {}
+    for shard in sorted(cache_dir.glob(f"{prefix}-*.npz")):
+        try:
+            with np.load(shard, allow_pickle=False) as stored:
+                signatures = stored["signatures"].tolist()
+                rows = [i for i, signature in enumerate(signatures) if signature in wanted and signature not in found]
+                if rows:
+                    found.update(zip((signatures[i] for i in rows), stored["features"][rows], strict=True))
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("feature cache %s unreadable (%s); ignored", shard, exc)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _write_shard(cache_dir: Path, prefix: str, signatures: list[str], features: np.ndarray) -> Path:
+    digest = hashlib.sha256("\n".join(signatures).encode()).hexdigest()[:16]
+    shard = cache_dir / f"{prefix}-{digest}.npz"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = shard.with_suffix(".tmp.npz")
+    np.savez(tmp, features=features, signatures=np.array(signatures))
+    os.replace(tmp, shard)
+    return shard
 
 
 def extract_features(
@@ -149,41 +185,47 @@ def extract_features(
     threads: int = 0,
     device: torch.device | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Pooled features of one view of every image file, (n, d) float32, and whether the cache hit.
+    """Pooled features of one view of every image file, (n, d) float32, and whether the cache held them all.
 
-    With a ``cache_dir``, features are stored as ``<model_tag>-<view>-<key>.npz`` together with the
-    paths they belong to; a later call with the same image set (in any order) reads them back.
+    With a ``cache_dir``, features are cached per image file: only the files no earlier call saw
+    (by path, size and mtime) go through the network, and their features are written as a new
+    shard ``<model_tag>-<view>-<hash>-<hash>.npz``. Retraining after new rows were loaded therefore
+    runs the backbone over the new images alone.
     """
-    paths = [str(p) for p in paths]
-    cache_file = None
-    if cache_dir is not None:
-        key = feature_cache_key(model_tag, view, geometry, paths)
-        safe_tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_tag)
-        cache_file = Path(cache_dir) / f"{safe_tag}-{view.tag()}-{key}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as stored:
-                    row = {p: i for i, p in enumerate(stored["paths"].tolist())}
-                    features = stored["features"][[row[str(Path(p).resolve())] for p in paths]]
-                log.debug("feature cache hit: %s", cache_file)
-                return features.astype(np.float32, copy=False), True
-            except (OSError, KeyError, ValueError) as exc:
-                log.warning("feature cache %s unreadable (%s); recomputing", cache_file, exc)
-    features = run_network(
-        net,
-        paths,
-        view,
-        geometry,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        threads=threads,
-        device=device,
-        desc="features",
-    ).numpy()
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, features=features, paths=np.array([str(Path(p).resolve()) for p in paths]))
-        os.replace(tmp, cache_file)
-        log.info("cached %s features of %d images in %s", view.tag(), len(paths), cache_file)
-    return features, False
+    files = [str(p) for p in paths]
+
+    def compute(sources: list[str]) -> np.ndarray:
+        return run_network(
+            net,
+            sources,
+            view,
+            geometry,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            threads=threads,
+            device=device,
+            desc="features",
+        ).numpy()
+
+    if cache_dir is None or not files:
+        return compute(files), False
+    cache_dir = Path(cache_dir)
+    prefix = feature_cache_prefix(model_tag, view, geometry)
+    signatures = [_file_signature(p) for p in files]
+    cached = _read_cached(cache_dir, prefix, set(signatures))
+    missing = sorted({s for s in signatures if s not in cached})
+    if missing:
+        where = dict(zip(signatures, files, strict=True))
+        computed = compute([where[s] for s in missing])
+        cached.update(zip(missing, computed, strict=True))
+        shard = _write_shard(cache_dir, prefix, missing, computed)
+        log.info(
+            "cached %s features of %d new images (%d already cached) in %s",
+            view.tag(),
+            len(missing),
+            len(set(signatures)) - len(missing),
+            shard,
+        )
+    else:
+        log.debug("feature cache hit: %d images, %s", len(files), prefix)
+    return np.stack([cached[s] for s in signatures]).astype(np.float32, copy=False), not missing

@@ -27,7 +27,7 @@ from ..calibration import softmax_with_temperature
 from ..errors import ImageModelError
 from .backbones import backbone_spec, build_blocks, default_device
 from .classifier import NUM_CLASSES, ImageClassifier, ImageModelConfig
-from .features import extract_features
+from .features import extract_features, network_tag
 from .finetune import cross_fit_finetune
 from .head import cross_fit_head, fit_temperature, metrics, set_head
 from .options import ImageTrainingOptions
@@ -110,7 +110,6 @@ def fit_image_model(
     blocks = build_blocks(backbone, options.pretrained).to(memory_format=torch.channels_last)
     config = ImageModelConfig(backbone=backbone, mode=mode, tta=options.tta, trained_categories=trained)
     model = ImageClassifier(config, blocks).to(device)
-    model_tag = f"{backbone}-{spec.weights if options.pretrained else f'random{seed}'}"
     aug_views = options.resolved_aug_views
     train_views = eval_views(True) + [View("augment", seed=seed * 100 + i) for i in range(aug_views)]
     test_views = eval_views(options.tta)
@@ -137,6 +136,7 @@ def fit_image_model(
 
     if mode == "frozen":
         feature_net = nn.Sequential(model.blocks, model.pool)
+        model_tag = network_tag(backbone, feature_net)  # the same key as predict_proba_cached's
         features, hits = {}, 0
         for view in train_views:
             features[view], hit = extract_features(
