@@ -27,8 +27,7 @@ except ImportError:  # inside a built Bento the package travels as source beside
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from rakuten_classifier.config import get_settings
-from rakuten_classifier.modeling.image.classifier import ImageClassifier
-from rakuten_classifier.modeling.loading import load_image_version, load_text_version
+from rakuten_classifier.modeling.loading import load_served_image, load_served_image_version, load_text_version
 from rakuten_classifier.modeling.text import load_text_model
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.pipeline.jobs import JobConflict, JobManager
@@ -91,7 +90,7 @@ class TextModelService:
     @bentoml.api
     async def loaded_versions(self) -> dict:
         """The versions this worker holds (the entry's /health asks, with a short timeout)."""
-        return {"loaded": self.models.loaded}
+        return {"loaded": self.models.loaded, "runtimes": self.models.runtimes}
 
 
 @bentoml.service(workers=settings.image_workers, traffic=MODEL_TRAFFIC, runner_connection=KEEP_CLIENT_SESSION)
@@ -109,7 +108,9 @@ class ImageModelService:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference = inference_thread(settings.torch_threads)
-        self.models = load_versions(self.inference, "image", self.model_ref, ImageClassifier.load, load_image_version)
+        self.models = load_versions(
+            self.inference, "image", self.model_ref, load_served_image, load_served_image_version
+        )
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -130,7 +131,7 @@ class ImageModelService:
     @bentoml.api
     async def loaded_versions(self) -> dict:
         """The versions this worker holds (the entry's /health asks, with a short timeout)."""
-        return {"loaded": self.models.loaded}
+        return {"loaded": self.models.loaded, "runtimes": self.models.runtimes}
 
 
 web_app = FastAPI(title="rakuten-classifier extras")

@@ -294,3 +294,35 @@ def test_packaged_efficientnet_lite_checkpoint_loads_offline():
     assert (geometry.crop, geometry.resize) == (240, 274)
     with torch.no_grad():
         assert blocks(torch.zeros(1, 3, geometry.crop, geometry.crop)).shape[1] == 1280
+
+
+def test_onnx_runtime_answers_like_torch_and_is_what_serving_loads(fitted, tmp_path, monkeypatch):
+    from rakuten_classifier.config import get_settings
+    from rakuten_classifier.modeling.image.onnx_runtime import ONNX_FILE, OnnxImageClassifier, export_onnx
+    from rakuten_classifier.modeling.loading import load_served_image
+    from rakuten_classifier.modeling.threads import single_thread_torch_pool
+
+    model, _, _ = fitted
+    model.save(tmp_path / "m")
+    images = [_image(code, 4000 + i) for i, code in enumerate(CODES * 3)]
+    expected = model.predict_proba(images)
+    export_onnx(model, tmp_path / "m" / ONNX_FILE)
+    onnx = OnnxImageClassifier.load(tmp_path / "m")
+    np.testing.assert_allclose(onnx.predict_proba(images), expected, rtol=1e-4, atol=1e-6)
+    views = single_thread_torch_pool(2)
+    np.testing.assert_allclose(onnx.predict_proba(images, view_executor=views), expected, rtol=1e-4, atol=1e-6)
+    assert onnx.predict_proba([]).shape == (0, len(CATEGORY_CODES))
+    # The serving loader follows RAKUTEN_IMAGE_RUNTIME, and torch serves a version without a graph.
+    assert isinstance(load_served_image(tmp_path / "m"), OnnxImageClassifier)
+    monkeypatch.setenv("RAKUTEN_IMAGE_RUNTIME", "torch")
+    get_settings.cache_clear()
+    assert isinstance(load_served_image(tmp_path / "m"), ImageClassifier)
+    monkeypatch.delenv("RAKUTEN_IMAGE_RUNTIME")
+    get_settings.cache_clear()
+    (tmp_path / "m" / ONNX_FILE).unlink()
+    assert isinstance(load_served_image(tmp_path / "m"), ImageClassifier)
+    with pytest.raises(ImageModelError, match=r"no image_model\.onnx"):
+        OnnxImageClassifier.load(tmp_path / "m")
+    (tmp_path / "m" / ONNX_FILE).write_bytes(b"not a graph")
+    with pytest.raises(ImageModelError, match="not a loadable ONNX graph"):
+        OnnxImageClassifier.load(tmp_path / "m")

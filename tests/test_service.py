@@ -101,6 +101,8 @@ def test_http_health_and_prediction_shape(served, sample_dir):
     assert health["problems"] == []
     assert health["models"]["text"] in health["model_services"]["text"]["loaded"]
     assert health["models"]["image"] in health["model_services"]["image"]["loaded"]
+    # The served image model runs on ONNX Runtime (the default RAKUTEN_IMAGE_RUNTIME; training exported its graph).
+    assert health["model_services"]["image"]["runtimes"][health["models"]["image"]] == "OnnxImageClassifier"
     assert health["models"]["fusion"].startswith("rakuten-fusion:")
     assert health["metrics"]["fused"]["weighted_f1"] > 0.5
     row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
@@ -242,6 +244,7 @@ def held_out(served, sample_dir, session_data_root):
 
 
 def test_http_scores_equal_rakuten_evaluate(served, held_out):
+    # The service's image model runs on ONNX Runtime, `rakuten evaluate` on torch: equal scores.
     test, expected, multimodal = held_out
     with_image = test.dropna(subset=["image_path"])
     for mode, rows in (("multimodal", test), ("text", test), ("image", with_image)):

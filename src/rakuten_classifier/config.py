@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
     image_workers: int = Field(2, ge=1, description="image model worker processes")
     image_parallel_views: bool = Field(
         True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)"
+    )
+    # ONNX Runtime ran EfficientNet-Lite1 (both views) 2.7x faster than torch eager on 2 cores with
+    # probabilities within 1e-6 of torch's (docs/benchmarks.md, "Image runtime"). A version saved
+    # without its ONNX graph is served by torch.
+    image_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="runtime of the served image model (training and evaluation use torch)"
     )
     torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")

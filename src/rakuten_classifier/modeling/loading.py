@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import get_settings
 from ..registry import model_path
 from .errors import ModelLoadError
 from .text import TextModel, load_text_model
 
 if TYPE_CHECKING:
     from .image.classifier import ImageClassifier
+    from .image.onnx_runtime import OnnxImageClassifier
+
+    ImageModel = ImageClassifier | OnnxImageClassifier
+
+log = logging.getLogger(__name__)
 
 
 def load_text_version(tag: str) -> TextModel:
@@ -31,6 +39,38 @@ def load_image_version(tag: str) -> ImageClassifier:
         raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
 
 
-# In-process users (pipeline scoring, `rakuten predict`) load each version once per process.
+def load_served_image(directory: str | Path) -> ImageModel:
+    """The image model saved in ``directory`` on the serving runtime (``RAKUTEN_IMAGE_RUNTIME``).
+
+    ONNX Runtime gets one intra-op thread per call when the service runs the test-time views on
+    parallel threads (as torch does), ``torch_threads`` otherwise. A version saved before the ONNX
+    export has no graph: torch serves it.
+    """
+    from .image.classifier import ImageClassifier
+
+    settings = get_settings()
+    if settings.image_runtime == "onnxruntime":
+        from .image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
+
+        if (Path(directory) / ONNX_FILE).is_file():
+            threads = 1 if settings.image_parallel_views else settings.torch_threads
+            return OnnxImageClassifier.load(directory, threads)
+        log.warning("%s has no %s: served by torch", directory, ONNX_FILE)
+    return ImageClassifier.load(directory)
+
+
+def load_served_image_version(tag: str) -> ImageModel:
+    """The image model stored under ``tag`` on the serving runtime; ModelLoadError says why it cannot be."""
+    try:
+        return load_served_image(model_path(tag))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
+
+
+# In-process users load each version once per process: the pipeline (scoring, the gate, evaluate)
+# with torch, `rakuten predict` and the Python API on the serving runtime (they answer as the service).
 text_model_for = lru_cache(maxsize=4)(load_text_version)
 image_model_for = lru_cache(maxsize=4)(load_image_version)
+served_image_model_for = lru_cache(maxsize=4)(load_served_image_version)

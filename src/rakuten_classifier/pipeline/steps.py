@@ -110,6 +110,7 @@ def train_image(
     import mlflow
 
     # Lazy: torch takes seconds to import, and training only the text model never needs it.
+    from ..modeling.image.onnx_runtime import ONNX_FILE, export_onnx
     from ..modeling.image.training import fit_image_model
 
     settings = settings or get_settings()
@@ -146,6 +147,8 @@ def train_image(
 
         def write(directory: Path) -> None:
             model.save(directory)
+            # The served graph lives in the same version folder (and manifest): a promotion swaps both.
+            export_onnx(model, directory / ONNX_FILE)
             save_oof(directory, learning["productid"], oof)
 
         labels = {"backbone": options.backbone, "mode": options.mode, "stage": STAGE_CANDIDATE}

@@ -75,6 +75,12 @@ class ModelVersions:
         with self._lock:
             return list(self._models)
 
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """The class computing each loaded version (an image model: OnnxImageClassifier or torch's ImageClassifier)."""
+        with self._lock:
+            return {tag: type(model).__name__ for tag, model in self._models.items()}
+
 
 Prepare = t.Callable[[ProductionModels], t.Awaitable[None]]
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.preprocessing import load_image, product_text
 from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
-from ..modeling.loading import image_model_for, text_model_for
+from ..modeling.loading import served_image_model_for, text_model_for
 from ..modeling.threads import single_thread_torch_pool
 from ..registry import ProductionModels, current_models, read_fusion_config
 from .answers import build_answer
@@ -39,7 +39,7 @@ def predict_multimodal(
     if not 1 <= top_k <= len(config["classes"]):
         raise ValueError(f"top_k must lie in 1..{len(config['classes'])}")
     text_proba = text_model_for(models.text).predict_proba([text])[0] if text else None
-    image_proba = image_model_for(models.image).predict_proba([picture])[0] if picture is not None else None
+    image_proba = served_image_model_for(models.image).predict_proba([picture])[0] if picture is not None else None
     tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
     return build_answer(text_proba, image_proba, config, text_weight, top_k, tags)
 
@@ -66,7 +66,7 @@ def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", ba
         raise DataError(
             f"{data_dir}: no products in {SOURCES[source]} (absent or empty); --source {other} reads {SOURCES[other]}"
         )
-    text_model, image_model = text_model_for(models.text), image_model_for(models.image)
+    text_model, image_model = text_model_for(models.text), served_image_model_for(models.image)
     tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
     codes: list[int] = []
     # The service's layout: each test-time view on its own single-threaded torch thread (modeling/threads.py).
