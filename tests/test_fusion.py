@@ -147,3 +147,19 @@ def test_stacker_probabilities_are_a_distribution_and_learn_the_signal():
     fused = fuse(text, image, config)
     np.testing.assert_allclose(fused.sum(axis=1), 1.0)
     assert (fused.argmax(axis=1) == labels).mean() > 0.8
+
+
+def test_numpy_weighted_f1_equals_sklearns_including_absent_and_unpredicted_classes():
+    from sklearn.metrics import f1_score
+
+    from rakuten_classifier.modeling.scores import weighted_f1
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n, classes = int(rng.integers(1, 60)), int(rng.integers(1, 27))
+        labels = rng.integers(0, classes, n)
+        # Some predictions copy the truth, some are classes the labels never hold.
+        predicted = np.where(rng.random(n) < 0.5, labels, rng.integers(0, classes + 3, n))
+        expected = f1_score(labels, predicted, average="weighted", zero_division=0)
+        assert weighted_f1(labels, predicted) == pytest.approx(expected, abs=1e-12), case
+    assert weighted_f1(np.array([], dtype=int), np.array([], dtype=int)) == 0.0

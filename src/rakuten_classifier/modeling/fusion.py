@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score
+
+from .scores import weighted_f1
 
 FUSION_METHODS = ("geometric", "arithmetic")
 _EPSILON = 1e-7  # floor on probabilities so a single zero cannot veto a class in the geometric mean
@@ -63,7 +64,7 @@ def learn_text_weight(
     raw_scores = []
     for weight in grid:
         predicted = fuse_probabilities(text_proba[both], image_proba[both], float(weight), method).argmax(axis=1)
-        raw_scores.append(f1_score(label_indices[both], predicted, average="weighted", zero_division=0))
+        raw_scores.append(weighted_f1(label_indices[both], predicted))
     # Smoothed over +-0.05: with a few hundred validation rows the raw curve is jagged, and a
     # lone spike is noise, not a better weight.
     window = max(1, round(0.05 / grid_step))

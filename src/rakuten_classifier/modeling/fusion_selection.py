@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from .fusion import PER_CLASS, STACKED, fit_per_class_weights, fit_stacker, fuse, learn_text_weight
+from .scores import weighted_f1
 
 STACKER_C_GRID = (0.1, 1.0)
 # Penalty of the per-class weights towards the single-weight geometric mean (mean log-loss + l2/2 |theta - prior|^2).
@@ -54,7 +54,7 @@ def candidates(seed: int) -> dict[str, Fitter]:
 
 
 def _weighted_f1(labels: np.ndarray, proba: np.ndarray) -> float:
-    return round(float(f1_score(labels, proba.argmax(axis=1), average="weighted", zero_division=0)), 4)
+    return round(weighted_f1(labels, proba.argmax(axis=1)), 4)
 
 
 def nested_scores(text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fitter) -> dict:

@@ -10,6 +10,25 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from ..categories import CATEGORY_CODES
 
 
+def weighted_f1(label_indices: np.ndarray, predicted_indices: np.ndarray) -> float:
+    """sklearn's ``f1_score(average="weighted", zero_division=0)`` of class indices, with numpy alone.
+
+    The fusion's weight search scores 101 weights per fit: sklearn's input validation made that
+    7.9 of the fusion step's 15 s on the sample (cProfile), this takes milliseconds.
+    """
+    labels = np.asarray(label_indices, dtype=np.int64)
+    predicted = np.asarray(predicted_indices, dtype=np.int64)
+    if len(labels) == 0:
+        return 0.0
+    size = int(max(labels.max(), predicted.max())) + 1
+    support = np.bincount(labels, minlength=size)
+    # Per class 2 tp / (2 tp + fp + fn), where 2 tp + fp + fn = support + predicted count.
+    denominator = support + np.bincount(predicted, minlength=size)
+    hits = 2.0 * np.bincount(labels[labels == predicted], minlength=size)
+    per_class = np.divide(hits, denominator, out=np.zeros(size), where=denominator > 0)
+    return float(per_class @ support / support.sum())
+
+
 def classification_scores(label_indices: np.ndarray, predicted_indices: np.ndarray) -> dict:
     """weighted_f1, macro_f1, accuracy and n for predictions given as class indices."""
     if len(label_indices) == 0:
