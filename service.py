@@ -147,8 +147,8 @@ class RakutenClassifier:
     middleware added below, before any of these methods runs.
     """
 
-    text_service = bentoml.depends(TextModelService)
-    image_service = bentoml.depends(ImageModelService)
+    text_service = bentoml.depends(TextModelService, url=settings.text_service_url)
+    image_service = bentoml.depends(ImageModelService, url=settings.image_service_url)
     fusion_ref = bentoml.models.BentoModel(PRODUCTION.fusion)
 
     def __init__(self) -> None:

@@ -234,10 +234,11 @@ def test_health_says_degraded_with_the_reason(observer, services, expected):
     assert problems[0].startswith(expected)
 
 
-def test_a_dropped_model_service_connection_is_retried_and_a_persistent_one_raises():
+def test_a_dropped_model_service_connection_is_retried_and_a_persistent_one_is_a_503():
     import aiohttp
 
     from rakuten_classifier.serving.clients import with_retry
+    from rakuten_classifier.serving.errors import ClientError
 
     calls: list[str] = []
 
@@ -253,5 +254,6 @@ def test_a_dropped_model_service_connection_is_retried_and_a_persistent_one_rais
     async def always_down(payload):
         raise aiohttp.ServerDisconnectedError()
 
-    with pytest.raises(aiohttp.ServerDisconnectedError):
+    with pytest.raises(ClientError, match="a model service is unreachable") as raised:
         asyncio.run(with_retry(always_down, "x", attempts=3))
+    assert raised.value.status == 503

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         "onnxruntime", description="runtime of the served image model (training and evaluation use torch)"
     )
     torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
+    # Scaling apart: run a model service on its own (`bentoml serve service:ImageModelService`), as
+    # many replicas as needed behind one address, and point the entry at it (BentoML's dependency URL).
+    text_service_url: str | None = Field(
+        None, description="URL of a separately run TextModelService; unset: `bentoml serve` starts one"
+    )
+    image_service_url: str | None = Field(
+        None, description="URL of a separately run ImageModelService (or its load balancer); unset: started locally"
+    )
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
     health_timeout_s: float = Field(
         1.0, gt=0, le=10, description="how long /health waits for each model service before saying degraded"

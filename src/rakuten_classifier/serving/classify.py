@@ -9,6 +9,7 @@ import numpy as np
 
 from .answers import build_answer
 from .errors import ClientError
+from .model_workers import encode_image
 from .schemas import Product
 
 ModelCall = t.Callable[[list], t.Awaitable[list[dict]]]
@@ -34,9 +35,10 @@ async def classify(
     """
     fusion_tag, config = fusion
     text_rows = [i for i, item in enumerate(items) if item.text]
-    image_rows = [i for i, item in enumerate(items) if item.image is not None]
+    images = {i: item.image for i, item in enumerate(items) if item.image is not None}
+    image_rows = list(images)
     text_items = [{"model": config["text_model"], "text": items[i].text} for i in text_rows]
-    image_items = [{"model": config["image_model"], "image": items[i].image} for i in image_rows]
+    image_items = [{"model": config["image_model"], "image": encode_image(data)} for data in images.values()]
     text_future = text_call(text_items) if text_rows else _nothing()
     image_future = image_call(image_items) if image_rows else _nothing()
     try:
@@ -53,10 +55,10 @@ async def classify(
         if "error" in answer:
             raise ClientError(f"image could not be decoded: {answer['error']}")
     texts = dict(zip(text_rows, text_answers, strict=True))
-    images = dict(zip(image_rows, image_answers, strict=True))
+    image_by_row = dict(zip(image_rows, image_answers, strict=True))
     results = []
     for i in range(len(items)):
-        text_answer, image_answer = texts.get(i), images.get(i)
+        text_answer, image_answer = texts.get(i), image_by_row.get(i)
         text_p = None if text_answer is None else np.asarray(text_answer["proba"])
         image_p = None if image_answer is None else np.asarray(image_answer["proba"])
         models = {"fusion": fusion_tag}

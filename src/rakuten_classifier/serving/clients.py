@@ -6,6 +6,8 @@ import asyncio
 import logging
 import typing as t
 
+from .errors import ClientError
+
 log = logging.getLogger(__name__)
 
 # BentoML's client to a dependency closes and replaces its HTTP session every 100 requests (and
@@ -38,4 +40,9 @@ async def with_retry(call: t.Callable[[t.Any], t.Awaitable[t.Any]], payload: t.A
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
             log.warning("model service connection dropped (%s); retry %d", exc, attempt)
             await asyncio.sleep(0.05 * attempt)
-    return await call(payload)
+    try:
+        return await call(payload)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
+        # A model service run apart (RAKUTEN_*_SERVICE_URL) may be down: the client is told, not handed a 500.
+        log.error("model service unreachable after %d attempts: %s", attempts, exc)
+        raise ClientError(f"a model service is unreachable ({type(exc).__name__}); try again later", 503) from exc

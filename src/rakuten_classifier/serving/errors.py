@@ -6,7 +6,7 @@ from starlette.responses import JSONResponse
 
 
 class ClientError(Exception):
-    """A request that cannot be answered; becomes a JSON answer {"error": ...} with its status (4xx, or 504)."""
+    """A request that cannot be answered; becomes a JSON answer {"error": ...} with its status (4xx, 503 or 504)."""
 
     def __init__(self, message: str, status: int = 400, detail: object = None):
         super().__init__(message)

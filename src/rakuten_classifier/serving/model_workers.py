@@ -1,19 +1,27 @@
 """What the text and image model services compute for a batch (called on their inference threads).
 
 Each item names the model version that must compute it (``{"model": tag, "text": ...}`` or
-``{"model": tag, "image": bytes}``): the entry asks for the versions its fusion version combines,
-so one batch may hold items for the outgoing and the incoming version during a swap.
+``{"model": tag, "image": <base64 of the encoded image>}``): the entry asks for the versions its
+fusion version combines, so one batch may hold items for the outgoing and the incoming version
+during a swap. Items and answers are JSON (base64 images, probabilities as lists): a model
+service run apart (``RAKUTEN_IMAGE_SERVICE_URL``) is called with JSON, not pickle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import typing as t
 from concurrent.futures import Executor
 
 from ..data.preprocessing import ImageError, load_image
 from ..monitoring.signals import image_brightness
 from .hot_swap import ModelVersions
+
+
+def encode_image(data: bytes) -> str:
+    """An encoded image as it travels to the image model service (JSON-safe)."""
+    return base64.b64encode(data).decode("ascii")
 
 
 def _by_version(items: list[dict]) -> dict[str, list[int]]:
@@ -40,7 +48,7 @@ def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
                 answers[i] = {"model": tag, "unavailable": error}
             continue
         for i, proba in zip(rows, model.predict_proba([items[i]["text"] for i in rows]), strict=True):
-            answers[i] = {"model": tag, "proba": proba}
+            answers[i] = {"model": tag, "proba": proba.tolist()}
     return answers
 
 
@@ -57,14 +65,14 @@ def image_answers(
                 answers[i] = {"model": tag, "unavailable": error}
                 continue
             try:
-                decoded.append(load_image(items[i]["image"], max_pixels=max_pixels))
+                decoded.append(load_image(base64.b64decode(items[i]["image"]), max_pixels=max_pixels))
                 decoded_rows.append(i)
                 answers[i] = {"model": tag, "brightness": round(image_brightness(decoded[-1]), 3)}
             except ImageError as exc:
                 answers[i] = {"model": tag, "error": str(exc)}
         if decoded:
             for i, proba in zip(decoded_rows, model.predict_proba(decoded, view_executor=view_executor), strict=True):
-                answers[i]["proba"] = proba
+                answers[i]["proba"] = proba.tolist()
     return answers
 
 
