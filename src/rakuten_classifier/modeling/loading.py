@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..config import get_settings
 from ..registry import model_path
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     ImageModel = ImageClassifier | OnnxImageClassifier
 
 log = logging.getLogger(__name__)
+Loaded = TypeVar("Loaded")
 
 
 def load_text_version(tag: str) -> TextModel:
@@ -26,17 +28,22 @@ def load_text_version(tag: str) -> TextModel:
     return load_text_model(model_path(tag))
 
 
-def load_image_version(tag: str) -> ImageClassifier:
-    """The image model stored under ``tag``, loaded now; ModelLoadError says why it cannot be."""
-    # Lazy: torch takes seconds and hundreds of MB to import, and the entry and text workers never need it.
-    from .image.classifier import ImageClassifier
-
+def _load_image(tag: str, load: Callable[[Path], Loaded]) -> Loaded:
+    """``load`` of the folder stored under ``tag``; any failure is a ModelLoadError that says why."""
     try:
-        return ImageClassifier.load(model_path(tag))
+        return load(model_path(tag))
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
+
+
+def load_image_version(tag: str) -> ImageClassifier:
+    """The image model stored under ``tag`` on torch, loaded now; ModelLoadError says why it cannot be."""
+    # Lazy: torch takes seconds and hundreds of MB to import, and the entry and text workers never need it.
+    from .image.classifier import ImageClassifier
+
+    return _load_image(tag, ImageClassifier.load)
 
 
 def load_served_image(directory: str | Path) -> ImageModel:
@@ -61,12 +68,7 @@ def load_served_image(directory: str | Path) -> ImageModel:
 
 def load_served_image_version(tag: str) -> ImageModel:
     """The image model stored under ``tag`` on the serving runtime; ModelLoadError says why it cannot be."""
-    try:
-        return load_served_image(model_path(tag))
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"{tag}: cannot load image model ({type(exc).__name__}: {exc})") from exc
+    return _load_image(tag, load_served_image)
 
 
 # In-process users load each version once per process: the pipeline (scoring, the gate, evaluate)

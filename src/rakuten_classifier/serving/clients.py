@@ -34,15 +34,16 @@ async def with_retry(call: t.Callable[[t.Any], t.Awaitable[t.Any]], payload: t.A
     """
     import aiohttp
 
-    for attempt in range(1, attempts):
+    for attempt in range(1, attempts + 1):
         try:
             return await call(payload)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
+            if attempt == attempts:
+                # A model service run apart (RAKUTEN_*_SERVICE_URL) may be down: the client is told, not handed a 500.
+                log.error("model service unreachable after %d attempts: %s", attempts, exc)
+                raise ClientError(
+                    f"a model service is unreachable ({type(exc).__name__}); try again later", 503
+                ) from exc
             log.warning("model service connection dropped (%s); retry %d", exc, attempt)
             await asyncio.sleep(0.05 * attempt)
-    try:
-        return await call(payload)
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
-        # A model service run apart (RAKUTEN_*_SERVICE_URL) may be down: the client is told, not handed a 500.
-        log.error("model service unreachable after %d attempts: %s", attempts, exc)
-        raise ClientError(f"a model service is unreachable ({type(exc).__name__}); try again later", 503) from exc
+    raise AssertionError("unreachable: the loop returns or raises")  # for type checkers

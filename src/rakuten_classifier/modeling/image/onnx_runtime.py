@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..calibration import softmax_with_temperature
 from ..errors import ImageModelError
 from .backbones import backbone_spec
 from .classifier import CONFIG_FILE, NUM_CLASSES, ImageClassifier, ImageModelConfig
@@ -50,7 +51,7 @@ def export_onnx(model: ImageClassifier, path: str | Path) -> Path:
     return path
 
 
-def session_options(threads: int):  # -> onnxruntime.SessionOptions (imported lazily)
+def _session_options(threads: int):  # -> onnxruntime.SessionOptions (imported lazily)
     """Full graph optimisation, ``threads`` intra-op threads, no inter-op pool."""
     import onnxruntime as ort
 
@@ -70,7 +71,7 @@ class OnnxImageClassifier:
 
         self.config = config
         self.session = ort.InferenceSession(
-            str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(onnx_path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
         )
 
     @property
@@ -115,14 +116,7 @@ class OnnxImageClassifier:
             return self.view_logits(images, view, batch_size)
 
         per_view = list(view_executor.map(one, views)) if view_executor else [one(v) for v in views]
-        logits = np.mean(per_view, axis=0) / self.config.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
-
-    def predict_proba_paths(self, paths: Sequence[str | Path], batch_size: int = 64) -> np.ndarray:
-        """Same as :meth:`predict_proba` for image files."""
-        return self.predict_proba([str(p) for p in paths], batch_size)
+        return softmax_with_temperature(np.mean(per_view, axis=0), self.config.temperature)
 
 
 def quantize_int8(
