@@ -1,7 +1,11 @@
 # Two commands matter: `make demo` (setup, data, train, serve) and `make test` (setup, full suite).
 # `make help` lists every target.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The Python for .venv: PYTHON=... if given, else the first installed one the pinned stack supports
+# (3.11 to 3.13; a name that does not run, such as a pyenv shim of a version not selected, is skipped).
+PYTHONS_SUPPORTED := python3.11 python3.12 python3.13 python3
+PYTHON ?= $(firstword $(foreach p,$(PYTHONS_SUPPORTED),$(shell $(p) -c \
+  'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' >/dev/null 2>&1 && echo $(p))))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -11,7 +15,7 @@ PYTEST_ARGS ?=
 LINT_PATHS := src service.py tests benchmarks training
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo data test test-fast lint format clean-venv browser
+.PHONY: help setup demo data test test-fast lint format clean-venv browser container
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +25,9 @@ setup: $(STAMP) ## create .venv with the locked versions and the offline ImageNe
 
 # Re-installs only when a lock or the project metadata changed, so a second `make setup` is instant.
 $(STAMP): requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
+	@test -x $(BIN)/python || [ -n "$(PYTHON)" ] || { echo "make setup: no Python 3.11, 3.12 or 3.13 runs here" \
+	  "(tried: $(PYTHONS_SUPPORTED)). Install one, e.g. on Debian 12: apt-get install python3.11 python3.11-venv;" \
+	  "with pyenv: pyenv install 3.11 && pyenv global 3.11. Or name one: make setup PYTHON=/path/to/python3.12" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==26.3
 	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock
@@ -66,3 +73,32 @@ clean-venv: ## remove .venv
 # Headless Chromium for the browser tests (tests/test_ui.py); Debian's package, not `playwright install`.
 browser: ## install Debian's Chromium for the browser tests when missing
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+CONTAINER_IMAGE ?= rakuten-classifier:latest
+
+# The Bento with the production models now in the store, then its OCI image, with podman (no Docker
+# daemon) on a base image built from Debian's packages (no registry); deploy/container/build.sh says how.
+container: setup ## build the Bento and its OCI image rakuten-classifier:latest with podman (no Docker daemon)
+	deploy/container/build.sh $(CONTAINER_IMAGE) $(BIN)
+
+# Kubernetes manifests of the scale-apart layout (deploy/k8s). Their tools live in their own venv, pinned by
+# deploy/requirements-validate.lock: checkov needs other versions of packages that requirements.lock pins.
+# The checks skipped below are explained one by one in deploy/k8s/README.md.
+.PHONY: deploy-tools deploy-check
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-stamp
+DEPLOY_K8S_VERSION := 1.34.0
+DEPLOY_CHECKOV_SKIP := CKV_K8S_15,CKV_K8S_35,CKV_K8S_40,CKV_K8S_43
+
+deploy-tools: $(DEPLOY_STAMP) ## create .venv-deploy with kubernetes-validate and checkov (idempotent)
+
+$(DEPLOY_STAMP): deploy/requirements-validate.lock
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip==26.3
+	$(DEPLOY_VENV)/bin/python -m pip install -q -r deploy/requirements-validate.lock
+	touch $(DEPLOY_STAMP)
+
+deploy-check: deploy-tools ## validate deploy/k8s against the Kubernetes schemas, then scan it with checkov
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict -k $(DEPLOY_K8S_VERSION) $$(find deploy/k8s -name '*.yaml' | sort)
+	$(DEPLOY_VENV)/bin/checkov --framework kubernetes -d deploy/k8s --skip-check $(DEPLOY_CHECKOV_SKIP) \
+	  --skip-download --compact --quiet
