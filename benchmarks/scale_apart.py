@@ -219,7 +219,11 @@ def main() -> None:
         states = haproxy_command(sock, "show servers state image").splitlines()[2:]
         phases["kill"]["balancer_after"] = {f.split()[3]: "up" if f.split()[5] == "2" else "down" for f in states if f}
     finally:
+        # Workers run in process groups of their own: note them before stopping each server's group.
+        workers = []
         for child in children.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers += psutil.Process(child.pid).children(recursive=True)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGTERM)
         for child in children.values():
@@ -227,6 +231,9 @@ def main() -> None:
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
     result = {"clients": args.clients, "seconds_per_phase": args.seconds, "cpus": os.cpu_count(), "phases": phases}
     result["speedup_two_vs_one"] = round(phases["two"]["products_per_s"] / phases["one"]["products_per_s"], 2)
     sys.stdout.write(json.dumps(result, indent=None if args.json else 2) + "\n")
