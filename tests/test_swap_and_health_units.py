@@ -234,6 +234,26 @@ def test_health_says_degraded_with_the_reason(observer, services, expected):
     assert problems[0].startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("trained_on", "warned"), [("synthetic", True), ("mixed", True), ("real", False), (None, False)]
+)
+def test_health_warns_when_the_served_models_learned_from_the_synthetic_catalogue(trained_on, warned):
+    config = {"text_model": "t:1", "image_model": "i:1", "text_weight": 0.5, "method": "geometric"}
+    if trained_on is not None:  # None: a version trained before the origin was recorded
+        config["trained_on"] = trained_on
+    observer = _observer()
+    observer.fusion = ProductionFollower(OLD, config, {}, 1.0)
+    observer.last_drift = None
+    health = observer.health(None, {"text": {"loaded": ["t:1"]}, "image": {"loaded": ["i:1"]}})
+    assert health["status"] == "ok"  # what the answers are worth, not a fault
+    assert health["trained_on"] == (trained_on or "unknown")
+    if warned:
+        assert "synthetic" in health["warning"]
+        assert "data/raw/" in health["warning"]
+    else:
+        assert health["warning"] is None
+
+
 def test_a_dropped_model_service_connection_is_retried_and_a_persistent_one_is_a_503():
     import aiohttp
 

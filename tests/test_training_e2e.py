@@ -48,6 +48,7 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
         assert meta["learned_from"]["rows"] == 1638 - meta["learned_from"]["held_out_rows"]
         assert meta["learned_from"]["held_out_split"] == "test"
         assert set(meta["score_protocol"]) == {"oof", "test"}
+        assert meta["trained_on"] == "real"  # the sample has no synthetic marker: no warning anywhere
     text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, Server, server_env
+from conftest import REPO_ROOT, VENV_BIN, Server, run_json, server_env
 
 CHROMIUM = Path(os.environ.get("RAKUTEN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -238,6 +238,64 @@ def test_page_shows_api_errors_plainly(page, served, product):
     wait_answer(page)
     assert page.text_content("#error") == ""
     assert page.is_hidden("#error")
+
+
+# ---------------------------------------------------------------- what the models were trained on
+
+
+@pytest.mark.slow
+def test_page_and_health_show_no_data_warning_for_models_trained_on_real_products(page, served, trained):
+    assert trained["trained_on"] == "real"
+    assert "warning" not in trained
+    health = httpx.get(f"{served.url}/health", timeout=30).json()
+    assert health["trained_on"] == "real"
+    assert health["warning"] is None
+    open_ui(page, served.url)
+    assert page.is_hidden("#trained-on-warning")
+
+
+@pytest.fixture(scope="module")
+def served_synthetic(tmp_path_factory):
+    """`bentoml serve` of models trained by `rakuten train all` on a small synthetic catalogue, in a
+    store and data root of their own (the session's production models are untouched)."""
+    root = tmp_path_factory.mktemp("synthetic-trained")
+    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"))
+    env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
+    folder = root / "data" / "synthetic"
+    rakuten = str(VENV_BIN / "rakuten")
+    run_json([rakuten, "data", "synth", "--out", str(folder), "--rows", "300", "--image-size", "32", "--json"], env)
+    loaded = run_json([rakuten, "data", "load", "--data-dir", str(folder), "--json"], env)
+    assert loaded["origin"] == "synthetic"
+    trained = run_json([rakuten, "train", "all", "--json"], env)
+    server = Server("service:RakutenClassifier", env, REPO_ROOT, root / "serve.log")
+    try:
+        server.wait_ready()
+        yield server, trained
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_models_trained_on_the_synthetic_catalogue_say_so_in_training_health_and_on_the_page(page, served_synthetic):
+    server, trained = served_synthetic
+    # `rakuten train all` (what `make demo` runs) says it and tells how to train on the real files.
+    assert trained["trained_on"] == "synthetic"
+    for needed in ("synthetic", "data/raw/", "X_train_update.csv", "Y_train_CVw08PX.csv", "images/image_train/"):
+        assert needed in trained["warning"], needed
+    assert trained["production"]["metadata"]["trained_on"] == "synthetic"
+
+    health = httpx.get(f"{server.url}/health", timeout=30).json()
+    assert health["status"] == "ok", health["problems"]  # a warning, not a fault
+    assert health["trained_on"] == "synthetic"
+    assert health["warning"] == trained["warning"]
+
+    open_ui(page, server.url)
+    assert page.is_visible("#trained-on-warning")
+    banner = page.text_content("#trained-on-warning")
+    assert "synthetic" in banner
+    assert "data/raw/" in banner
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-synthetic-warning.png"), full_page=True)
 
 
 # ---------------------------------------------------------------- the gallery (own server)

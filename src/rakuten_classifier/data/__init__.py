@@ -1,1 +1,2 @@
-"""Data: the challenge files read as they are, the stored split, the SQL store, text/image preprocessing, a synthetic catalogue."""
+"""Data: the challenge files read as they are, the stored split, the SQL store, text/image preprocessing,
+a synthetic catalogue."""

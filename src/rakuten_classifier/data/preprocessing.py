@@ -33,9 +33,7 @@ def clean_text(raw: object) -> str:
     text = _TAG_RE.sub(" ", text)
     text = html.unescape(text)
     text = unicodedata.normalize("NFC", text)
-    text = "".join(
-        " " if unicodedata.category(ch) in _INVISIBLE_CATEGORIES else ch for ch in text
-    )
+    text = "".join(" " if unicodedata.category(ch) in _INVISIBLE_CATEGORIES else ch for ch in text)
     return _SPACE_RE.sub(" ", text).strip()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..categories import CATEGORY_CODES
+from .origin import folder_origin
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ChallengeData:
     products: pd.DataFrame
     images_found: int
     images_missing: int
+    origin: str  # data.origin: 'synthetic' (the folder carries the synthetic writer's marker) or 'real'
 
     @property
     def labelled(self) -> pd.DataFrame:
@@ -103,7 +105,9 @@ def _read_products(path: Path, source: str) -> pd.DataFrame:
 def _integer_index(frame: pd.DataFrame, path: Path) -> None:
     index = pd.to_numeric(pd.Series(frame.index), errors="coerce")
     if index.isna().any():
-        raise DataError(f"{path}: first column must be the integer row index; found {frame.index[index.isna().argmax()]!r}")
+        raise DataError(
+            f"{path}: first column must be the integer row index; found {frame.index[index.isna().argmax()]!r}"
+        )
     frame.index = index.astype("int64")
 
 
@@ -114,7 +118,7 @@ def _read_labels(path: Path, products: pd.DataFrame, x_path: Path) -> pd.Series:
     _integer_index(labels, path)
     if len(labels) != len(products) or not np.array_equal(labels.index.to_numpy(), products["row_index"].to_numpy()):
         mismatch = next(
-            (i for i, (a, b) in enumerate(zip(labels.index, products["row_index"])) if a != b),
+            (i for i, (a, b) in enumerate(zip(labels.index, products["row_index"], strict=False)) if a != b),
             min(len(labels), len(products)),
         )
         raise DataError(
@@ -150,12 +154,17 @@ def read_challenge_dir(data_dir: str | Path) -> ChallengeData:
     products = pd.concat(frames, ignore_index=True)
     products["prdtypecode"] = products["prdtypecode"].astype("Int64")
     paths = [
-        image_path(data_dir, s, i, p) for s, i, p in zip(products["source"], products["imageid"], products["productid"])
+        image_path(data_dir, s, i, p)
+        for s, i, p in zip(products["source"], products["imageid"], products["productid"], strict=True)
     ]
     exists = np.fromiter((p.is_file() for p in paths), dtype=bool, count=len(paths))
-    products["image_path"] = [str(p) if e else None for p, e in zip(paths, exists)]
+    products["image_path"] = [str(p) if e else None for p, e in zip(paths, exists, strict=True)]
+    origin = folder_origin(data_dir)
+    products["origin"] = origin
     found = int(exists.sum())
     missing = len(products) - found
     if missing:
-        log.warning("%s: %d of %d image files are missing; those products use text alone", data_dir, missing, len(products))
-    return ChallengeData(products=products, images_found=found, images_missing=missing)
+        log.warning(
+            "%s: %d of %d image files are missing; those products use text alone", data_dir, missing, len(products)
+        )
+    return ChallengeData(products=products, images_found=found, images_missing=missing, origin=origin)

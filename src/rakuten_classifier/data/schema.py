@@ -19,6 +19,8 @@ loads = sa.Table(
     sa.Column("inserted", sa.Integer, nullable=False),
     sa.Column("images_found", sa.Integer, nullable=False),
     sa.Column("images_missing", sa.Integer, nullable=False),
+    # 'synthetic' or 'real' (data/origin.py); NULL for loads recorded before origins were.
+    sa.Column("origin", sa.String(16)),
 )
 
 products = sa.Table(
@@ -73,10 +75,24 @@ feedback = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+# Columns added after a table's first release: a store created before them gets them on first use.
+ADDED_COLUMNS = ((loads, "origin"),)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    for table, name in ADDED_COLUMNS:
+        if name not in {column["name"] for column in inspector.get_columns(table.name)}:
+            column_type = table.c[name].type.compile(engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}"))
+
+
 def get_engine(url: str) -> sa.Engine:
-    """An engine for the URL; SQLite's parent folder is created if needed."""
+    """An engine for the URL; SQLite's parent folder is created if needed, missing tables and columns added."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, future=True)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine

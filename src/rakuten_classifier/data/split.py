@@ -40,7 +40,7 @@ def assign_splits(
         order = sorted(group.index, key=lambda i: _split_rank(int(group.at[i, "productid"]), seed))
         n = len(order)
         n_test = math.ceil(n * test_fraction)  # ceil: the test share is never below the fraction asked
-        n_val = int(round(n * val_fraction))
+        n_val = round(n * val_fraction)
         if n >= 3:  # every category present in each split, so all of them are scored
             n_test, n_val = max(n_test, 1), max(n_val, 1)
         for position, index in enumerate(order):

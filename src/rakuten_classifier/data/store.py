@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +51,7 @@ def load_into_db(data_dir: str | Path, url: str, seed: int, val_fraction: float,
     """Load a challenge folder into SQL once; rows already there are left untouched."""
     data = read_challenge_dir(data_dir)
     engine = get_engine(url)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with engine.begin() as conn:
         existing = dict(conn.execute(sa.select(products.c.productid, products.c.split)).all())
         frame = data.products.copy()
@@ -65,6 +65,7 @@ def load_into_db(data_dir: str | Path, url: str, seed: int, val_fraction: float,
                 inserted=0,
                 images_found=data.images_found,
                 images_missing=data.images_missing,
+                origin=data.origin,
             )
         )
         assert inserted.inserted_primary_key is not None  # an INSERT always returns its primary key
@@ -92,9 +93,7 @@ def load_into_db(data_dir: str | Path, url: str, seed: int, val_fraction: float,
             )
         _insert_rows(conn, _chunks(rows, INSERT_CHUNK))
         conn.execute(
-            loads.update()
-            .where(loads.c.id == load_id)
-            .values(inserted=len(rows), finished_at=datetime.now(timezone.utc))
+            loads.update().where(loads.c.id == load_id).values(inserted=len(rows), finished_at=datetime.now(UTC))
         )
     engine.dispose()
     split_counts = frame["split"].value_counts()
@@ -106,20 +105,28 @@ def load_into_db(data_dir: str | Path, url: str, seed: int, val_fraction: float,
         "images_found": data.images_found,
         "images_missing": data.images_missing,
         "splits": {name: int(split_counts.get(name, 0)) for name in (*SPLITS, UNLABELLED_SPLIT)},
+        "origin": data.origin,
     }
 
 
 def read_products(url: str) -> pd.DataFrame:
-    """Every stored product with its split, in the reader's column layout."""
+    """Every stored product with its split and the origin of its load, in the reader's column layout."""
     engine = get_engine(url)
+    query = (
+        sa.select(products, loads.c.origin)
+        .join(loads, products.c.load_id == loads.c.id)
+        .order_by(products.c.source, products.c.row_index)
+    )
     with engine.connect() as conn:
-        frame = pd.read_sql(sa.select(products).order_by(products.c.source, products.c.row_index), conn)
+        frame = pd.read_sql(query, conn)
     engine.dispose()
     frame["prdtypecode"] = frame["prdtypecode"].astype("Int64")
     return frame
 
 
-def load_products(data_dir: str | Path | None, url: str | None, seed: int, val_fraction: float, test_fraction: float) -> pd.DataFrame:
+def load_products(
+    data_dir: str | Path | None, url: str | None, seed: int, val_fraction: float, test_fraction: float
+) -> pd.DataFrame:
     """Products with splits, from a challenge folder (split in memory) or from the SQL store."""
     if data_dir is not None:
         frame = read_challenge_dir(data_dir).products

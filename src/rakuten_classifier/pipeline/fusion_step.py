@@ -131,6 +131,7 @@ def train_fusion(
                 "production_before_test_weighted_f1": production_f1,
                 "promotion": reason,
                 "train_seconds": round(seconds, 2),
+                "trained_on": data.origin,  # the service warns when it is not real data (data/origin.py)
             }
         )
         profile = _drift_profile(test, fused, settings.seed)
@@ -169,4 +170,5 @@ def train_fusion(
         "production_before": current.fusion if current else None,
         "production_before_test_weighted_f1": production_f1,
         "seconds": round(seconds, 2),
+        "trained_on": data.origin,
     }

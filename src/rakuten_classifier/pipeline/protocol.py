@@ -48,6 +48,7 @@ def common_metadata(data: TrainingData, run_id: str, params: dict, metrics: dict
         "metrics": metrics,
         "score_protocol": SCORE_PROTOCOL,
         "data_fingerprint": data.fingerprint,
+        "trained_on": data.origin,  # 'synthetic' makes the service warn (data/origin.py)
         "learned_from": {
             "rows": len(learning),
             "splits": sorted(learning["split"].unique().tolist()),

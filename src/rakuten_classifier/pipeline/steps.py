@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Settings, get_settings
+from ..data.origin import origin_warning
 from ..data.reader import DataError
 from ..modeling.image.options import ImageTrainingOptions
 from ..modeling.text import (
@@ -183,11 +184,17 @@ def train_all(
     text = train_text(data, backbone=text_backbone, transformer=transformer, tfidf=tfidf, settings=settings)
     image = train_image(data, settings=settings, options=image_options)
     fusion = train_fusion(data, text_tag=text["tag"], image_tag=image["tag"], settings=settings)
-    return {
+    result = {
         "text": text,
         "image": image,
         "fusion": fusion,
         "seconds": round(time.perf_counter() - started, 1),
         "data_fingerprint": data.fingerprint,
         "production": model_info(fusion["tag"]) if fusion["promoted"] else None,
+        "trained_on": data.origin,
     }
+    warning = origin_warning(data.origin)
+    if warning:  # last, so it is the last line `rakuten train all` prints
+        log.warning("%s", warning)
+        result["warning"] = warning
+    return result

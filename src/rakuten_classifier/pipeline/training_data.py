@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..categories import CATEGORY_CODES
 from ..config import Settings, get_settings
+from ..data.origin import UNKNOWN, combined_origin
 from ..data.preprocessing import product_text
 from ..data.reader import DataError
 from ..data.split import data_fingerprint
@@ -29,6 +30,13 @@ class TrainingData:
     def learning(self) -> pd.DataFrame:
         """The rows models learn from: every labelled row but the held-out test split."""
         return self.products[self.products["split"] != "test"]
+
+    @property
+    def origin(self) -> str:
+        """Where the rows came from (data/origin.py): 'synthetic', 'real', 'mixed' or 'unknown'."""
+        if "origin" not in self.products:
+            return UNKNOWN
+        return combined_origin(None if pd.isna(o) else str(o) for o in self.products["origin"].unique())
 
     def provenance(self) -> dict:
         """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ..categories import CATEGORY_CODES
 from ..config import Settings
+from ..data.origin import UNKNOWN, origin_warning
 from ..monitoring.drift import drift_of_recent
 from ..monitoring.prediction_log import (
     PredictionLog,
@@ -44,6 +45,9 @@ class Observer:
         self.last_drift: dict | None = None
         for missing in ("image", "text"):  # exported at 0 from the start, so dashboards find the series
             metrics.FALLBACKS.labels(missing=missing)
+        warning = origin_warning(fusion.current[1].get("trained_on"))
+        if warning:
+            log.warning("serving %s: %s", fusion.current[0], warning)
         threading.Thread(target=self._refresh_drift_periodically, name="drift", daemon=True).start()
 
     def record(self, endpoint: str, product: Product, answer: dict, brightness: float | None, started: float) -> None:
@@ -124,16 +128,21 @@ class Observer:
         return found
 
     def health(self, training_job: str | None, services: dict[str, dict | str]) -> dict[str, t.Any]:
-        """Service status with its reasons, the models answering and their test metrics, the log and drift state.
+        """Service status with its reasons, the models answering, what data they learned from (with a
+        warning when it is the synthetic catalogue) and their test metrics, the log and drift state.
 
         ``services`` holds each model service's status, or why it gave none (see `probe_services`).
         """
         fusion_tag, config = self.fusion.current
         metrics.LOG_BACKLOG.set(self.prediction_log.backlog)
         problems = self.problems(services)
+        trained_on = config.get("trained_on", UNKNOWN)  # absent from versions trained before it was recorded
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,
+            # Not a problem (the service works as built), but what its answers are worth: shown on /ui.
+            "trained_on": trained_on,
+            "warning": origin_warning(trained_on),
             "models": {"fusion": fusion_tag, "text": config["text_model"], "image": config["image_model"]},
             "model_services": services,
             "text_weight": config["text_weight"],
