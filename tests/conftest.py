@@ -220,3 +220,37 @@ def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def bento(trained, session_data_root):
+    """`bentoml build` from the repository against the session's store, once: its tag and folder."""
+    env = server_env(session_data_root)
+    built = subprocess.run(
+        [str(VENV_BIN / "bentoml"), "build", "--output", "tag"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    name, version = tag.split(":")
+    return tag, Path(BentoMLContainer.bentoml_home.get()) / "bentos" / name / version
+
+
+def sample_requests(sample_dir: Path, count: int) -> list[tuple[dict, dict]]:
+    """`/predict_multimodal` form fields and photo of the first ``count`` held-out sample products with a photo."""
+    from rakuten_classifier.pipeline.training_data import load_training_data
+
+    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[:count]
+    return [
+        (
+            {"designation": row.designation, "description": row.description, "top_k": "5"},
+            {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
+        )
+        for row in rows.itertuples()
+    ]

@@ -2,41 +2,14 @@
 
 import json
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, Server, server_env
+from conftest import VENV_BIN, Server, sample_requests, server_env
 
-from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import production_models
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def bento(trained, session_data_root):
-    """Build the Bento from the repository against the session's store; its tag and folder."""
-    env = server_env(session_data_root)
-    subprocess.run(
-        [str(VENV_BIN / "bentoml"), "build", "--output", "tag"],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    listing = subprocess.run(
-        [str(VENV_BIN / "bentoml"), "list", "-o", "json"], env=env, check=True, capture_output=True, text=True
-    ).stdout
-    newest = max(json.loads(listing), key=lambda b: b["creation_time"])
-    tag = newest["tag"]
-    name, version = tag.split(":")
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    folder = BentoMLContainer.bentoml_home.get() + f"/bentos/{name}/{version}"
-    return tag, __import__("pathlib").Path(folder)
 
 
 def test_bento_packs_the_service_and_the_production_models(bento):
@@ -91,10 +64,7 @@ def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
     try:
         server.wait_ready()
         assert httpx.get(f"{server.url}/health", timeout=30).json()["models"] == vars(production)
-        rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[:3]
-        for row in rows.itertuples():
-            form = {"designation": row.designation, "description": row.description, "top_k": "5"}
-            image = {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")}
+        for form, image in sample_requests(sample_dir, 3):
             imported, repository = (
                 httpx.post(f"{url}/predict_multimodal", data=form, files=image, timeout=120).json()
                 for url in (server.url, served.url)

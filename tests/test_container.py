@@ -4,13 +4,11 @@ import json
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, free_port, server_env
+from conftest import REPO_ROOT, VENV_BIN, free_port, sample_requests, server_env
 
-from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import production_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
@@ -68,10 +66,7 @@ def test_container_answers_predict_multimodal_as_bentoml_serve_does(container, s
     health = httpx.get(f"{url}/health", timeout=30).json()
     assert health["status"] == "ok", health
     assert health["models"] == vars(production)  # the models it was built with
-    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[:4]
-    for row in rows.itertuples():
-        form = {"designation": row.designation, "description": row.description, "top_k": "5"}
-        image = {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")}
+    for form, image in sample_requests(sample_dir, 4):
         contained, repository = (
             httpx.post(f"{base}/predict_multimodal", data=form, files=image, timeout=120).json()
             for base in (url, served.url)

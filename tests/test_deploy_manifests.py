@@ -443,24 +443,16 @@ def outside_volumes(root: Path, deployment: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def image_root(trained, tmp_path_factory) -> Iterator[Path]:
+def image_root(bento, tmp_path_factory) -> Iterator[Path]:
     """The container image's filesystem as far as the Bento goes: /home/bentoml/bento laid out as
     `bentoml containerize` copies it (the built Bento plus its models: what `bentoml export` writes)."""
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
-    bentoml = str(VENV_BIN / "bentoml")
-    build = subprocess.run(
-        [bentoml, "build", "--output", "tag"],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    tag, _ = bento
     work = tmp_path_factory.mktemp("image")
     archive = work / "x.bento"
-    subprocess.run([bentoml, "export", tag, str(archive)], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(VENV_BIN / "bentoml"), "export", tag, str(archive)], env=env, check=True, capture_output=True, timeout=300
+    )
     bento = work / "root" / "home" / "bentoml" / "bento"
     bento.mkdir(parents=True)
     with tarfile.open(archive) as tar:
