@@ -107,9 +107,10 @@ def main() -> int:
             chosen_text = (oof, test_proba)
     assert chosen_text is not None
 
-    for backbone in args.backbones:
+    for backbone, multi_stage in [(b, m) for b in args.backbones for m in (False, True)]:
         started = time.perf_counter()
-        options = ImageTrainingOptions(backbone=backbone, seed=settings.seed)
+        options = ImageTrainingOptions(backbone=backbone, multi_stage=multi_stage, seed=settings.seed)
+        pooled = "last 3 stages + last block" if multi_stage else "last block"
         image_model, oof, info = fit_image_model(
             learning["image_path"].tolist(),
             learning["prdtypecode"].astype(int).tolist(),
@@ -123,7 +124,7 @@ def main() -> int:
         rows.append(
             {
                 "modality": "image",
-                "variant": f"{backbone} frozen, centre + mirror, C={info['C']}",
+                "variant": f"{backbone} frozen, {pooled} pooled, centre + mirror, C={info['C']}",
                 "oof_weighted_f1": weighted_f1(y_learning, oof),
                 "test_weighted_f1": weighted_f1(y_test, test_proba),
                 "fit_s": round(fit_s, 1),
@@ -142,7 +143,7 @@ def main() -> int:
             rows.append(
                 {
                     "modality": "fused",
-                    "variant": f"title x2 text + {backbone}: {combiner}",
+                    "variant": f"title x2 text + {backbone} ({pooled}): {combiner}",
                     "oof_weighted_f1": nested["weighted_f1"],
                     "test_weighted_f1": weighted_f1(y_test, fused),
                     "oof_with_image": nested["weighted_f1_with_image"],

@@ -125,7 +125,8 @@ def test_cached_scoring_equals_scoring_the_images_and_runs_the_backbone_once(fit
     stored = ImageClassifier.load(tmp_path / "m", device="cpu")
     paths = image_files[0]
     forwards: list[int] = []
-    stored.blocks.register_forward_hook(lambda _module, inputs, _output: forwards.append(len(inputs[0])))
+    # The first block runs once per image and view (the pooling walks the blocks itself).
+    stored.blocks[0].register_forward_hook(lambda _module, inputs, _output: forwards.append(len(inputs[0])))
     direct = stored.predict_proba_paths(paths)
     assert sum(forwards) == 2 * len(paths)  # two test-time views
     cached = stored.predict_proba_cached(paths, tmp_path / "cache")

@@ -24,9 +24,11 @@ def test_scores_on_held_out_rows_meet_the_targets(trained):
     text, image = fused["text"]["weighted_f1"], fused["image"]["weighted_f1"]
     assert fused["fused"]["n"] >= 0.20 * 1638  # the test split: rows no model fitted on or was selected on
     assert text >= 0.68
-    assert image >= 0.40
-    assert fused["fused"]["weighted_f1"] >= 0.75
-    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.05
+    # Multi-stage pooled features (0.4484 here; the last block's pool alone scored 0.4246).
+    assert image >= 0.43
+    # Issue 14's goals on the sample (measured 0.7761, +0.075): seeded, so the same on every run here.
+    assert fused["fused"]["weighted_f1"] >= 0.77
+    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.06
     assert fused["fused_on_rows_with_image"]["weighted_f1"] > fused["text_on_rows_with_image"]["weighted_f1"] + 0.03
     # The fusion was chosen on out-of-fold figures, which the held-out figures confirm (within noise).
     chosen = trained["fusion"]["selection"][trained["fusion"]["combiner"]]
@@ -49,6 +51,9 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
         assert meta["learned_from"]["held_out_split"] == "test"
         assert set(meta["score_protocol"]) == {"oof", "test"}
         assert meta["trained_on"] == "real"  # the sample has no synthetic marker: no warning anywhere
+    image_params = model_info(trained["image"]["tag"])["metadata"]["params"]
+    assert image_params["multi_stage"] is True
+    assert image_params["feature_dim"] == 1904  # Lite1: 112 + 192 + 320 + 1280
     text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold

@@ -56,6 +56,7 @@ def _image_options(args: argparse.Namespace):
         backbone=args.image_backbone or settings.image_backbone,
         mode=args.image_mode,
         epochs=args.image_epochs,
+        multi_stage=args.image_multi_stage,
         seed=settings.seed,
     )
 
@@ -205,6 +206,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
     image.add_argument("--image-epochs", type=int)
+    image.add_argument(
+        "--image-multi-stage",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pool the backbone's last three stages too, not only its last block (default: on in frozen mode)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

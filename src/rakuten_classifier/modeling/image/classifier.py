@@ -1,5 +1,8 @@
 """The image classifier: backbone blocks, global average pooling and a linear head over the 27 categories.
 
+Pooling is of the last block's output, and with ``multi_stage`` also of the first block of each of
+the backbone's last three stages (``BackboneSpec.stages``), concatenated.
+
 ``predict_proba(images) -> (n, 27)`` in :data:`~rakuten_classifier.categories.CATEGORY_CODES` order.
 Test-time: resize 256, centre crop 224, ImageNet normalisation, optionally averaged with the
 mirrored image (``tta``); probabilities are temperature-scaled (the temperature is saved with the model).
@@ -20,7 +23,7 @@ from torch import nn
 
 from ...categories import CATEGORY_CODES
 from ..errors import ImageModelError
-from .backbones import GlobalAvgPool, backbone_spec, build_blocks, default_device
+from .backbones import FeatureNet, GlobalAvgPool, backbone_spec, build_blocks, default_device, pooled_features
 from .features import extract_features, network_tag, run_network
 from .transforms import Geometry, View, eval_views
 
@@ -38,6 +41,8 @@ class ImageModelConfig:
     mode: str = "frozen"
     temperature: float = 1.0
     tta: bool = True
+    # Pooled features of the backbone's last stages too (BackboneSpec.stages); false in models saved before it.
+    multi_stage: bool = False
     categories: list[int] = field(default_factory=lambda: list(CATEGORY_CODES))
     trained_categories: list[int] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
@@ -53,8 +58,11 @@ class ImageClassifier(nn.Module):
             raise ImageModelError("model categories differ from CATEGORY_CODES; retrain the model")
         self.config = config
         self.blocks = blocks if blocks is not None else build_blocks(config.backbone, pretrained=False)
+        if config.multi_stage and not spec.stages:
+            raise ImageModelError(f"{config.backbone} has no multi-stage features; use multi_stage=False")
+        self.taps = tuple(index for index, _ in spec.stages) if config.multi_stage else ()
         self.pool = GlobalAvgPool()
-        self.head = nn.Linear(spec.feature_dim, NUM_CLASSES)
+        self.head = nn.Linear(spec.pooled_dim(config.multi_stage), NUM_CLASSES)
 
     @property
     def geometry(self) -> Geometry:
@@ -66,7 +74,16 @@ class ImageClassifier(nn.Module):
         return next(self.parameters()).device
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.blocks(x))
+        return pooled_features(self.blocks, x, self.taps)
+
+    def feature_net(self) -> FeatureNet:
+        """Pixels -> the pooled features the head reads, sharing this model's blocks (for the feature cache)."""
+        return FeatureNet(self.blocks, self.taps)
+
+    def feature_tag(self) -> str:
+        """The feature-cache key of :meth:`feature_net`: backbone, pooled blocks and a hash of the weights."""
+        name = self.config.backbone + (f"+b{'.'.join(map(str, self.taps))}" if self.taps else "")
+        return network_tag(name, self.feature_net())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits (before temperature)."""
@@ -135,8 +152,7 @@ class ImageClassifier(nn.Module):
         if self.config.mode != "frozen":
             raise ImageModelError(f"cached features need a frozen backbone; this model is {self.config.mode!r}")
         self.eval()
-        net = nn.Sequential(self.blocks, self.pool)
-        tag = network_tag(self.config.backbone, net)
+        net, tag = self.feature_net(), self.feature_tag()
         logits = []
         for view in eval_views(self.config.tta):
             features, _ = extract_features(

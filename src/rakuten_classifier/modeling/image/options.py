@@ -22,6 +22,10 @@ class ImageTrainingOptions:
     pretrained: bool = True
     # Test-time augmentation: average the centre crop with its mirror (also at serving).
     tta: bool = True
+    # Pool the first block of each of the backbone's last three stages too (BackboneSpec.stages), not only
+    # the last block (None: on in 'frozen' mode where the backbone has stages; 'finetune' trains the last
+    # blocks on the last block's pooled output alone).
+    multi_stage: bool | None = None
     # Seeded augmented training views besides the centre crop and its mirror (None: 0 frozen, 2 finetune;
     # in 'frozen' mode augmented views did not help on validation).
     aug_views: int | None = None
@@ -52,6 +56,10 @@ class ImageTrainingOptions:
                     f"{', '.join(given)} only apply to mode 'finetune'; the frozen mode trains "
                     "no network weights (drop them, or choose --image-mode finetune)"
                 )
+        if self.multi_stage and self.mode == "finetune":
+            raise ImageModelError("multi_stage features apply to mode 'frozen' only")
+        if self.multi_stage and not backbone_spec(self.backbone).stages:
+            raise ImageModelError(f"{self.backbone} has no multi-stage features (multi_stage=False)")
         if self.resolved_aug_views < 0 or (self.mode == "finetune" and self.resolved_aug_views < 1):
             raise ImageModelError(f"aug_views must be >= 0 (>= 1 in finetune mode), not {self.aug_views}")
         if not self.c_grid or min(self.c_grid) <= 0:
@@ -65,6 +73,13 @@ class ImageTrainingOptions:
         if self.aug_views is not None:
             return self.aug_views
         return 0 if self.mode == "frozen" else 2
+
+    @property
+    def resolved_multi_stage(self) -> bool:
+        """Whether the pooled features include the last stages' (after the mode's and backbone's default)."""
+        if self.multi_stage is not None:
+            return self.multi_stage
+        return self.mode == "frozen" and bool(backbone_spec(self.backbone).stages)
 
     def finetune_settings(self) -> dict:
         """The finetune-only fields with the mode's defaults filled in."""

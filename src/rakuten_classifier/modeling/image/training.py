@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ...categories import CATEGORY_CODES
 from ..calibration import softmax_with_temperature
 from ..errors import ImageModelError
 from .backbones import backbone_spec, build_blocks, default_device
 from .classifier import NUM_CLASSES, ImageClassifier, ImageModelConfig
-from .features import extract_features, network_tag
+from .features import extract_features
 from .finetune import cross_fit_finetune
 from .head import cross_fit_head, fit_temperature, metrics, set_head
 from .options import ImageTrainingOptions
@@ -108,7 +107,13 @@ def fit_image_model(
     )
 
     blocks = build_blocks(backbone, options.pretrained).to(memory_format=torch.channels_last)
-    config = ImageModelConfig(backbone=backbone, mode=mode, tta=options.tta, trained_categories=trained)
+    config = ImageModelConfig(
+        backbone=backbone,
+        mode=mode,
+        tta=options.tta,
+        multi_stage=options.resolved_multi_stage,
+        trained_categories=trained,
+    )
     model = ImageClassifier(config, blocks).to(device)
     aug_views = options.resolved_aug_views
     train_views = eval_views(True) + [View("augment", seed=seed * 100 + i) for i in range(aug_views)]
@@ -130,13 +135,14 @@ def fit_image_model(
         "trained_categories": len(trained),
         "aug_views": aug_views,
         "tta": options.tta,
+        "multi_stage": config.multi_stage,
+        "feature_dim": model.head.in_features,
         "seed": seed,
         "folds": len(np.unique(kept_folds)),
     }
 
     if mode == "frozen":
-        feature_net = nn.Sequential(model.blocks, model.pool)
-        model_tag = network_tag(backbone, feature_net)  # the same key as predict_proba_cached's
+        feature_net, model_tag = model.feature_net(), model.feature_tag()  # the keys predict_proba_cached uses
         features, hits = {}, 0
         for view in train_views:
             features[view], hit = extract_features(
