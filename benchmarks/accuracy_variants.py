@@ -30,6 +30,7 @@ from rakuten_classifier.config import Settings
 from rakuten_classifier.data.preprocessing import load_image
 from rakuten_classifier.modeling.fusion import fuse
 from rakuten_classifier.modeling.fusion_selection import candidates, nested_scores
+from rakuten_classifier.modeling.image.backbones import BACKBONES
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
 from rakuten_classifier.modeling.image.training import fit_image_model
 from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, cross_fit_text_model
@@ -107,7 +108,8 @@ def main() -> int:
             chosen_text = (oof, test_proba)
     assert chosen_text is not None
 
-    for backbone, multi_stage in [(b, m) for b in args.backbones for m in (False, True)]:
+    poolings = [(b, m) for b in args.backbones for m in ((False, True) if BACKBONES[b].stages else (False,))]
+    for backbone, multi_stage in poolings:
         started = time.perf_counter()
         options = ImageTrainingOptions(backbone=backbone, multi_stage=multi_stage, seed=settings.seed)
         pooled = "last 3 stages + last block" if multi_stage else "last block"

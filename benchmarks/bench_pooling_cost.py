@@ -62,8 +62,12 @@ def main() -> int:
         for backbone in args.backbones:
             blocks = build_blocks(backbone, pretrained=True).eval()
             models: dict[tuple[str, bool], ImageClassifier | OnnxImageClassifier] = {}
+            spec = BACKBONES[backbone]
+            if not spec.stages:
+                parser.error(f"{backbone} declares no stages: nothing to compare")
             for multi_stage in (False, True):
-                torch_model = ImageClassifier(ImageModelConfig(backbone=backbone, multi_stage=multi_stage), blocks)
+                pooled_blocks = spec.stage_blocks if multi_stage else []
+                torch_model = ImageClassifier(ImageModelConfig(backbone=backbone, pooled_blocks=pooled_blocks), blocks)
                 folder = Path(tmp) / f"{backbone}-{multi_stage}"
                 torch_model.save(folder)
                 export_onnx(torch_model, folder / "image_model.onnx")
@@ -78,7 +82,7 @@ def main() -> int:
                     {
                         "backbone": backbone,
                         "pooled": "last 3 stages + last block" if multi_stage else "last block",
-                        "feature_dim": BACKBONES[backbone].pooled_dim(multi_stage),
+                        "feature_dim": spec.pooled_dim(spec.stage_blocks if multi_stage else []),
                         "runtime": runtime,
                         "p50_ms": round(statistics.median(m[0] for m in measured), 1),
                         "products_per_s_batch4": round(statistics.median(m[1] for m in measured), 1),

@@ -53,6 +53,7 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
         assert meta["trained_on"] == "real"  # the sample has no synthetic marker: no warning anywhere
     image_params = model_info(trained["image"]["tag"])["metadata"]["params"]
     assert image_params["multi_stage"] is True
+    assert image_params["pooled_blocks"] == "12,16,21"
     assert image_params["feature_dim"] == 1904  # Lite1: 112 + 192 + 320 + 1280
     text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5

@@ -210,7 +210,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--image-multi-stage",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="pool the backbone's last three stages too, not only its last block (default: on in frozen mode)",
+        help="pool the backbone's last three stages too, not only its last block (default: on in frozen mode "
+        "for MobileNetV2 and EfficientNet-Lite0/1/2)",
     )
 
 

@@ -9,6 +9,7 @@ the packaged ones only after their SHA-256 matched the recorded one (weights.py)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,14 +35,26 @@ class BackboneSpec:
     feature_dim: int  # channels of the last block's output
     default_unfreeze: int  # blocks trained in 'finetune' mode unless told otherwise
     geometry: Geometry = IMAGENET
-    # (block index, channels) of earlier blocks whose pooled outputs join the last block's in 'multi_stage'
+    # (block index, channels) of earlier blocks whose pooled outputs join the last block's in multi-stage
     # features: the first block of each of the last three stages (docs/accuracy.md: on the sample,
-    # out-of-fold image weighted F1 +0.017 to +0.040 over the last block alone, fused +0.003 to +0.009).
+    # out-of-fold image weighted F1 +0.017 to +0.040 over the last block alone, fused +0.001 to +0.009).
     stages: tuple[tuple[int, int], ...] = ()
 
-    def pooled_dim(self, multi_stage: bool) -> int:
-        """Length of the pooled feature vector: the last block's channels, plus the stages' when multi-stage."""
-        return self.feature_dim + (sum(channels for _, channels in self.stages) if multi_stage else 0)
+    @property
+    def stage_blocks(self) -> list[int]:
+        """Indices of the blocks ``stages`` declares, in order."""
+        return [index for index, _ in self.stages]
+
+    def pooled_dim(self, pooled_blocks: Sequence[int]) -> int:
+        """Length of the pooled features: the channels of ``pooled_blocks`` (declared stages) and the last block's."""
+        channels = dict(self.stages)
+        undeclared = [index for index in pooled_blocks if index not in channels]
+        if undeclared:
+            raise ImageModelError(
+                f"{self.name}: blocks {undeclared} are not among its declared stages {self.stage_blocks}; "
+                "this model was saved by another version of the code: train it again"
+            )
+        return self.feature_dim + sum(channels[index] for index in pooled_blocks)
 
 
 BACKBONES: dict[str, BackboneSpec] = {

@@ -1,7 +1,7 @@
 """The image classifier: backbone blocks, global average pooling and a linear head over the 27 categories.
 
-Pooling is of the last block's output, and with ``multi_stage`` also of the first block of each of
-the backbone's last three stages (``BackboneSpec.stages``), concatenated.
+Pooling is of the last block's output, after those of ``pooled_blocks`` (multi-stage features: the
+first block of each of the backbone's last three stages, ``BackboneSpec.stages``), concatenated.
 
 ``predict_proba(images) -> (n, 27)`` in :data:`~rakuten_classifier.categories.CATEGORY_CODES` order.
 Test-time: resize 256, centre crop 224, ImageNet normalisation, optionally averaged with the
@@ -41,8 +41,9 @@ class ImageModelConfig:
     mode: str = "frozen"
     temperature: float = 1.0
     tta: bool = True
-    # Pooled features of the backbone's last stages too (BackboneSpec.stages); false in models saved before it.
-    multi_stage: bool = False
+    # Earlier blocks whose pooled outputs precede the last block's (BackboneSpec.stages), saved with the model
+    # so that its features never depend on the code's current spec; empty: the last block alone.
+    pooled_blocks: list[int] = field(default_factory=list)
     categories: list[int] = field(default_factory=lambda: list(CATEGORY_CODES))
     trained_categories: list[int] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
@@ -58,11 +59,11 @@ class ImageClassifier(nn.Module):
             raise ImageModelError("model categories differ from CATEGORY_CODES; retrain the model")
         self.config = config
         self.blocks = blocks if blocks is not None else build_blocks(config.backbone, pretrained=False)
-        if config.multi_stage and not spec.stages:
-            raise ImageModelError(f"{config.backbone} has no multi-stage features; use multi_stage=False")
-        self.taps = tuple(index for index, _ in spec.stages) if config.multi_stage else ()
+        if config.pooled_blocks and config.mode != "frozen":
+            raise ImageModelError(f"pooled_blocks apply to mode 'frozen' only, not {config.mode!r}")
+        self.taps = tuple(config.pooled_blocks)
         self.pool = GlobalAvgPool()
-        self.head = nn.Linear(spec.pooled_dim(config.multi_stage), NUM_CLASSES)
+        self.head = nn.Linear(spec.pooled_dim(self.taps), NUM_CLASSES)
 
     @property
     def geometry(self) -> Geometry:
@@ -83,7 +84,8 @@ class ImageClassifier(nn.Module):
     def feature_tag(self) -> str:
         """The feature-cache key of :meth:`feature_net`: backbone, pooled blocks and a hash of the weights."""
         name = self.config.backbone + (f"+b{'.'.join(map(str, self.taps))}" if self.taps else "")
-        return network_tag(name, self.feature_net())
+        # Hashed as a Sequential of the blocks: the keys a last-block model's cache entries had before.
+        return network_tag(name, nn.Sequential(self.blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits (before temperature)."""
@@ -174,7 +176,10 @@ class ImageClassifier(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         torch.save(state, directory / WEIGHTS_FILE)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2), encoding="utf-8")
+        config = asdict(self.config)
+        if not config["pooled_blocks"]:
+            del config["pooled_blocks"]  # a last-block model stays readable by code from before the field
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str | None = None) -> ImageClassifier:

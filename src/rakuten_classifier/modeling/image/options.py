@@ -23,8 +23,8 @@ class ImageTrainingOptions:
     # Test-time augmentation: average the centre crop with its mirror (also at serving).
     tta: bool = True
     # Pool the first block of each of the backbone's last three stages too (BackboneSpec.stages), not only
-    # the last block (None: on in 'frozen' mode where the backbone has stages; 'finetune' trains the last
-    # blocks on the last block's pooled output alone).
+    # the last block (None: on in 'frozen' mode for a backbone that declares stages, as MobileNetV2 and
+    # EfficientNet-Lite0/1/2 do; 'finetune' trains the last blocks on the last block's pooled output alone).
     multi_stage: bool | None = None
     # Seeded augmented training views besides the centre crop and its mirror (None: 0 frozen, 2 finetune;
     # in 'frozen' mode augmented views did not help on validation).

@@ -111,7 +111,7 @@ def fit_image_model(
         backbone=backbone,
         mode=mode,
         tta=options.tta,
-        multi_stage=options.resolved_multi_stage,
+        pooled_blocks=spec.stage_blocks if options.resolved_multi_stage else [],
         trained_categories=trained,
     )
     model = ImageClassifier(config, blocks).to(device)
@@ -135,7 +135,8 @@ def fit_image_model(
         "trained_categories": len(trained),
         "aug_views": aug_views,
         "tta": options.tta,
-        "multi_stage": config.multi_stage,
+        "multi_stage": bool(config.pooled_blocks),
+        "pooled_blocks": ",".join(map(str, config.pooled_blocks)),
         "feature_dim": model.head.in_features,
         "seed": seed,
         "folds": len(np.unique(kept_folds)),
