@@ -60,11 +60,11 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones:
-            blocks = build_blocks(backbone, pretrained=True).eval()
-            models: dict[tuple[str, bool], ImageClassifier | OnnxImageClassifier] = {}
             spec = BACKBONES[backbone]
             if not spec.stages:
                 parser.error(f"{backbone} declares no stages: nothing to compare")
+            blocks = build_blocks(backbone, pretrained=True).eval()
+            models: dict[tuple[str, bool], ImageClassifier | OnnxImageClassifier] = {}
             for multi_stage in (False, True):
                 pooled_blocks = spec.stage_blocks if multi_stage else []
                 torch_model = ImageClassifier(ImageModelConfig(backbone=backbone, pooled_blocks=pooled_blocks), blocks)
