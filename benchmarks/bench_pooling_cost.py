@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rakuten_classifier.config import Settings
@@ -29,21 +28,8 @@ from rakuten_classifier.modeling.image.onnx_runtime import OnnxImageClassifier, 
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.pipeline.training_data import load_training_data
 
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
-
-
-def timed(model, images: list, views) -> tuple[float, float]:
-    """(single-product p50 ms, products/s at batch 4) of ``model.predict_proba`` with the views on threads."""
-    model.predict_proba(images[:1], view_executor=views)  # warm-up
-    singles = []
-    for image in images:
-        started = time.perf_counter()
-        model.predict_proba([image], view_executor=views)
-        singles.append((time.perf_counter() - started) * 1000)
-    started = time.perf_counter()
-    for start in range(0, len(images), 4):
-        model.predict_proba(images[start : start + 4], view_executor=views)
-    return statistics.median(singles), len(images) / (time.perf_counter() - started)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_image_runtime import SAMPLE, timed
 
 
 def main() -> int:
@@ -76,7 +62,7 @@ def main() -> int:
             figures: dict = {key: [] for key in models}
             for _ in range(args.rounds):
                 for key, model in models.items():
-                    figures[key].append(timed(model, images, views))
+                    figures[key].append(timed(model, images, views, len(images)))
             for (runtime, multi_stage), measured in figures.items():
                 rows.append(
                     {

@@ -29,7 +29,7 @@ import httpx
 import psutil
 import pytest
 import yaml
-from conftest import REPO_ROOT, VENV_BIN, Server
+from conftest import REPO_ROOT, VENV_BIN, Server, sample_requests
 
 from rakuten_classifier.config import Settings
 
@@ -468,8 +468,6 @@ def image_root(bento, tmp_path_factory) -> Iterator[Path]:
 def test_the_deployments_container_arguments_serve_the_layout_from_a_read_only_bento(
     trained, image_root, sample_dir, tmp_path
 ):
-    from rakuten_classifier.pipeline.training_data import load_training_data
-
     pods: dict[str, Pod] = {}
     before: dict[str, dict[str, int]] = {}
 
@@ -509,13 +507,8 @@ def test_the_deployments_container_arguments_serve_the_layout_from_a_read_only_b
         assert health["status"] == "ok", health["problems"]
         assert health["model_services"]["image"]["loaded"] == [trained["image"]["tag"]]
         assert health["model_services"]["text"]["loaded"] == [trained["text"]["tag"]]
-        row = next(load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).itertuples())
-        answer = httpx.post(
-            f"{entry.url}/predict_multimodal",
-            data={"designation": row.designation, "description": row.description},
-            files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
-            timeout=120,
-        )
+        form, photo = sample_requests(sample_dir, 1)[0]
+        answer = httpx.post(f"{entry.url}/predict_multimodal", data=form, files=photo, timeout=120)
         assert answer.status_code == 200, answer.text
         assert answer.json()["text"]
         assert answer.json()["image"]
