@@ -29,7 +29,8 @@ setup: $(STAMP) ## create .venv with the locked versions and the offline ImageNe
 	@$(BIN)/rakuten setup-weights >/dev/null
 
 # Re-installs only when a lock or the project metadata changed, so a second `make setup` is instant.
-$(STAMP): requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
+# requirements.lock (training, tracking) names requirements-serving.lock (what a Bento installs) at its top.
+$(STAMP): requirements-serving.lock requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || [ -n "$(PYTHON)" ] || { echo "make setup: no Python 3.11, 3.12 or 3.13 runs here" \
 	  "(tried: $(PYTHONS_SUPPORTED)). Install one, e.g. on Debian 12: apt-get install python3.11 python3.11-venv;" \
 	  "with pyenv: pyenv install 3.11 && pyenv global 3.11. Or name one: make setup PYTHON=/path/to/python3.12" >&2; exit 1; }
