@@ -86,6 +86,7 @@ CONTAINER_IMAGE ?= rakuten-classifier:latest
 
 # The Bento with the production models now in the store, then its OCI image, with podman (no Docker
 # daemon) on a base image built from Debian's packages (no registry); deploy/container/build.sh says how.
+# The image installs requirements-serving.lock only: no torch, no CUDA libraries (docs/deployment.md).
 container: setup ## build the Bento and its OCI image rakuten-classifier:latest with podman (no Docker daemon)
 	deploy/container/build.sh $(CONTAINER_IMAGE) $(BIN)
 
