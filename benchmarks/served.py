@@ -35,7 +35,8 @@ class Served:
         """Every process of the server, pid -> role: the service name of a worker, else its command."""
         root = psutil.Process(self.process.pid)
         roles = {pid: name for name, pids in workers(root).items() for pid in pids}
-        for process in [root, *root.children(recursive=True)]:
+        roles[root.pid] = "bentoml serve (arbiter)"
+        for process in root.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 roles.setdefault(process.pid, " ".join(process.cmdline()[:3]))
         return roles
