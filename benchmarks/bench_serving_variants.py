@@ -47,8 +47,8 @@ def summary(turns: list[dict]) -> dict:
         for row in turn["concurrent"]:
             concurrent.setdefault(row["clients"], []).append(row["requests_per_s"])
     return {
-        "one_client_p50_ms": statistics.median(t["sequential"]["p50_ms"] for t in turns),
-        "requests_per_s": {str(c): statistics.median(v) for c, v in concurrent.items()},
+        "one_client_p50_ms": round(statistics.median(t["sequential"]["p50_ms"] for t in turns), 1),
+        "requests_per_s": {str(c): round(statistics.median(v), 2) for c, v in concurrent.items()},
         "errors": sum(t["sequential"]["errors"] + sum(r["errors"] for r in t["concurrent"]) for t in turns),
     }
 
