@@ -55,15 +55,18 @@ class Settings(BaseSettings):
     # Adaptive batching answers 503 when a request would wait longer than this; on 2 busy cores a
     # batch of images takes seconds, so the bound is generous and only sheds a real overload.
     max_latency_ms: int = Field(30_000, ge=1000)
-    # Largest batches the adaptive batcher may form. Measured on 2 cores (docs/benchmarks.md):
-    # MobileNetV2 is fastest per image at batch 4 (cache-bound beyond); TF-IDF is cheap at any size.
-    text_max_batch: int = Field(64, ge=2)
-    image_max_batch: int = Field(4, ge=2)
+    # Largest batches the adaptive batcher may form. Measured on 2 cores with the torch-free image
+    # worker (EfficientNet-Lite1 on ONNX Runtime, one view; docs/benchmarks.md, "Lean serving"): 32
+    # clients got the same products/s with image batches of 2, 4 or 8 (17.0, 17.2, 16.7: within the
+    # box's noise), and ONNX Runtime holds about 12 MiB more per image of a batch: 2 keeps the image
+    # workers smallest. TF-IDF is cheap at any size.
+    text_max_batch: int = Field(64, ge=2, description="largest batch of texts one text-model call takes")
+    image_max_batch: int = Field(2, ge=2, description="largest batch of images one image-model call takes")
     adaptive_batching: bool = Field(True, description="false: each request is its own model call (for comparison)")
-    # Image worker layout for 2 cores (docs/benchmarks.md, "worker layout"): two worker processes,
-    # each running the two test-time views on two single-threaded torch threads. Single-threaded
-    # torch has no OpenMP team to stall when another process takes a core; one worker with a
-    # 2-thread torch served 32 clients ~15 % slower.
+    # Image worker layout for 2 cores (docs/benchmarks.md, "Lean serving"): two worker processes, each
+    # running its model on one runtime thread. One worker served 32 clients 27 % slower (12.6 against
+    # 17.2 products/s); a third gained 17 % only on a busy box, where more processes get more of the
+    # shared cores, for ~340 MiB more; views in turn on a 2-thread session (below, false) 38 % slower.
     image_workers: int = Field(2, ge=1, description="image model worker processes")
     image_parallel_views: bool = Field(
         True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)"
