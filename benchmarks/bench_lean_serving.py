@@ -12,7 +12,8 @@ for every process of the server (arbiter, entry, text worker, each image worker)
 
   * torch_or_cuda: the libtorch, libc10, torchvision, triton and CUDA (libcudart, libcublas,
     libcudnn, nvidia/...) files in /proc/PID/maps after the load (a lazy import shows up by then);
-  * rss_mib after the load (what the issue's 350 MB limit is about), and uss_mib (its own pages).
+  * rss_mib after the load (what the issue's 350 MB limit is about; rss_mib_ready: once ready,
+    before the load), and uss_mib (its own pages, not shared with other processes).
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def torch_or_cuda_files(pid: int) -> list[str]:
     return sorted(names)
 
 
-def process_figures(pid: int, role: str) -> dict:
+def process_figures(pid: int, role: str, rss_ready: dict[int, int]) -> dict:
     memory = psutil.Process(pid).memory_full_info()
     mapped = torch_or_cuda_files(pid)
     return {
         "pid": pid,
         "role": role,
+        "rss_mib_ready": round(rss_ready[pid] / 2**20, 1) if pid in rss_ready else None,
         "rss_mib": round(memory.rss / 2**20, 1),
         "uss_mib": round(memory.uss / 2**20, 1),
         "torch_or_cuda_count": len(mapped),
@@ -75,8 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     items = products(args.data_dir, 200)
     with tempfile.TemporaryDirectory() as work, serving(args.repo, Path(work) / "serve.log", args.bin) as served:
+        rss_ready = {pid: psutil.Process(pid).memory_info().rss for pid in served.processes()}
         load = asyncio.run(run_clients(served.url, items, args.clients, args.requests))
-        figures = [process_figures(pid, role) for pid, role in sorted(served.processes().items())]
+        figures = [process_figures(pid, role, rss_ready) for pid, role in sorted(served.processes().items())]
     image_rss = [p["rss_mib"] for p in figures if p["role"] == IMAGE_SERVICE]
     result = {
         "code": str(args.repo.resolve()),
