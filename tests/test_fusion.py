@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from rakuten_classifier.modeling.cross_fitting import assign_folds
-from rakuten_classifier.modeling.fusion import fit_stacker, fuse, fuse_probabilities, learn_text_weight
+from rakuten_classifier.modeling.fusion import fuse, fuse_probabilities
+from rakuten_classifier.modeling.fusion_fitting import fit_stacker, learn_text_weight
 from rakuten_classifier.modeling.fusion_selection import nested_scores, select_fusion
 from rakuten_classifier.pipeline.gate import promotion_decision
 

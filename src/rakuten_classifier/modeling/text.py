@@ -23,9 +23,9 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
-from ..categories import CATEGORY_CODES
+from ..categories import CATEGORY_CODES, label_indices
 from ..data.preprocessing import TITLE_SEPARATOR
-from .calibration import fit_temperature, softmax_with_temperature
+from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
 from .errors import ModelLoadError
 
@@ -45,11 +45,6 @@ class TextModel(Protocol):
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
     def save(self, directory: Path) -> None: ...
-
-
-def _class_indices(labels) -> np.ndarray:
-    position = {code: i for i, code in enumerate(CATEGORY_CODES)}
-    return np.array([position[int(code)] for code in labels])
 
 
 @dataclass
@@ -124,22 +119,22 @@ class TfidfTextModel:
         )
         title = FunctionTransformer(repeat_title, kw_args={"times": params.title_repeat})
         pipeline = Pipeline([("title", title), ("tfidf", features), ("svm", LinearSVC(C=params.C))])
-        pipeline.fit(list(texts), _class_indices(labels))
+        pipeline.fit(list(texts), label_indices(labels))
         return cls(pipeline, 1.0, params)
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        """Margins for all 27 classes (classes unseen in training get a very low margin)."""
+        """Margins for all 27 classes (a class unseen in training gets ABSENT_LOGIT)."""
         margins = self.pipeline.decision_function(texts)
         seen = self.pipeline.named_steps["svm"].classes_
         if margins.ndim == 1:  # binary case: sklearn returns one column
             margins = np.stack([-margins, margins], axis=1)
-        scores = np.full((len(texts), len(CATEGORY_CODES)), -1e3, dtype=np.float64)
+        scores = np.full((len(texts), len(CATEGORY_CODES)), ABSENT_LOGIT, dtype=np.float64)
         scores[:, seen] = margins
         return scores
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
+        return softmax(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """Write the pipeline (joblib) and a JSON config into the folder."""
@@ -188,7 +183,7 @@ class TransformerTextModel:
 
         torch.manual_seed(params.seed)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        texts, label_idx = list(texts), _class_indices(labels)
+        texts, label_idx = list(texts), label_indices(labels)
         if params.sample_fraction < 1.0:
             rng = np.random.default_rng(params.seed)
             keep = rng.random(len(texts)) < params.sample_fraction
@@ -255,7 +250,7 @@ class TransformerTextModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
+        return softmax(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """save_pretrained of model and tokenizer plus a JSON config."""
@@ -288,7 +283,7 @@ def cross_fit_text_model(
         return model.scores([texts[i] for i in held_out])
 
     oof_scores = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
-    temperature = fit_temperature(oof_scores, _class_indices(labels))
+    temperature = fit_temperature(oof_scores, label_indices(labels))
     model = fit(texts, labels)
     model.temperature = temperature
     log.info(
@@ -297,7 +292,7 @@ def cross_fit_text_model(
         len(np.unique(folds)),
         temperature,
     )
-    return model, softmax_with_temperature(oof_scores, temperature)
+    return model, softmax(oof_scores, temperature)
 
 
 def load_text_model(directory: str | Path) -> TextModel:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..calibration import softmax_with_temperature
+from ..calibration import softmax
 from ..errors import ImageModelError
 from .backbones import backbone_spec
 from .classifier import CONFIG_FILE, NUM_CLASSES, ImageClassifier, ImageModelConfig
@@ -116,7 +116,7 @@ class OnnxImageClassifier:
             return self.view_logits(images, view, batch_size)
 
         per_view = list(view_executor.map(one, views)) if view_executor else [one(v) for v in views]
-        return softmax_with_temperature(np.mean(per_view, axis=0), self.config.temperature)
+        return softmax(np.mean(per_view, axis=0), self.config.temperature)
 
 
 def quantize_int8(
