@@ -101,12 +101,12 @@ def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
     old = trio(os.urandom(4096))
     time.sleep(0.01)  # creation times order the production versions
     new = trio(os.urandom(4096))
-    assert registry.last_good_production() == (registry.ProductionModels(*new), {})
+    assert registry.last_good_production() == (registry.Trio(*new), {})
 
     with open(registry.model_path(new[1]) / "pipeline.joblib", "r+b") as handle:
         handle.truncate(10)
     models, refused = registry.last_good_production()
-    assert models == registry.ProductionModels(*old)
+    assert models == registry.Trio(*old)
     assert list(refused) == [new[0]]
     assert "content changed: pipeline.joblib" in refused[new[0]]
 

@@ -128,10 +128,10 @@ def cmd_monitor_drift(args: argparse.Namespace) -> dict:
 
     from .monitoring.drift import drift_of_recent
     from .monitoring.drift_report import write_report
-    from .registry import production_models
+    from .registry import production_trio
 
     settings = get_settings()
-    production = production_models()
+    production = production_trio()
     if production is None:
         raise LookupError("no production models in the BentoML store: nothing to compare with")
     since = datetime.fromisoformat(args.since) if args.since else None
@@ -173,9 +173,9 @@ def cmd_models(args: argparse.Namespace) -> dict:
     """rakuten models: stored versions and the production pointer."""
     import bentoml
 
-    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_models
+    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_trio
 
-    production = production_models()
+    production = production_trio()
     listing = {
         name: [
             {"tag": str(m.tag), "labels": dict(m.info.labels), "created": m.info.creation_time.isoformat()}

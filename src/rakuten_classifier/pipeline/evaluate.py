@@ -12,7 +12,7 @@ import numpy as np
 from ..config import Settings, get_settings
 from ..modeling.fusion import fuse
 from ..modeling.scores import classification_scores, report_text, save_confusion_matrix
-from ..registry import current_models, read_fusion_config
+from ..registry import read_fusion_config, require_production_trio
 from .scoring import image_proba, text_proba
 from .training_data import load_training_data
 
@@ -29,13 +29,13 @@ def evaluate_production(
     Image scores cover rows with an image; fused rows without one are decided by the text.
     """
     settings = settings or get_settings()
-    models = current_models()
-    config = read_fusion_config(models.fusion)
+    trio = require_production_trio()
+    config = read_fusion_config(trio.fusion)
     data = load_training_data(data_dir=data_dir, settings=settings)
     frame = data.products if split is None else data.split(split)
     labels = frame["label_index"].to_numpy()
-    text = text_proba(models.text, frame)
-    image = image_proba(models.image, frame, settings.features_dir)
+    text = text_proba(trio.text, frame)
+    image = image_proba(trio.image, frame, settings.features_dir)
     fused = fuse(text, image, config)
     with_image = ~np.isnan(image).any(axis=1)
     result = {
@@ -47,7 +47,7 @@ def evaluate_production(
         "split": split or "all",
         "text_weight": config["text_weight"],
         "method": config["method"],
-        "models": {"text": models.text, "image": models.image, "fusion": models.fusion},
+        "models": {"text": trio.text, "image": trio.image, "fusion": trio.fusion},
     }
     report_dir = report_dir or settings.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from ..registry import (
     STAGE_PRODUCTION,
     TEXT_MODEL,
     latest_tag,
-    production_models,
+    production_trio,
     save_to_store,
 )
 from .gate import production_scores, promotion_decision
@@ -103,7 +103,7 @@ def train_fusion(
             selection[candidate]["test_weighted_f1"] = classification_scores(
                 test_labels, fuse(test_text, test_image, other).argmax(axis=1)
             )["weighted_f1"]
-        current = production_models()
+        current = production_trio()
         production_f1 = (
             None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
         )
