@@ -295,6 +295,6 @@ class RakutenClassifier:
 RakutenClassifier.add_asgi_middleware(  # type: ignore[attr-defined]  # the decorators return a bentoml Service
     RequestGuard,
     max_body_bytes=settings.max_body_bytes,
-    admin_token=settings.train_token.get_secret_value() if settings.train_token else None,
+    admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     predict_token=settings.predict_token.get_secret_value() if settings.predict_token else None,
 )

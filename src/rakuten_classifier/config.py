@@ -5,12 +5,21 @@ Every path the project uses is derived here from ``data_root``; nothing else har
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _warn_deprecated_train_token() -> None:
+    """Logged once per process, however often the settings are read."""
+    log.warning("RAKUTEN_TRAIN_TOKEN is deprecated: it guards every administrative route; set RAKUTEN_ADMIN_TOKEN")
 
 
 class Settings(BaseSettings):
@@ -38,8 +47,11 @@ class Settings(BaseSettings):
         None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
-    train_token: SecretStr | None = Field(
+    admin_token: SecretStr | None = Field(
         None, description="Admin bearer token: POST /train, /jobs, /feedback, /monitor/*; unset = disabled"
+    )
+    train_token: SecretStr | None = Field(
+        None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -99,6 +111,15 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a feature counts as drifted")
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
     accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
+
+    @model_validator(mode="after")
+    def _read_the_deprecated_admin_token_name(self) -> Settings:
+        """RAKUTEN_TRAIN_TOKEN, the admin token's old name, still sets it (RAKUTEN_ADMIN_TOKEN wins), with a warning."""
+        if self.train_token is not None:
+            _warn_deprecated_train_token()
+            if self.admin_token is None:
+                self.admin_token = self.train_token
+        return self
 
     @property
     def raw_dir(self) -> Path:
