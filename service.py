@@ -30,7 +30,6 @@ from rakuten_classifier.config import get_settings
 from rakuten_classifier.modeling.loading import load_served_image, load_served_image_version, load_text_version
 from rakuten_classifier.modeling.text import load_text_model
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
-from rakuten_classifier.pipeline.jobs import JobConflict, JobManager
 from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
 from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
@@ -38,6 +37,7 @@ from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_servic
 from rakuten_classifier.serving.errors import ClientError, error_response
 from rakuten_classifier.serving.hot_swap import ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
+from rakuten_classifier.serving.jobs import JobConflict, JobManager
 from rakuten_classifier.serving.metrics import set_model_info
 from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
 from rakuten_classifier.serving.observer import Observer, probe_services

@@ -150,7 +150,7 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     from rakuten_classifier.config import get_settings
     from rakuten_classifier.data.store import load_into_db
     from rakuten_classifier.data.synthetic import write_synthetic_catalogue
-    from rakuten_classifier.pipeline.jobs import JobManager
+    from rakuten_classifier.serving.jobs import JobManager
 
     # The job subprocess inherits this environment: a copied store and this test's data root.
     home = copy_session_store(tmp_path)

@@ -58,7 +58,7 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold
-    assert trained["image"]["skipped_without_image"] > 0  # rows without image: counted
+    assert trained["image"]["learning_rows_without_image"] > 0  # rows without image: counted
     assert model_info(trained["fusion"]["tag"])["metadata"]["train_seconds"] > 0
     assert trained["fusion"]["promoted"] is True
 
