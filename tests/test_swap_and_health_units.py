@@ -38,7 +38,7 @@ def test_model_versions_load_on_first_use_verified_and_keep_the_two_latest(no_ma
         loads.append(tag)
         return ConstantModel(float(tag[-1]))
 
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), loader)
+    versions = ModelVersions("m:1", ConstantModel(1.0), loader)
     assert versions.get("m:1").value == 1.0
     assert loads == []
     assert versions.get("m:2").value == 2.0
@@ -55,14 +55,14 @@ def test_model_versions_refuse_a_version_whose_manifest_fails(monkeypatch):
         raise CorruptModel(f"{tag}: content changed: pipeline.joblib")
 
     monkeypatch.setattr(hot_swap, "verify_model", corrupt)
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: pytest.fail("must not load"))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: pytest.fail("must not load"))
     with pytest.raises(CorruptModel):
         versions.get("m:2")
     assert versions.loaded == ["m:1"]
 
 
 def test_a_batch_naming_two_versions_is_computed_by_each(no_manifests):
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
     items = [{"model": "m:1", "text": "a"}, {"model": "m:2", "text": "b"}, {"model": "m:1", "text": "c"}]
     answers = text_answers(versions, items)
     assert [a["model"] for a in answers] == ["m:1", "m:2", "m:1"]
@@ -74,7 +74,7 @@ def test_a_version_that_cannot_load_answers_unavailable_for_its_items_only(monke
         raise CorruptModel(f"{tag}: missing pipeline.joblib")
 
     monkeypatch.setattr(hot_swap, "verify_model", corrupt)
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
     answers = text_answers(versions, [{"model": "m:1", "text": "a"}, {"model": "m:9", "text": "b"}])
     assert "proba" in answers[0]
     assert "missing pipeline.joblib" in answers[1]["unavailable"]

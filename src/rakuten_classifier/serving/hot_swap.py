@@ -48,8 +48,8 @@ class ModelVersions:
     Loads run on the worker's inference thread (the caller's); the lock only guards the table.
     """
 
-    def __init__(self, kind: str, tag: str, model: t.Any, loader: t.Callable[[str], t.Any], keep: int = 2):
-        self.kind, self.loader, self.keep = kind, loader, keep
+    def __init__(self, tag: str, model: t.Any, loader: t.Callable[[str], t.Any], keep: int = 2):
+        self.loader, self.keep = loader, keep
         self._models: OrderedDict[str, t.Any] = OrderedDict({tag: model})
         self._lock = threading.Lock()
 
