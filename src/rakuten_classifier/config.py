@@ -123,13 +123,9 @@ class Settings(BaseSettings):
 
     @property
     def raw_dir(self) -> Path:
-        """Where the untouched challenge files live if the user has them."""
+        """Where the untouched challenge files go (`make demo` trains on them when present, as the
+        synthetic catalogue's warning says: data/origin.py)."""
         return self.data_root / "raw"
-
-    @property
-    def synthetic_dir(self) -> Path:
-        """Where `make demo` writes a synthetic catalogue when raw/ is empty."""
-        return self.data_root / "synthetic"
 
     @property
     def features_dir(self) -> Path:
@@ -147,9 +143,14 @@ class Settings(BaseSettings):
         return self.data_root / "reports"
 
     @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database used when no ``db_url`` is set."""
+        return self.data_root / "rakuten.db"
+
+    @property
     def database_url(self) -> str:
         """The SQLAlchemy URL actually used."""
-        return self.db_url or f"sqlite:///{(self.data_root / 'rakuten.db').as_posix()}"
+        return self.db_url or f"sqlite:///{self.sqlite_file.as_posix()}"
 
 
 @lru_cache(maxsize=1)
