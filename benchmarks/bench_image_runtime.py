@@ -31,7 +31,7 @@ from rakuten_classifier.modeling.scores import classification_scores
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.pipeline.scoring import text_proba
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import model_path, production_models, read_fusion_config
+from rakuten_classifier.registry import model_path, production_trio, read_fusion_config
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    production = production_models()
+    production = production_trio()
     if production is None:
         sys.exit("no production models in BENTOML_HOME: run `rakuten train all` first")
     data = load_training_data(args.data_dir)

@@ -52,6 +52,7 @@ def isolated_settings(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("RAKUTEN_DB_URL", raising=False)
+    monkeypatch.delenv("RAKUTEN_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("RAKUTEN_TRAIN_TOKEN", raising=False)
     get_settings.cache_clear()
     yield
@@ -184,7 +185,7 @@ def served(trained, session_data_root, tmp_path_factory):
     env = server_env(
         session_data_root,
         BENTOML_HOME=str(home),
-        RAKUTEN_TRAIN_TOKEN="test-token",
+        RAKUTEN_ADMIN_TOKEN="test-token",
         RAKUTEN_RELOAD_SECONDS="1",
         RAKUTEN_DRIFT_WINDOW="300",
     )

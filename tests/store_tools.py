@@ -39,7 +39,7 @@ def copy_version(tag, name, edit=None):
 
 op = sys.argv[1]
 if op == "state":
-    production = r.production_models()
+    production = r.production_trio()
     print(json.dumps({
         "production": None if production is None else production.__dict__,
         "fusion": [str(m.tag) for m in versions(r.FUSION_MODEL)],
@@ -50,7 +50,7 @@ if op == "state":
     }))
 elif op == "corrupt-production":
     # A new production trio: a copy of the production text model, then truncated, and a fusion naming it.
-    current = r.production_models()
+    current = r.production_trio()
     text_tag = copy_version(current.text, r.TEXT_MODEL)
     def point_at_copy(directory):
         config = json.loads((directory / r.FUSION_FILE).read_text())
@@ -68,7 +68,7 @@ elif op == "corrupt-production":
 elif op == "new-trio":
     # A new production trio without training: copies of the production text and image versions
     # (new tags, same files) and a copy of the fusion version naming them, labelled production.
-    current = r.production_models()
+    current = r.production_trio()
     text_tag, image_tag = copy_version(current.text, r.TEXT_MODEL), copy_version(current.image, r.IMAGE_MODEL)
     def point_at_copies(directory):
         config = json.loads((directory / r.FUSION_FILE).read_text())

@@ -26,7 +26,7 @@ def guarded(trained, tmp_path_factory):
     env = server_env(
         folder / "data",
         RAKUTEN_PREDICT_TOKEN="predict-token",
-        RAKUTEN_TRAIN_TOKEN="admin-token",
+        RAKUTEN_ADMIN_TOKEN="admin-token",
         RAKUTEN_REQUEST_TIMEOUT_S="0.001",
         RAKUTEN_MAX_TEXT_CHARS=str(MAX_TEXT_CHARS),
         RAKUTEN_MAX_BODY_BYTES=str(MAX_BODY_BYTES),

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from conftest import VENV_BIN, Server, sample_requests, server_env
 
-from rakuten_classifier.registry import production_models
+from rakuten_classifier.registry import production_trio
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ def test_bento_packs_the_service_and_the_production_models(bento):
     assert tag.startswith("rakuten-classifier:")
     manifest = (folder / "bento.yaml").read_text()
     assert "service: service:RakutenClassifier" in manifest or "service:RakutenClassifier" in manifest
-    production = production_models()
+    production = production_trio()
     assert production is not None
     for model_tag in (production.text, production.image, production.fusion):
         assert model_tag in manifest
@@ -53,7 +53,7 @@ def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
     home.mkdir()
     env = server_env(tmp_path / "data", BENTOML_HOME=str(home))
     subprocess.run([bentoml, "import", str(archive)], env=env, check=True, timeout=300, capture_output=True)
-    production = production_models()
+    production = production_trio()
     assert production is not None
     listing = subprocess.run(
         [bentoml, "models", "list", "-o", "json"], env=env, check=True, capture_output=True, text=True

@@ -45,7 +45,7 @@ DEPLOYMENTS = {
     "TextModelService": "rakuten-text",
     "ImageModelService": "rakuten-image",
 }
-SECRET_SETTINGS = ("RAKUTEN_TRAIN_TOKEN", "RAKUTEN_PREDICT_TOKEN", "RAKUTEN_DB_URL")
+SECRET_SETTINGS = ("RAKUTEN_ADMIN_TOKEN", "RAKUTEN_PREDICT_TOKEN", "RAKUTEN_DB_URL")
 
 
 def manifest_files() -> list[Path]:
@@ -283,7 +283,7 @@ def test_tokens_and_the_database_url_come_from_the_secret_and_only_the_entry_get
         assert "value" not in entry_env[name]
         assert reference["name"] == secret["metadata"]["name"]
         assert reference["key"] in secret["stringData"]
-    assert entry_env["RAKUTEN_TRAIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
+    assert entry_env["RAKUTEN_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
     assert entry_env["RAKUTEN_DB_URL"]["valueFrom"]["secretKeyRef"].get("optional") is not True
     # The Secret with placeholders is an example beside the applied files, never applied with them.
     assert secret_path().parent != K8S_DIR
@@ -490,7 +490,7 @@ def test_the_deployments_container_arguments_serve_the_layout_from_a_read_only_b
             "RAKUTEN_TEXT_SERVICE_URL": pods["rakuten-text"].url,
             "RAKUTEN_IMAGE_SERVICE_URL": pods["rakuten-image"].url,
             # What the Secret and the ConfigMap would hold.
-            "RAKUTEN_TRAIN_TOKEN": "admin-token",
+            "RAKUTEN_ADMIN_TOKEN": "admin-token",
             "RAKUTEN_DB_URL": f"sqlite:///{tmp_path / 'entry-store.db'}",
             "RAKUTEN_MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
         }

@@ -101,12 +101,12 @@ def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
     old = trio(os.urandom(4096))
     time.sleep(0.01)  # creation times order the production versions
     new = trio(os.urandom(4096))
-    assert registry.last_good_production() == (registry.ProductionModels(*new), {})
+    assert registry.last_good_production() == (registry.Trio(*new), {})
 
     with open(registry.model_path(new[1]) / "pipeline.joblib", "r+b") as handle:
         handle.truncate(10)
     models, refused = registry.last_good_production()
-    assert models == registry.ProductionModels(*old)
+    assert models == registry.Trio(*old)
     assert list(refused) == [new[0]]
     assert "content changed: pipeline.joblib" in refused[new[0]]
 
@@ -150,7 +150,7 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     from rakuten_classifier.config import get_settings
     from rakuten_classifier.data.store import load_into_db
     from rakuten_classifier.data.synthetic import write_synthetic_catalogue
-    from rakuten_classifier.pipeline.jobs import JobManager
+    from rakuten_classifier.serving.jobs import JobManager
 
     # The job subprocess inherits this environment: a copied store and this test's data root.
     home = copy_session_store(tmp_path)

@@ -25,7 +25,7 @@ def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_p
     data_root = tmp_path / "data"
     # New labelled data under the data root: small synthetic catalogue the old models know nothing of.
     write_synthetic_catalogue(data_root / "incoming", rows=500, seed=5, image_size=96)
-    env = server_env(data_root, BENTOML_HOME=str(home), RAKUTEN_TRAIN_TOKEN="swap-token", RAKUTEN_RELOAD_SECONDS="1")
+    env = server_env(data_root, BENTOML_HOME=str(home), RAKUTEN_ADMIN_TOKEN="swap-token", RAKUTEN_RELOAD_SECONDS="1")
     server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
     try:
         server.wait_ready()

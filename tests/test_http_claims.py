@@ -233,7 +233,7 @@ def test_retrain_request_runs_the_retrain_check_and_records_its_decision(trained
         sample_dir, settings.database_url, settings.seed, settings.val_fraction, settings.test_fraction
     )
     token = {"Authorization": "Bearer retrain-token"}
-    env = server_env(settings.data_root, BENTOML_HOME=str(home), RAKUTEN_TRAIN_TOKEN="retrain-token")
+    env = server_env(settings.data_root, BENTOML_HOME=str(home), RAKUTEN_ADMIN_TOKEN="retrain-token")
     server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
     try:
         server.wait_ready()

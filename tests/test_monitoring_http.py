@@ -35,7 +35,7 @@ def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, sessio
     from rakuten_classifier.monitoring.drift import compare, load_profile
     from rakuten_classifier.monitoring.drift_report import write_report
     from rakuten_classifier.monitoring.prediction_log import recent_predictions
-    from rakuten_classifier.registry import model_path, production_models
+    from rakuten_classifier.registry import model_path, production_trio
 
     outcome = monitoring_scenario.run(served.url, sample_dir, "test-token", drift="books", size=300)
     ordinary, drifted = outcome["ordinary"], outcome["drifted"]
@@ -61,7 +61,7 @@ def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, sessio
     report = tmp_path / "drift.html"
     assert main(["monitor", "drift", "--last", "300", "--out", str(report), "--json"]) == 0
     assert "DRIFT DETECTED" in report.read_text()
-    production = production_models()
+    production = production_trio()
     assert production is not None
     profile = load_profile(model_path(production.fusion))
     first = logged.iloc[:300]

@@ -173,7 +173,7 @@ from rakuten_classifier.modeling import loading
 from rakuten_classifier.modeling.fusion import fuse
 from rakuten_classifier.pipeline import scoring
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import model_info, production_models, read_fusion_config, verify_production
+from rakuten_classifier.registry import model_info, production_trio, read_fusion_config, verify_production
 
 sample = sys.argv[1]
 rows = load_training_data(sample).split("test").head(24)  # with and without images
@@ -184,7 +184,7 @@ def state():
     loading.text_model_for.cache_clear()
     loading.image_model_for.cache_clear()
     scoring._PROBA_CACHE.clear()
-    production = production_models()
+    production = production_trio()
     verify_production(production)
     fused = fuse(
         scoring.text_proba(production.text, rows),

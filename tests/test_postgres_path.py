@@ -47,7 +47,7 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
         data_root,
         BENTOML_HOME=str(home),
         RAKUTEN_DB_URL=pg_url,
-        RAKUTEN_TRAIN_TOKEN="pg-token",
+        RAKUTEN_ADMIN_TOKEN="pg-token",
         RAKUTEN_RELOAD_SECONDS="1",
     )
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO_ROOT, SESSION_BENTOML_HOME, VENV_BIN, Server, minilm_folder, run_json, server_env
 
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import production_models
+from rakuten_classifier.registry import production_trio
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def _rakuten(env: dict, *arguments: str) -> dict:
 
 
 def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, sample_dir, tmp_path):
-    production = production_models()
+    production = production_trio()
     assert production is not None
     # Own store holding only the session's image model: no production trio, so the fusion trained
     # here is promoted (the gate has nothing to compare with) and the session's store is untouched.

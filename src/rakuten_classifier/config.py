@@ -5,12 +5,21 @@ Every path the project uses is derived here from ``data_root``; nothing else har
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _warn_deprecated_train_token() -> None:
+    """Logged once per process, however often the settings are read."""
+    log.warning("RAKUTEN_TRAIN_TOKEN is deprecated: it guards every administrative route; set RAKUTEN_ADMIN_TOKEN")
 
 
 class Settings(BaseSettings):
@@ -38,8 +47,11 @@ class Settings(BaseSettings):
         None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
-    train_token: SecretStr | None = Field(
+    admin_token: SecretStr | None = Field(
         None, description="Admin bearer token: POST /train, /jobs, /feedback, /monitor/*; unset = disabled"
+    )
+    train_token: SecretStr | None = Field(
+        None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -100,15 +112,20 @@ class Settings(BaseSettings):
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
     accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
 
-    @property
-    def raw_dir(self) -> Path:
-        """Where the untouched challenge files live if the user has them."""
-        return self.data_root / "raw"
+    @model_validator(mode="after")
+    def _read_the_deprecated_admin_token_name(self) -> Settings:
+        """RAKUTEN_TRAIN_TOKEN, the admin token's old name, still sets it (RAKUTEN_ADMIN_TOKEN wins), with a warning."""
+        if self.train_token is not None:
+            _warn_deprecated_train_token()
+            if self.admin_token is None:
+                self.admin_token = self.train_token
+        return self
 
     @property
-    def synthetic_dir(self) -> Path:
-        """Where `make demo` writes a synthetic catalogue when raw/ is empty."""
-        return self.data_root / "synthetic"
+    def raw_dir(self) -> Path:
+        """Where the untouched challenge files go (`make demo` trains on them when present, as the
+        synthetic catalogue's warning says: data/origin.py)."""
+        return self.data_root / "raw"
 
     @property
     def features_dir(self) -> Path:
@@ -126,9 +143,14 @@ class Settings(BaseSettings):
         return self.data_root / "reports"
 
     @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database used when no ``db_url`` is set."""
+        return self.data_root / "rakuten.db"
+
+    @property
     def database_url(self) -> str:
         """The SQLAlchemy URL actually used."""
-        return self.db_url or f"sqlite:///{(self.data_root / 'rakuten.db').as_posix()}"
+        return self.db_url or f"sqlite:///{self.sqlite_file.as_posix()}"
 
 
 @lru_cache(maxsize=1)

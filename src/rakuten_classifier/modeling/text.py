@@ -24,6 +24,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from ..categories import CATEGORY_CODES, label_indices
+from ..config import get_settings
 from ..data.preprocessing import TITLE_SEPARATOR
 from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
@@ -150,17 +151,20 @@ class TfidfTextModel:
 
 @dataclass
 class TransformerParams:
-    """Fine-tuning options of the transformer text model."""
+    """Fine-tuning options of the transformer text model (each field's "help" is the CLI's, cli.py)."""
 
-    backbone: str = "jhu-clsp/mmBERT-base"  # hub id or local folder
-    epochs: float = 2.0
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    max_length: int = 128
-    sample_fraction: float = 1.0
-    weight_decay: float = 0.01
-    seed: int = 42
-    extra: dict = field(default_factory=dict)
+    backbone: str = field(
+        default="jhu-clsp/mmBERT-base", metadata={"help": "Hugging Face hub id or local folder of the model"}
+    )
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training texts (fractions allowed)"})
+    batch_size: int = field(default=16, metadata={"help": "texts per optimisation step"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW peak learning rate (linear warm-up/decay)"})
+    max_length: int = field(default=128, metadata={"help": "tokens kept per text"})
+    sample_fraction: float = field(default=1.0, metadata={"help": "share of the training texts used (seeded)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    seed: int = field(
+        default_factory=lambda: get_settings().seed, metadata={"help": "seed of the fine-tuning (RAKUTEN_SEED)"}
+    )
 
 
 class TransformerTextModel:
@@ -268,7 +272,8 @@ class TransformerTextModel:
         path = directory / "hf_model"
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).to(device)
-        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**config["params"]))
+        params = {k: v for k, v in config["params"].items() if k != "extra"}  # saved before `extra` was dropped
+        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**params))
 
 
 def cross_fit_text_model(
