@@ -5,7 +5,7 @@ import subprocess
 
 import httpx
 import pytest
-from conftest import VENV_BIN, Server, sample_requests, server_env
+from conftest import VENV_BIN, sample_requests, server_env
 
 from rakuten_classifier.registry import production_trio
 
@@ -41,7 +41,7 @@ def test_generated_dockerfile_names_the_service_and_lints_clean_of_errors(bento)
 
 
 def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
-    bento, served, sample_dir, session_data_root, tmp_path
+    bento, served, sample_dir, session_data_root, serve, request, tmp_path
 ):
     """The built Bento, exported, imported into an empty BENTOML_HOME and served from there, answers as the
     repository's server does: the archive alone carries the production models (and the service)."""
@@ -60,16 +60,12 @@ def test_exported_bento_serves_from_an_empty_home_with_only_its_models(
     ).stdout
     # `bentoml import` moves the archive's models into the home's store: the three production versions, nothing else.
     assert {m["tag"] for m in json.loads(listing)} == {production.text, production.image, production.fusion}
-    server = Server(tag, env, tmp_path, tmp_path / "imported.log")
-    try:
-        server.wait_ready()
-        assert httpx.get(f"{server.url}/health", timeout=30).json()["models"] == vars(production)
-        for form, image in sample_requests(sample_dir, 3):
-            imported, repository = (
-                httpx.post(f"{url}/predict_multimodal", data=form, files=image, timeout=120).json()
-                for url in (server.url, served.url)
-            )
-            assert imported["models"] == repository["models"] == vars(production)
-            assert imported["top_k"] == repository["top_k"]
-    finally:
-        server.stop()
+    server = serve(request, tag, data_root=tmp_path / "data", home=home, cwd=tmp_path, name="imported")
+    assert httpx.get(f"{server.url}/health", timeout=30).json()["models"] == vars(production)
+    for form, image in sample_requests(sample_dir, 3):
+        imported, repository = (
+            httpx.post(f"{url}/predict_multimodal", data=form, files=image, timeout=120).json()
+            for url in (server.url, served.url)
+        )
+        assert imported["models"] == repository["models"] == vars(production)
+        assert imported["top_k"] == repository["top_k"]

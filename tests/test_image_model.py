@@ -213,8 +213,16 @@ def test_feature_cache_runs_the_network_over_new_images_only(image_files, tmp_pa
 
 def test_fit_is_deterministic(image_files, tmp_path):
     paths, labels = image_files
+    # The module's small MobileNetV2 (64 pixels) takes the default options' path: frozen, multi-stage, mirrored view.
     options = ImageTrainingOptions(
-        pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,)
+        backbone="mobilenet_v2",
+        pretrained=False,
+        aug_views=1,
+        batch_size=8,
+        num_workers=0,
+        seed=3,
+        device="cpu",
+        c_grid=(0.01,),
     )
     folds = np.arange(len(paths)) % 3
     a, oof_a, _ = fit_image_model(paths, labels, folds, options, cache_dir=tmp_path / "a")
