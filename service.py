@@ -108,8 +108,9 @@ class ImageModelService(ModelWorker):
 
     def __init__(self) -> None:
         # Loads and calls run on our own threads, never BentoML's thread pool: a model loaded on one
-        # thread and called from another ran 2.4x slower (see inference_thread). With parallel
-        # views (the default) each test-time view gets a single-threaded torch thread.
+        # thread and called from another ran 2.4x slower on torch (see inference_thread). With parallel
+        # views (the default) each test-time view gets its own thread and the ONNX Runtime session one
+        # intra-op thread (modeling.loading.load_served_image). Nothing here imports torch.
         self.views: Executor | None = None
         if settings.image_parallel_views:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)

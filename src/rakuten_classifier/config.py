@@ -78,15 +78,17 @@ class Settings(BaseSettings):
     # 2-thread torch served 32 clients ~15 % slower.
     image_workers: int = Field(2, ge=1, description="image model worker processes")
     image_parallel_views: bool = Field(
-        True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)"
+        True, description="test-time views on parallel threads, one runtime thread each (false: in turn, torch_threads)"
     )
     # ONNX Runtime ran EfficientNet-Lite1 (both views) 2.7x faster than torch eager on 2 cores with
     # probabilities within 1e-6 of torch's (docs/benchmarks.md, "Image runtime"). A version saved
-    # without its ONNX graph is served by torch.
+    # without its ONNX graph is served by torch where torch is installed (refused by the serving set alone).
     image_runtime: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime", description="runtime of the served image model (training and evaluation use torch)"
     )
-    torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
+    torch_threads: int = Field(
+        2, ge=1, description="threads of an image worker's model (ONNX Runtime or torch) without parallel views"
+    )
     # Scaling apart: run a model service on its own (`bentoml serve service:ImageModelService`), as
     # many replicas as needed behind one address, and point the entry at it (BentoML's dependency URL).
     text_service_url: str | None = Field(

@@ -49,20 +49,26 @@ def load_image_version(tag: str) -> ImageClassifier:
 def load_served_image(directory: str | Path) -> ImageModel:
     """The image model saved in ``directory`` on the serving runtime (``RAKUTEN_IMAGE_RUNTIME``).
 
-    ONNX Runtime gets one intra-op thread per call when the service runs the test-time views on
-    parallel threads (as torch does), ``torch_threads`` otherwise. A version saved before the ONNX
-    export has no graph: torch serves it.
+    ONNX Runtime (numpy, Pillow and onnxruntime: no torch) gets one intra-op thread per call when
+    the service runs the test-time views on parallel threads, ``torch_threads`` otherwise. A version
+    saved before the ONNX export has no graph: torch serves it where torch is installed (the
+    training requirements); the serving requirements alone refuse it with a ModelLoadError.
     """
-    from .image.classifier import ImageClassifier
-
     settings = get_settings()
+    threads = 1 if settings.image_parallel_views else settings.torch_threads
     if settings.image_runtime == "onnxruntime":
         from .image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
 
         if (Path(directory) / ONNX_FILE).is_file():
-            threads = 1 if settings.image_parallel_views else settings.torch_threads
             return OnnxImageClassifier.load(directory, threads)
         log.warning("%s has no %s: served by torch", directory, ONNX_FILE)
+    try:
+        from .image.classifier import ImageClassifier
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{directory}: an image model without its ONNX graph (saved before the ONNX export) needs torch, "
+            f"which is not installed ({exc}): retrain, or install the training requirements"
+        ) from exc
     return ImageClassifier.load(directory)
 
 

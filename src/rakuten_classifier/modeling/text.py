@@ -265,8 +265,14 @@ class TransformerTextModel:
     @classmethod
     def load(cls, directory: Path, config: dict) -> TransformerTextModel:
         """Read a folder written by `save` (local files only, never the hub)."""
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as exc:  # the serving requirements alone: TF-IDF models only
+            raise ModelLoadError(
+                f"{directory}: a transformer text model runs on torch and transformers, not installed here "
+                f"({exc}): install the training requirements where it is served, or serve a TF-IDF text model"
+            ) from exc
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         path = directory / "hf_model"

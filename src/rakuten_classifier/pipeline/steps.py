@@ -158,7 +158,8 @@ def train_image(
 ) -> dict:
     """Cross-fit the image model on the learning rows that have an image and store it; missing images are counted."""
     # Lazy: torch takes seconds to import, and training only the text model never needs it.
-    from ..modeling.image.onnx_runtime import ONNX_FILE, export_onnx
+    from ..modeling.image.onnx_export import export_onnx
+    from ..modeling.image.onnx_runtime import ONNX_FILE
     from ..modeling.image.training import fit_image_model
 
     settings = settings or get_settings()

@@ -24,13 +24,15 @@ import torch
 from ...categories import CATEGORY_CODES, label_indices
 from ..calibration import fit_temperature, softmax
 from ..errors import ImageModelError
-from .backbones import backbone_spec, build_blocks, default_device
-from .classifier import NUM_CLASSES, ImageClassifier, ImageModelConfig
+from .backbones import backbone_spec
+from .classifier import ImageClassifier
 from .features import extract_features
 from .finetune import cross_fit_finetune
 from .head import cross_fit_head, metrics, set_head
+from .model_config import NUM_CLASSES, VIEWS_RULE, ImageModelConfig
+from .networks import build_blocks, default_device
 from .options import ImageTrainingOptions
-from .transforms import View, eval_views
+from .views import View, eval_views
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,8 @@ def fit_image_model(
         "trained_categories": len(trained),
         "aug_views": aug_views,
         "tta": options.tta,
+        "views": config.views,
+        "views_rule": VIEWS_RULE,
         "multi_stage": bool(config.pooled_blocks),
         "pooled_blocks": ",".join(map(str, config.pooled_blocks)),
         "feature_dim": model.head.in_features,
