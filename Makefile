@@ -29,7 +29,8 @@ setup: $(STAMP) ## create .venv with the locked versions and the offline ImageNe
 	@$(BIN)/rakuten setup-weights >/dev/null
 
 # Re-installs only when a lock or the project metadata changed, so a second `make setup` is instant.
-$(STAMP): requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
+# requirements.lock (training, tracking) names requirements-serving.lock (what a Bento installs) at its top.
+$(STAMP): requirements-serving.lock requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || [ -n "$(PYTHON)" ] || { echo "make setup: no Python 3.11, 3.12 or 3.13 runs here" \
 	  "(tried: $(PYTHONS_SUPPORTED)). Install one, e.g. on Debian 12: apt-get install python3.11 python3.11-venv;" \
 	  "with pyenv: pyenv install 3.11 && pyenv global 3.11. Or name one: make setup PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -86,6 +87,7 @@ CONTAINER_IMAGE ?= rakuten-classifier:latest
 
 # The Bento with the production models now in the store, then its OCI image, with podman (no Docker
 # daemon) on a base image built from Debian's packages (no registry); deploy/container/build.sh says how.
+# The image installs requirements-serving.lock only: no torch, no CUDA libraries (docs/deployment.md).
 container: setup ## build the Bento and its OCI image rakuten-classifier:latest with podman (no Docker daemon)
 	deploy/container/build.sh $(CONTAINER_IMAGE) $(BIN)
 

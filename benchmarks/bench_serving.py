@@ -5,6 +5,7 @@
 
 Sequential mode sends one call after the other (latency); each --clients value runs that many
 concurrent clients sharing --requests calls (throughput). Every request's status is counted.
+`bench_serving_variants.py` and `bench_lean_serving.py` start servers and measure them with this.
 """
 
 from __future__ import annotations
@@ -19,20 +20,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from rakuten_classifier.data.reader import read_challenge_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak import SAMPLE, products
 
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
-
-
-def _products(data_dir: Path, count: int) -> list[tuple[dict, bytes]]:
-    products = read_challenge_dir(data_dir).products.dropna(subset=["image_path"]).head(count)
-    return [
-        ({"designation": r.designation, "description": r.description}, Path(r.image_path).read_bytes())
-        for r in products.itertuples()
-    ]
+Product = tuple[dict, bytes]
 
 
-async def _run(url: str, products, clients: int, total: int) -> dict:
+async def run_clients(url: str, items: list[Product], clients: int, total: int) -> dict:
+    """``clients`` concurrent clients sharing ``total`` calls: statuses, products/s and latency percentiles."""
     latencies, statuses = [], []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for number in range(total):
@@ -44,7 +39,7 @@ async def _run(url: str, products, clients: int, total: int) -> dict:
                 number = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            form, image = products[number % len(products)]
+            form, image = items[number % len(items)]
             started = time.perf_counter()
             try:
                 answer = await client.post(
@@ -72,6 +67,15 @@ async def _run(url: str, products, clients: int, total: int) -> dict:
     }
 
 
+def measure(url: str, items: list[Product], sequential: int, clients: list[int], requests: int) -> dict:
+    """Five warm-up calls, then ``sequential`` calls one after the other, then each count of clients."""
+    asyncio.run(run_clients(url, items, 1, 5))
+    return {
+        "sequential": asyncio.run(run_clients(url, items, 1, sequential)),
+        "concurrent": [asyncio.run(run_clients(url, items, c, requests)) for c in clients],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:3000")
@@ -81,12 +85,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    products = _products(args.data_dir, 200)
-    asyncio.run(_run(args.url, products, 1, 5))  # warm-up
-    results = {
-        "sequential": asyncio.run(_run(args.url, products, 1, args.sequential)),
-        "concurrent": [asyncio.run(_run(args.url, products, c, args.requests)) for c in args.clients],
-    }
+    results = measure(args.url, products(args.data_dir, 200), args.sequential, args.clients, args.requests)
     if args.json:
         sys.stdout.write(json.dumps(results) + "\n")
     else:

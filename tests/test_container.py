@@ -14,6 +14,9 @@ from rakuten_classifier.registry import production_trio
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 IMAGE = "localhost/rakuten-classifier:test"
+# The image installs requirements-serving.lock only (issue 25: at most 1.5 GB; 7.06 GB with torch and CUDA).
+MAX_IMAGE_BYTES = 1.5e9
+TRAINING_ONLY = ("torch", "torchvision", "triton", "nvidia", "mlflow", "transformers", "onnx", "matplotlib")
 
 
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -96,3 +99,19 @@ def test_image_holds_no_build_tools_caches_or_tests(built_image):
     # The project's version tag, which the Kubernetes manifests name, is the same image.
     ids = {podman("image", "inspect", tag, "--format", "{{.Id}}").stdout for tag in (IMAGE, built_image["also_tagged"])}
     assert len(ids) == 1
+
+
+def test_image_holds_the_serving_set_only(built_image):
+    probe = podman(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        IMAGE,
+        "-c",
+        "import importlib.util, json;"
+        f" print(json.dumps([m for m in {TRAINING_ONLY!r} if importlib.util.find_spec(m)]))",
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout) == []  # the serving set is enough: test_container_answers_... shows it
+    assert built_image["image_bytes"] <= MAX_IMAGE_BYTES, built_image

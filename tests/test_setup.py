@@ -1,11 +1,16 @@
-"""`make setup` is idempotent: run again after `make test`'s own run, it installs nothing."""
+"""`make setup` is idempotent: run again after `make test`'s own run, it installs nothing. The serving
+set it installs first (requirements-serving.lock, what a Bento installs) pins what serving imports."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -42,3 +47,85 @@ def test_second_make_setup_installs_nothing():
     assert _installs(done.stdout + done.stderr) == [], done.stdout + done.stderr
     # The offline weights step also found its checkpoint in place (and verified it) rather than copying.
     assert Path(sys.prefix, ".installed-stamp").is_file()
+
+
+# The serving set (what a Bento and the container install) and the training set installed on top of it.
+SERVING_LOCK = REPO_ROOT / "requirements-serving.lock"
+TRAINING_LOCK = REPO_ROOT / "requirements.lock"
+TRAINING_STACK = {"torch", "torchvision", "onnx", "transformers", "mlflow", "matplotlib"}
+SOURCE = REPO_ROOT / "src"
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised: "psycopg[binary]>=3.3" -> "psycopg"."""
+    return re.split(r"[=<>\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pins(lock: Path) -> set[str]:
+    """Normalised names of the distributions a lock file pins itself (not through its -r lines)."""
+    lines = [line.strip() for line in lock.read_text().splitlines()]
+    return {_name(line) for line in lines if line and not line.startswith(("#", "-r "))}
+
+
+def _file_of(module: str) -> Path | None:
+    path = SOURCE.joinpath(*module.split("."))
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def _imported_on_import(path: Path, module: str) -> set[str]:
+    """What importing ``path`` imports: module scope and class bodies, not functions nor TYPE_CHECKING blocks."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                continue
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                found.update([base, *(f"{base}.{alias.name}" for alias in child.names)])
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def _third_party_imported_by_the_service() -> set[str]:
+    """Top-level names of the third-party modules that importing service.py imports, through the package."""
+    third_party: set[str] = set()
+    seen: set[str] = set()
+    todo = [(REPO_ROOT / "service.py", "service")]
+    while todo:
+        path, module = todo.pop()
+        for name in _imported_on_import(path, module) - seen:
+            seen.add(name)
+            if (file := _file_of(name)) is not None:
+                todo.append((file, name))
+            elif name.split(".")[0] not in (*sys.stdlib_module_names, "rakuten_classifier"):
+                third_party.add(name.split(".")[0])
+    return third_party
+
+
+def test_the_serving_lock_pins_what_serving_imports_and_no_training_stack():
+    serving, training = _pins(SERVING_LOCK), _pins(TRAINING_LOCK)
+    imported = _third_party_imported_by_the_service()
+    assert {"bentoml", "numpy", "sklearn", "sqlalchemy", "PIL"} <= imported  # the walk reaches the package
+    distributions = packages_distributions()
+    needed = {d.lower().replace("_", "-") for name in imported for d in distributions.get(name, [name])}
+    assert needed <= serving, f"imported by serving, not pinned in {SERVING_LOCK.name}: {sorted(needed - serving)}"
+    assert not serving & TRAINING_STACK, sorted(serving & TRAINING_STACK)
+    # The training set is installed on top of the serving one: each package pinned in one file only.
+    assert "-r requirements-serving.lock" in TRAINING_LOCK.read_text().splitlines()
+    assert training >= TRAINING_STACK
+    assert not serving & training, sorted(serving & training)
+    # pyproject.toml declares the same two sets: its dependencies are the serving set, its train extra the rest.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert {_name(r) for r in project["dependencies"]} <= serving
+    assert {_name(r) for r in project["optional-dependencies"]["train"]} == TRAINING_STACK

@@ -45,8 +45,25 @@ rm -rf "$work" && mkdir -p "$work/tmp"
 
 # 5. The Bento, then the image. BentoML copies the Bento to a temporary build context and refuses
 #    a Dockerfile template outside the working directory: keep that context under build/.
-tag=$(PATH="$PWD/$bin:$PATH" "$bin/bentoml" build --output tag 2>"$work/bentoml-build.log" | sed -n 's/^__tag__://p')
+bento_build() {
+  PATH="$PWD/$bin:$PATH" "$bin/bentoml" build --output tag "$@" 2>"$work/bentoml-build.log" | sed -n 's/^__tag__://p'
+}
+tag=$(bento_build)
 [ -n "$tag" ] || { tail -1 "$work/bentoml-build.log" >&2; exit 1; }
+# bentofile.yaml installs the serving set only (requirements-serving.lock: no torch). A transformer
+# text model (model label kind=transformer) is served by torch: only then the Bento installs the
+# training set on top (requirements.lock: torch, transformers...), and says so.
+text_kind=$("$bin/python" -c 'import sys, bentoml
+models = [bentoml.models.get(m.tag).info for m in bentoml.get(sys.argv[1]).info.all_models]
+print(*(m.labels["kind"] for m in models if m.tag.name == "rakuten-text"))' "$tag")
+if [ "$text_kind" = transformer ]; then
+  { cat requirements-serving.lock; grep -v '^-r ' requirements.lock; } >"$work/requirements-with-torch.txt"
+  sed "s|^\( *requirements_txt:\).*|\1 \"./$work/requirements-with-torch.txt\"|" bentofile.yaml >"$work/bentofile.yaml"
+  "$bin/bentoml" delete -y "$tag" >/dev/null
+  tag=$(bento_build -f "$work/bentofile.yaml")
+  [ -n "$tag" ] || { tail -1 "$work/bentoml-build.log" >&2; exit 1; }
+  echo "the production text model is a transformer: this Bento installs torch (requirements.lock) as well"
+fi
 echo "built Bento $tag"
 TMPDIR="$PWD/$work/tmp" CONTAINERS_CONF="$PWD/$work/containers.conf" \
   "$bin/bentoml" containerize "$tag" --backend podman --image-tag "$image" >"$work/containerize.log" 2>&1 \
