@@ -107,10 +107,9 @@ class ImageModelService(ModelWorker):
     model_ref = bentoml.models.BentoModel(PRODUCTION.image)
 
     def __init__(self) -> None:
-        # Loads and calls run on our own threads, never BentoML's thread pool: a model loaded on one
-        # thread and called from another ran 2.4x slower on torch (see inference_thread). With parallel
-        # views (the default) each test-time view gets its own thread and the ONNX Runtime session one
-        # intra-op thread (modeling.loading.load_served_image). Nothing here imports torch.
+        # Loads and calls on our own threads, never BentoML's pool (torch ran 2.4x slower so: see
+        # inference_thread). Parallel views (the default): a thread per test-time view, each ONNX
+        # Runtime call one intra-op thread (modeling.loading.load_served_image). No torch here.
         self.views: Executor | None = None
         if settings.image_parallel_views:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)

@@ -2,7 +2,8 @@
 
 A trio is trained on a few rows of the real sample (TF-IDF text, the image model exported to ONNX,
 the fusion) in its own BentoML store; tests/programs/serve_without_torch.py then imports service.py
-and answers with it while a finder refuses torch and torchvision, as in the serving install.
+and answers with it while a finder refuses torch and torchvision, as in the serving install, and
+once more with torch installed (it must not be imported either: the served processes never map it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def few_rows(sample_dir: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def lean_run(sample_dir, tmp_path_factory):
-    """A trio trained on a few rows (with torch), then served by the program without torch: its JSON."""
+    """A trio trained on a few rows (with torch), then answered by the program with torch unimportable and
+    with torch installed: both JSON documents, and the requests."""
     from rakuten_classifier.data.preprocessing import product_text
 
     work = tmp_path_factory.mktemp("lean")
@@ -65,23 +67,27 @@ def lean_run(sample_dir, tmp_path_factory):
         for row in x.itertuples()
     ]
     (work / "requests.json").write_text(json.dumps(requests))
-    (work / "scratch").mkdir()
-    path = os.pathsep.join([str(PROGRAMS / "no_torch"), str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    program = [
-        sys.executable,
-        str(PROGRAMS / "serve_without_torch.py"),
-        str(work / "requests.json"),
-        str(work / "scratch"),
-    ]
-    done = subprocess.run(
-        program, env=dict(env, PYTHONPATH=path), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), requests
+    program = [sys.executable, str(PROGRAMS / "serve_without_torch.py"), str(work / "requests.json")]
+    runs = {}
+    for name, first in (("without_torch", [str(PROGRAMS / "no_torch")]), ("torch_installed", [])):
+        path = os.pathsep.join([*first, str(REPO_ROOT), env.get("PYTHONPATH", "")])
+        (work / name).mkdir()
+        done = subprocess.run(
+            [*program, str(work / name)],
+            env=dict(env, PYTHONPATH=path),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return runs, requests
 
 
 def test_the_service_graph_imports_and_answers_without_torch(lean_run):
-    served, requests = lean_run
+    runs, requests = lean_run
+    served = runs["without_torch"]
     assert served["torch_modules"] == []
     assert served["image_runtime"] == "OnnxImageClassifier"
     assert served["text_kind"] == "tfidf"
@@ -96,7 +102,8 @@ def test_answers_without_torch_are_those_of_the_torch_models(lean_run):
     from rakuten_classifier.registry import FUSION_FILE
     from rakuten_classifier.serving.answers import build_answer
 
-    served, requests = lean_run
+    runs, requests = lean_run
+    served = runs["without_torch"]
     folders = {kind: Path(folder) for kind, folder in served["folders"].items()}
     image = ImageClassifier.load(folders["image"], device="cpu").predict_proba(
         [load_image(r["image"]) for r in requests]
@@ -113,9 +120,21 @@ def test_answers_without_torch_are_those_of_the_torch_models(lean_run):
         )
 
 
+def test_serving_imports_no_torch_where_torch_is_installed(lean_run):
+    """What the served processes' memory maps show: answering never loads torch, installed or not."""
+    runs, _ = lean_run
+    assert runs["torch_installed"]["torch_modules"] == []
+    assert runs["torch_installed"]["image_runtime"] == "OnnxImageClassifier"
+    np.testing.assert_array_equal(runs["torch_installed"]["image_proba"], runs["without_torch"]["image_proba"])
+    # With torch installed, a version without a graph is served by torch rather than refused.
+    assert runs["torch_installed"]["legacy_image_refused"] == ""
+
+
 def test_what_needs_torch_is_refused_with_a_message_that_says_what_to_do(lean_run):
-    served, _ = lean_run
+    runs, _ = lean_run
+    served = runs["without_torch"]
     assert "saved before the ONNX export" in served["legacy_image_refused"]
     assert "retrain, or install the training requirements" in served["legacy_image_refused"]
     assert "transformer text model runs on torch" in served["transformer_text_refused"]
     assert "serve a TF-IDF text model" in served["transformer_text_refused"]
+    assert "RAKUTEN_IMAGE_RUNTIME=torch asks for torch" in served["torch_runtime_refused"]

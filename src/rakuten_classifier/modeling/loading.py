@@ -55,20 +55,22 @@ def load_served_image(directory: str | Path) -> ImageModel:
     training requirements); the serving requirements alone refuse it with a ModelLoadError.
     """
     settings = get_settings()
-    threads = 1 if settings.image_parallel_views else settings.torch_threads
     if settings.image_runtime == "onnxruntime":
         from .image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
 
         if (Path(directory) / ONNX_FILE).is_file():
+            threads = 1 if settings.image_parallel_views else settings.torch_threads
             return OnnxImageClassifier.load(directory, threads)
         log.warning("%s has no %s: served by torch", directory, ONNX_FILE)
+        needs = "an image model saved before the ONNX export (no graph) runs on torch"
+        remedy = "retrain, or install the training requirements"
+    else:
+        needs = "RAKUTEN_IMAGE_RUNTIME=torch asks for torch"
+        remedy = "serve with onnxruntime, or install the training requirements"
     try:
         from .image.classifier import ImageClassifier
     except ImportError as exc:
-        raise ModelLoadError(
-            f"{directory}: an image model without its ONNX graph (saved before the ONNX export) needs torch, "
-            f"which is not installed ({exc}): retrain, or install the training requirements"
-        ) from exc
+        raise ModelLoadError(f"{directory}: {needs}, which is not installed ({exc}): {remedy}") from exc
     return ImageClassifier.load(directory)
 
 
