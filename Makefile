@@ -60,7 +60,8 @@ demo: data ## set up, load, train, then serve on :3000 (page at /ui)
 	PATH=$(CURDIR)/$(BIN):$$PATH RAKUTEN_UI_EXAMPLES_DIR=$(CURDIR)/$(DATA_SRC) \
 	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT) --timeout-graceful-shutdown 30
 
-test: setup browser ## the whole suite (unit, in-process, HTTP, end to end on ../shared/rakuten-sample)
+# The browser tests' Chromium and the manifest tests' checkov come from these prerequisites, never from a test.
+test: setup browser deploy-tools ## the whole suite (unit, in-process, HTTP, end to end on ../shared/rakuten-sample)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup ## the suite without the slow tests

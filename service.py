@@ -30,14 +30,14 @@ from rakuten_classifier.config import get_settings
 from rakuten_classifier.modeling.loading import load_served_image, load_served_image_version, load_text_version
 from rakuten_classifier.modeling.text import load_text_model
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
-from rakuten_classifier.pipeline.jobs import JobConflict, JobManager
 from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
 from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
 from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, with_retry
 from rakuten_classifier.serving.errors import ClientError, error_response
-from rakuten_classifier.serving.hot_swap import ProductionFollower, prepare_trio, production_at_start
+from rakuten_classifier.serving.hot_swap import ModelVersions, ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
+from rakuten_classifier.serving.jobs import JobConflict, JobManager
 from rakuten_classifier.serving.metrics import set_model_info
 from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
 from rakuten_classifier.serving.observer import Observer, probe_services
@@ -61,8 +61,25 @@ PRODUCTION, REFUSED_AT_START = production_at_start()
 MODEL_TRAFFIC = {"timeout": model_service_timeout(settings.request_timeout_s)}
 
 
+class ModelWorker:
+    """The endpoints the text and image model services share (BentoML collects inherited APIs)."""
+
+    inference: Executor  # the worker's inference thread: every load and call runs on it
+    models: ModelVersions
+
+    @bentoml.api
+    async def prepare(self, tag: str) -> dict:
+        """Load a version the entry is about to name; the loaded ones stay (see serving.hot_swap)."""
+        return await prepare_version(self.inference, self.models, tag)
+
+    @bentoml.api
+    async def loaded_versions(self) -> dict:
+        """The versions this worker holds (the entry's /health asks, with a short timeout)."""
+        return {"loaded": self.models.loaded, "runtimes": self.models.runtimes}
+
+
 @bentoml.service(workers=1, traffic=MODEL_TRAFFIC, runner_connection=KEEP_CLIENT_SESSION)
-class TextModelService:
+class TextModelService(ModelWorker):
     """Text model worker: TF-IDF/SVM or transformer probabilities, adaptively batched."""
 
     model_ref = bentoml.models.BentoModel(PRODUCTION.text)
@@ -70,7 +87,7 @@ class TextModelService:
     def __init__(self) -> None:
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        self.models = load_versions(self.inference, "text", self.model_ref, load_text_model, load_text_version)
+        self.models = load_versions(self.inference, self.model_ref, load_text_model, load_text_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -82,35 +99,23 @@ class TextModelService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.inference, lambda: text_answers(self.models, items))
 
-    @bentoml.api
-    async def prepare(self, tag: str) -> dict:
-        """Load a version the entry is about to name; the loaded ones stay (see serving.hot_swap)."""
-        return await prepare_version(self.inference, self.models, tag)
-
-    @bentoml.api
-    async def loaded_versions(self) -> dict:
-        """The versions this worker holds (the entry's /health asks, with a short timeout)."""
-        return {"loaded": self.models.loaded, "runtimes": self.models.runtimes}
-
 
 @bentoml.service(workers=settings.image_workers, traffic=MODEL_TRAFFIC, runner_connection=KEEP_CLIENT_SESSION)
-class ImageModelService:
+class ImageModelService(ModelWorker):
     """Image model worker: decodes JPEG/PNG bytes with the shared preprocessing, adaptively batched."""
 
     model_ref = bentoml.models.BentoModel(PRODUCTION.image)
 
     def __init__(self) -> None:
-        # Loads and calls run on our own threads, never BentoML's thread pool: a model loaded on one
-        # thread and called from another ran 2.4x slower (see inference_thread). With parallel
-        # views (the default) each test-time view gets a single-threaded torch thread.
+        # Loads and calls on our own threads, never BentoML's pool (torch ran 2.4x slower so: see
+        # inference_thread). Parallel views (the default): a thread per test-time view, each ONNX
+        # Runtime call one intra-op thread (modeling.loading.load_served_image). No torch here.
         self.views: Executor | None = None
         if settings.image_parallel_views:
             self.inference, self.views = inference_thread(1), single_thread_torch_pool(2)
         else:
             self.inference = inference_thread(settings.torch_threads)
-        self.models = load_versions(
-            self.inference, "image", self.model_ref, load_served_image, load_served_image_version
-        )
+        self.models = load_versions(self.inference, self.model_ref, load_served_image, load_served_image_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -122,16 +127,6 @@ class ImageModelService:
         return await asyncio.get_running_loop().run_in_executor(
             self.inference, lambda: image_answers(self.models, items, settings.max_image_pixels, self.views)
         )
-
-    @bentoml.api
-    async def prepare(self, tag: str) -> dict:
-        """Load a version the entry is about to name; the loaded ones stay (see serving.hot_swap)."""
-        return await prepare_version(self.inference, self.models, tag)
-
-    @bentoml.api
-    async def loaded_versions(self) -> dict:
-        """The versions this worker holds (the entry's /health asks, with a short timeout)."""
-        return {"loaded": self.models.loaded, "runtimes": self.models.runtimes}
 
 
 web_app = FastAPI(title="rakuten-classifier extras")
@@ -295,6 +290,6 @@ class RakutenClassifier:
 RakutenClassifier.add_asgi_middleware(  # type: ignore[attr-defined]  # the decorators return a bentoml Service
     RequestGuard,
     max_body_bytes=settings.max_body_bytes,
-    admin_token=settings.train_token.get_secret_value() if settings.train_token else None,
+    admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     predict_token=settings.predict_token.get_secret_value() if settings.predict_token else None,
 )

@@ -27,7 +27,7 @@ from rakuten_classifier.data.preprocessing import load_image, product_text
 from rakuten_classifier.data.reader import read_challenge_dir
 from rakuten_classifier.modeling.loading import image_model_for, text_model_for
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
-from rakuten_classifier.registry import production_models, read_fusion_config
+from rakuten_classifier.registry import production_trio, read_fusion_config
 from rakuten_classifier.serving.answers import build_answer
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    production = production_models()
+    production = production_trio()
     if production is None:
         sys.exit("no production models in the store (BENTOML_HOME): train first")
     config = read_fusion_config(production.fusion)

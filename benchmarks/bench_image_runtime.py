@@ -6,7 +6,8 @@ For each runtime x views x precision it reports, on the held-out (`test`) rows o
 the image weighted F1, the fused weighted F1 (with the production text model and fusion), the
 largest absolute difference from torch's two-view probabilities, and the speed of the image model
 alone: single-product p50 (batch 1) and products/s at batch 4 with the views on two threads (the
-service's layout). Int8 is static quantisation calibrated on learning-row images (never test rows).
+service's layout). Int8 is static quantisation calibrated on learning-row images (never test rows):
+measured here only (it lost image weighted F1, docs/benchmarks.md), so it lives here, not in the package.
 """
 
 from __future__ import annotations
@@ -18,22 +19,65 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rakuten_classifier.data.preprocessing import load_image
+from rakuten_classifier.data.preprocessing import Geometry, load_image
 from rakuten_classifier.modeling.fusion import fuse
 from rakuten_classifier.modeling.image.classifier import ImageClassifier
-from rakuten_classifier.modeling.image.onnx_runtime import OnnxImageClassifier, export_onnx, quantize_int8
+from rakuten_classifier.modeling.image.onnx_export import export_onnx
+from rakuten_classifier.modeling.image.onnx_runtime import OnnxImageClassifier
+from rakuten_classifier.modeling.image.views import View, center_batch
 from rakuten_classifier.modeling.scores import classification_scores
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.pipeline.scoring import text_proba
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import model_path, production_models, read_fusion_config
+from rakuten_classifier.registry import model_path, production_trio, read_fusion_config
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "rakuten-sample"
+
+
+def quantize_int8(
+    fp32_path: str | Path, out_path: str | Path, calibration: Sequence[str], geometry: Geometry, batch: int = 8
+) -> Path:
+    """Static int8 quantisation of an exported graph, calibrated on the centre view of ``calibration`` images.
+
+    Weights int8 per channel with ``reduce_range`` (7 bits: AVX2 without VNNI saturates the u8 x s8
+    products otherwise), activations uint8, QDQ format.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    sources = list(calibration)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.starts = iter(range(0, len(sources), batch))
+
+        def get_next(self) -> dict | None:
+            start = next(self.starts, None)
+            if start is None:
+                return None
+            return {"pixels": center_batch(sources[start : start + batch], View("center"), geometry)}
+
+    out_path = Path(out_path)
+    prepared = out_path.with_suffix(".prepared.onnx")
+    quant_pre_process(str(fp32_path), str(prepared))
+    quantize_static(
+        str(prepared),
+        str(out_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+    )
+    prepared.unlink()
+    return out_path
 
 
 def timed(model, images: list, views, repeats: int) -> tuple[float, float]:
@@ -59,7 +103,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    production = production_models()
+    production = production_trio()
     if production is None:
         sys.exit("no production models in BENTOML_HOME: run `rakuten train all` first")
     data = load_training_data(args.data_dir)

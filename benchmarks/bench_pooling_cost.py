@@ -22,9 +22,12 @@ from pathlib import Path
 
 from rakuten_classifier.config import Settings
 from rakuten_classifier.data.preprocessing import load_image
-from rakuten_classifier.modeling.image.backbones import BACKBONES, build_blocks
-from rakuten_classifier.modeling.image.classifier import ImageClassifier, ImageModelConfig
-from rakuten_classifier.modeling.image.onnx_runtime import OnnxImageClassifier, export_onnx
+from rakuten_classifier.modeling.image.backbones import BACKBONES
+from rakuten_classifier.modeling.image.classifier import ImageClassifier
+from rakuten_classifier.modeling.image.model_config import ImageModelConfig
+from rakuten_classifier.modeling.image.networks import build_blocks
+from rakuten_classifier.modeling.image.onnx_export import export_onnx
+from rakuten_classifier.modeling.image.onnx_runtime import OnnxImageClassifier
 from rakuten_classifier.modeling.threads import single_thread_torch_pool
 from rakuten_classifier.pipeline.training_data import load_training_data
 

@@ -52,19 +52,20 @@ def image_bench(count: int) -> dict:
     import torch
     from torch import nn
 
-    from rakuten_classifier.data.preprocessing import load_image
     from rakuten_classifier.data.reader import read_challenge_dir
-    from rakuten_classifier.modeling.image.backbones import GlobalAvgPool, build_blocks
+    from rakuten_classifier.modeling.image.backbones import IMAGENET
     from rakuten_classifier.modeling.image.features import run_network
-    from rakuten_classifier.modeling.image.transforms import IMAGENET, View, eval_transform
+    from rakuten_classifier.modeling.image.networks import GlobalAvgPool, build_blocks
+    from rakuten_classifier.modeling.image.views import View, center_batch
     from rakuten_classifier.modeling.threads import single_thread_torch_pool
 
     torch.set_num_threads(2)
     paths = read_challenge_dir(SAMPLE).products["image_path"].dropna().head(count).tolist()
     net = nn.Sequential(build_blocks("mobilenet_v2", pretrained=True), GlobalAvgPool()).eval()
     net = net.to(memory_format=torch.channels_last)
-    transform = eval_transform(IMAGENET)
-    tensors = torch.stack([transform(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
+    tensors = torch.from_numpy(center_batch(paths, View("center"), IMAGENET)).contiguous(
+        memory_format=torch.channels_last
+    )
     pool = single_thread_torch_pool(2)
 
     def forward(start: int, size: int) -> None:

@@ -3,16 +3,16 @@
 #   1. without credentials: every route (the admin ones answer 401/403 before reading the body);
 #   2. with the admin token: the admin routes' real code (POST /train, /jobs, /feedback, /monitor/*).
 #
-#   RAKUTEN_TRAIN_TOKEN=<admin token> bash benchmarks/fuzz.sh [URL] [EXAMPLES_PER_OPERATION]
+#   RAKUTEN_ADMIN_TOKEN=<admin token> bash benchmarks/fuzz.sh [URL] [EXAMPLES_PER_OPERATION]
 #
-# The token is the one the server was started with (RAKUTEN_TRAIN_TOKEN); without it only the first
+# The token is the one the server was started with (RAKUTEN_ADMIN_TOKEN); without it only the first
 # run happens and the script fails, so a green run always means both ways were fuzzed. Seed 7: a
 # failure found once is found again. Point it at a disposable server: with the token the fuzzer may
 # start training jobs and send feedback.
 set -uo pipefail
 url="${1:-http://127.0.0.1:3000}"
 examples="${2:-60}"
-token="${RAKUTEN_TRAIN_TOKEN:-}"
+token="${RAKUTEN_ADMIN_TOKEN:-}"
 here="$(cd "$(dirname "$0")" && pwd)"
 schemathesis="${SCHEMATHESIS:-$here/../.venv/bin/schemathesis}"
 [ -x "$schemathesis" ] || schemathesis="$(command -v schemathesis || true)"
@@ -29,7 +29,7 @@ status=0
 echo "== fuzz without credentials ($examples examples per operation)"
 fuzz || status=1
 if [ -z "$token" ]; then
-  echo "fuzz.sh: RAKUTEN_TRAIN_TOKEN is not set: the admin routes were not fuzzed with credentials" >&2
+  echo "fuzz.sh: RAKUTEN_ADMIN_TOKEN is not set: the admin routes were not fuzzed with credentials" >&2
   exit 2
 fi
 echo "== fuzz with the admin token ($examples examples per operation)"

@@ -2,7 +2,7 @@
 
 Serve the trained models with a drift window of 300 and an admin token, then run this script:
 
-    RAKUTEN_DRIFT_WINDOW=300 RAKUTEN_TRAIN_TOKEN=admin bentoml serve service:RakutenClassifier --port 3200 &
+    RAKUTEN_DRIFT_WINDOW=300 RAKUTEN_ADMIN_TOKEN=admin bentoml serve service:RakutenClassifier --port 3200 &
     .venv/bin/python benchmarks/monitoring_scenario.py --url http://127.0.0.1:3200 --token admin \\
         --data-dir ../shared/rakuten-sample --json
 
@@ -128,7 +128,7 @@ def run(url: str, data_dir: Path, token: str, drift: str = "books", size: int = 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:3000")
-    parser.add_argument("--token", required=True, help="the server's RAKUTEN_TRAIN_TOKEN (admin)")
+    parser.add_argument("--token", required=True, help="the server's RAKUTEN_ADMIN_TOKEN (admin)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/rakuten-sample"))
     parser.add_argument("--drift", choices=["books", "images-only"], default="books")
     parser.add_argument("--size", type=int, default=300)

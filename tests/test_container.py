@@ -9,7 +9,7 @@ import httpx
 import pytest
 from conftest import REPO_ROOT, VENV_BIN, free_port, sample_requests, server_env
 
-from rakuten_classifier.registry import production_models
+from rakuten_classifier.registry import production_trio
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
@@ -64,7 +64,7 @@ def container(built_image):
 
 def test_container_answers_predict_multimodal_as_bentoml_serve_does(container, served, sample_dir):
     url, _ = container
-    production = production_models()
+    production = production_trio()
     assert production is not None
     health = httpx.get(f"{url}/health", timeout=30).json()
     assert health["status"] == "ok", health

@@ -7,7 +7,8 @@ container has probes on BentoML's own endpoints and resource requests, tokens co
 last test runs each Deployment's container arguments through the Bento's own entrypoint, on a
 read-only copy of the Bento, and the three processes answer as the three pods would.
 
-The tools live in .venv-deploy (`make deploy-tools`, pinned by deploy/requirements-validate.lock).
+The tools live in .venv-deploy, pinned by deploy/requirements-validate.lock: `make test` installs them first
+(`make deploy-tools`); the tests that need them fail, never skip, when they are missing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import tomllib
@@ -26,10 +26,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
 import pytest
 import yaml
-from conftest import REPO_ROOT, VENV_BIN, Server, sample_requests
+from conftest import REPO_ROOT, VENV_BIN, Server, free_port, sample_requests
 
 from rakuten_classifier.config import Settings
 
@@ -45,7 +44,7 @@ DEPLOYMENTS = {
     "TextModelService": "rakuten-text",
     "ImageModelService": "rakuten-image",
 }
-SECRET_SETTINGS = ("RAKUTEN_TRAIN_TOKEN", "RAKUTEN_PREDICT_TOKEN", "RAKUTEN_DB_URL")
+SECRET_SETTINGS = ("RAKUTEN_ADMIN_TOKEN", "RAKUTEN_PREDICT_TOKEN", "RAKUTEN_DB_URL")
 
 
 def manifest_files() -> list[Path]:
@@ -113,9 +112,16 @@ def makefile_variable(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def deploy_tools() -> Path:
-    """.venv-deploy with kubernetes-validate and checkov (`make deploy-tools`: instant once built)."""
-    run = subprocess.run(["make", "-s", "deploy-tools"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    """.venv-deploy's kubernetes-validate and checkov, as `make deploy-tools` installed them from the lock."""
+    lock = REPO_ROOT / "deploy" / "requirements-validate.lock"
+    stamp = DEPLOY_BIN.parent / ".installed-stamp"  # the Makefile's DEPLOY_STAMP, touched after installing
+    missing = [tool for tool in ("kubernetes-validate", "checkov") if not (DEPLOY_BIN / tool).is_file()]
+    if missing or not stamp.is_file():
+        pytest.fail(
+            f"{' and '.join(missing) or 'the tools'} not installed in {DEPLOY_BIN.parent}: run `make deploy-tools`"
+        )
+    if stamp.stat().st_mtime < lock.stat().st_mtime:
+        pytest.fail(f"{lock.name} changed since {DEPLOY_BIN.parent} was built: run `make deploy-tools`")
     return DEPLOY_BIN
 
 
@@ -283,7 +289,7 @@ def test_tokens_and_the_database_url_come_from_the_secret_and_only_the_entry_get
         assert "value" not in entry_env[name]
         assert reference["name"] == secret["metadata"]["name"]
         assert reference["key"] in secret["stringData"]
-    assert entry_env["RAKUTEN_TRAIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
+    assert entry_env["RAKUTEN_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
     assert entry_env["RAKUTEN_DB_URL"]["valueFrom"]["secretKeyRef"].get("optional") is not True
     # The Secret with placeholders is an example beside the applied files, never applied with them.
     assert secret_path().parent != K8S_DIR
@@ -368,64 +374,39 @@ def test_only_the_entry_pods_may_reach_the_model_services():
 # --- The Deployments' container arguments, run by the Bento's own entrypoint -------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Pod(Server):
+def start_pod(serve, request, deployment: str, root: Path, bento: Path, env: dict[str, str]) -> Server:
     """One Deployment's container run here: its args through the Bento's entrypoint, its env, its volumes.
 
     The pod's filesystem is ``root``: a read-only copy of the Bento at /home/bentoml/bento and, writable,
     each emptyDir at its mount path; paths in the env are moved under ``root``. Only the port (free here)
-    and the host (loopback) of the args change.
+    and the host (loopback) of the args change. Not waited for.
     """
-
-    def __init__(self, deployment: str, root: Path, bento: Path, env: dict[str, str], log_path: Path):
-        pod = resource("Deployment", deployment)["spec"]["template"]["spec"]
-        spec = container(deployment)
-        for volume in pod["volumes"]:
-            [mount] = [m["mountPath"] for m in spec["volumeMounts"] if m["name"] == volume["name"]]
-            (root / mount.lstrip("/")).mkdir(parents=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        args = list(spec["args"])
-        args[args.index("--port") + 1] = str(self.port)
-        args[args.index("--host") + 1] = "127.0.0.1"
-        pod_env = {
-            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": str(root / "home" / "bentoml"),
-            "TMPDIR": str(root / "tmp"),
-            "BENTO_PATH": str(bento),  # the image's ENV (BentoML's Dockerfile)
-            "BENTOML_CONTAINERIZED": "true",
-            "BENTOML_DO_NOT_TRACK": "true",
-            "HF_HUB_OFFLINE": "1",
-        }
-        for name, entry in env_of(deployment).items():
-            value = env.get(name, entry.get("value"))
-            if value is not None:
-                pod_env[name] = str(root / value.lstrip("/")) if value.startswith("/") else value
-        pod_env.update({name: value for name, value in env.items() if name not in pod_env})
-        self.process = subprocess.Popen(
-            ["bash", str(bento / "env" / "docker" / "entrypoint.sh"), *args],
-            cwd=bento,
-            env=pod_env,
-            stdout=open(log_path, "wb"),  # noqa: SIM115  (the server writes to it until stop())
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def services(self) -> set[str]:
-        """The BentoML services whose workers this pod started."""
-        names = set()
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            command = child.cmdline()
-            if "--service-name" in command and "_bentoml_impl.worker.service" in " ".join(command):
-                names.add(command[command.index("--service-name") + 1])
-        return names
+    pod = resource("Deployment", deployment)["spec"]["template"]["spec"]
+    spec = container(deployment)
+    for volume in pod["volumes"]:
+        [mount] = [m["mountPath"] for m in spec["volumeMounts"] if m["name"] == volume["name"]]
+        (root / mount.lstrip("/")).mkdir(parents=True)
+    port = free_port()
+    args = list(spec["args"])
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--host") + 1] = "127.0.0.1"
+    pod_env = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(root / "home" / "bentoml"),
+        "TMPDIR": str(root / "tmp"),
+        "BENTO_PATH": str(bento),  # the image's ENV (BentoML's Dockerfile)
+        "BENTOML_CONTAINERIZED": "true",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
+    for name, entry in env_of(deployment).items():
+        value = env.get(name, entry.get("value"))
+        if value is not None:
+            pod_env[name] = str(root / value.lstrip("/")) if value.startswith("/") else value
+    pod_env.update({name: value for name, value in env.items() if name not in pod_env})
+    command = ["bash", str(bento / "env" / "docker" / "entrypoint.sh"), *args]
+    return serve.start(request, command, port, pod_env, bento, root.parent / f"{deployment}.log")
 
 
 def outside_volumes(root: Path, deployment: str) -> dict[str, int]:
@@ -466,59 +447,53 @@ def image_root(bento, tmp_path_factory) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_the_deployments_container_arguments_serve_the_layout_from_a_read_only_bento(
-    trained, image_root, sample_dir, tmp_path
+    trained, image_root, sample_dir, serve, request, tmp_path
 ):
-    pods: dict[str, Pod] = {}
+    pods: dict[str, Server] = {}
     before: dict[str, dict[str, int]] = {}
 
-    def start(deployment: str, env: dict[str, str]) -> Pod:
+    def start(deployment: str, env: dict[str, str]) -> Server:
         root = tmp_path / deployment
         shutil.copytree(image_root, root, symlinks=True)  # each pod its own filesystem, volumes inside
-        pods[deployment] = Pod(
-            deployment, root, root / "home" / "bentoml" / "bento", env, tmp_path / f"{deployment}.log"
-        )
+        pods[deployment] = start_pod(serve, request, deployment, root, root / "home" / "bentoml" / "bento", env)
         before[deployment] = outside_volumes(root, deployment)
         return pods[deployment]
 
-    try:
-        for deployment in ("rakuten-text", "rakuten-image"):
-            start(deployment, {})
-        for pod in pods.values():
-            pod.wait_ready(timeout=300)
-        entry_env = {
-            # The Services' DNS names, here: each model pod's own address.
-            "RAKUTEN_TEXT_SERVICE_URL": pods["rakuten-text"].url,
-            "RAKUTEN_IMAGE_SERVICE_URL": pods["rakuten-image"].url,
-            # What the Secret and the ConfigMap would hold.
-            "RAKUTEN_TRAIN_TOKEN": "admin-token",
-            "RAKUTEN_DB_URL": f"sqlite:///{tmp_path / 'entry-store.db'}",
-            "RAKUTEN_MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
-        }
-        entry = start("rakuten-entry", entry_env)
-        entry.wait_ready(timeout=300)
+    for deployment in ("rakuten-text", "rakuten-image"):
+        start(deployment, {})
+    for pod in pods.values():
+        pod.wait_ready(timeout=300)
+    entry_env = {
+        # The Services' DNS names, here: each model pod's own address.
+        "RAKUTEN_TEXT_SERVICE_URL": pods["rakuten-text"].url,
+        "RAKUTEN_IMAGE_SERVICE_URL": pods["rakuten-image"].url,
+        # What the Secret and the ConfigMap would hold.
+        "RAKUTEN_ADMIN_TOKEN": "admin-token",
+        "RAKUTEN_DB_URL": f"sqlite:///{tmp_path / 'entry-store.db'}",
+        "RAKUTEN_MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+    }
+    entry = start("rakuten-entry", entry_env)
+    entry.wait_ready(timeout=300)
 
-        assert pods["rakuten-text"].services() == {"TextModelService"}
-        assert pods["rakuten-image"].services() == {"ImageModelService"}
-        assert entry.services() == {"RakutenClassifier"}  # no model worker of its own
-        for pod in pods.values():
-            assert httpx.get(f"{pod.url}/livez", timeout=10).status_code == 200
+    assert set(pods["rakuten-text"].workers()) == {"TextModelService"}
+    assert set(pods["rakuten-image"].workers()) == {"ImageModelService"}
+    assert set(entry.workers()) == {"RakutenClassifier"}  # no model worker of its own
+    for pod in pods.values():
+        assert httpx.get(f"{pod.url}/livez", timeout=10).status_code == 200
 
-        health = httpx.get(f"{entry.url}/health", timeout=30).json()
-        assert health["status"] == "ok", health["problems"]
-        assert health["model_services"]["image"]["loaded"] == [trained["image"]["tag"]]
-        assert health["model_services"]["text"]["loaded"] == [trained["text"]["tag"]]
-        form, photo = sample_requests(sample_dir, 1)[0]
-        answer = httpx.post(f"{entry.url}/predict_multimodal", data=form, files=photo, timeout=120)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["text"]
-        assert answer.json()["image"]
-        # The admin token from the Secret reached the entry's guard.
-        assert httpx.get(f"{entry.url}/monitor/accuracy", timeout=30).status_code == 401
-        headers = {"Authorization": "Bearer admin-token"}
-        assert httpx.get(f"{entry.url}/monitor/accuracy", headers=headers, timeout=30).status_code == 200
-        # Nothing outside the pods' scratch volumes was written: a read-only root filesystem would do.
-        for deployment in pods:
-            assert outside_volumes(tmp_path / deployment, deployment) == before[deployment], deployment
-    finally:
-        for pod in pods.values():
-            pod.stop()
+    health = httpx.get(f"{entry.url}/health", timeout=30).json()
+    assert health["status"] == "ok", health["problems"]
+    assert health["model_services"]["image"]["loaded"] == [trained["image"]["tag"]]
+    assert health["model_services"]["text"]["loaded"] == [trained["text"]["tag"]]
+    form, photo = sample_requests(sample_dir, 1)[0]
+    answer = httpx.post(f"{entry.url}/predict_multimodal", data=form, files=photo, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text"]
+    assert answer.json()["image"]
+    # The admin token from the Secret reached the entry's guard.
+    assert httpx.get(f"{entry.url}/monitor/accuracy", timeout=30).status_code == 401
+    headers = {"Authorization": "Bearer admin-token"}
+    assert httpx.get(f"{entry.url}/monitor/accuracy", headers=headers, timeout=30).status_code == 200
+    # Nothing outside the pods' scratch volumes was written: a read-only root filesystem would do.
+    for deployment in pods:
+        assert outside_volumes(tmp_path / deployment, deployment) == before[deployment], deployment

@@ -1,8 +1,8 @@
 """Faults the service must survive: a training job killed midway, and corrupt models in the store.
 
 The killed job runs in a copy of the session's store (the job subprocess follows BENTOML_HOME from
-the environment), and stores other than the session's are read through a `python -c` subprocess:
-BentoML resolves its home once per process, so this process only ever sees the session's store.
+the environment), and stores other than the session's are read through tests/programs/store_tool.py
+in a subprocess: BentoML resolves its home once per process, so this process only ever sees the session's store.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import bentoml
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import REPO_ROOT, Server, server_env
+from conftest import Server
 from store_tools import copy_session_store, store_tool
 
 from rakuten_classifier import registry
@@ -101,12 +101,12 @@ def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):
     old = trio(os.urandom(4096))
     time.sleep(0.01)  # creation times order the production versions
     new = trio(os.urandom(4096))
-    assert registry.last_good_production() == (registry.ProductionModels(*new), {})
+    assert registry.last_good_production() == (registry.Trio(*new), {})
 
     with open(registry.model_path(new[1]) / "pipeline.joblib", "r+b") as handle:
         handle.truncate(10)
     models, refused = registry.last_good_production()
-    assert models == registry.ProductionModels(*old)
+    assert models == registry.Trio(*old)
     assert list(refused) == [new[0]]
     assert "content changed: pipeline.joblib" in refused[new[0]]
 
@@ -150,7 +150,7 @@ def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_pa
     from rakuten_classifier.config import get_settings
     from rakuten_classifier.data.store import load_into_db
     from rakuten_classifier.data.synthetic import write_synthetic_catalogue
-    from rakuten_classifier.pipeline.jobs import JobManager
+    from rakuten_classifier.serving.jobs import JobManager
 
     # The job subprocess inherits this environment: a copied store and this test's data root.
     home = copy_session_store(tmp_path)
@@ -231,9 +231,8 @@ def _wait_for(predicate, timeout: float, step: float = 0.5):
 
 
 @pytest.mark.slow
-def test_served_models_survive_a_corrupt_production_version(trained, sample_dir, tmp_path):
+def test_served_models_survive_a_corrupt_production_version(trained, sample_dir, serve, request, tmp_path):
     home = copy_session_store(tmp_path)
-    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), RAKUTEN_RELOAD_SECONDS="1")
     form, image = _sample_product(sample_dir)
 
     def predict(server: Server) -> httpx.Response:
@@ -247,47 +246,41 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         health = httpx.get(f"{server.url}/health").json()
         return health if corrupt["fusion"] in health["refused_models"] else None
 
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve-1.log")
-    try:
-        server.wait_ready()
-        good = httpx.get(f"{server.url}/health").json()["models"]
-        assert good["fusion"] == trained["fusion"]["tag"]
-        corrupt.update(store_tool(home, "corrupt-production"))
-        assert corrupt["previous"] == good
-        assert corrupt["truncated"] == "pipeline.joblib"
-        assert store_tool(home, "state")["production"]["fusion"] == corrupt["fusion"]  # the pointer moved
+    server = serve(request, data_root=tmp_path / "data", home=home, name="serve-1", RAKUTEN_RELOAD_SECONDS="1")
+    good = httpx.get(f"{server.url}/health").json()["models"]
+    assert good["fusion"] == trained["fusion"]["tag"]
+    corrupt.update(store_tool(home, "corrupt-production"))
+    assert corrupt["previous"] == good
+    assert corrupt["truncated"] == "pipeline.joblib"
+    assert store_tool(home, "state")["production"]["fusion"] == corrupt["fusion"]  # the pointer moved
 
-        health = _wait_for(lambda: refused_by(server), 30)
-        assert health, "the corrupt production version was not refused"
-        reason = health["refused_models"][corrupt["fusion"]]
-        assert reason.startswith("CorruptModel")
-        assert health["status"] == "degraded"
-        assert health["problems"] == [f"production {corrupt['fusion']} refused: {reason}"]
-        assert corrupt["text"] in reason
-        assert "pipeline.joblib" in reason
-        time.sleep(3)  # a few more reload periods: still the old models, still answering
-        health = httpx.get(f"{server.url}/health").json()
-        assert health["models"] == good
-        answer = predict(server)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["models"] == good
-        assert server.process.poll() is None
-    finally:
-        server.stop()
+    health = _wait_for(lambda: refused_by(server), 30)
+    assert health, "the corrupt production version was not refused"
+    reason = health["refused_models"][corrupt["fusion"]]
+    assert reason.startswith("CorruptModel")
+    assert health["status"] == "degraded"
+    assert health["problems"] == [f"production {corrupt['fusion']} refused: {reason}"]
+    assert corrupt["text"] in reason
+    assert "pipeline.joblib" in reason
+    time.sleep(3)  # a few more reload periods: still the old models, still answering
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["models"] == good
+    answer = predict(server)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["models"] == good
+    assert server.process.poll() is None
+    server.stop()
 
     # Started while the newest production version is corrupt: serves the last good one.
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve-2.log")
-    try:
-        server.wait_ready()
-        assert httpx.get(f"{server.url}/health").json()["models"] == good
-        health = _wait_for(lambda: refused_by(server), 30)
-        assert health
-        assert "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
-        assert health["status"] == "degraded"
-        assert health["models"] == good
-        answer = predict(server)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["models"] == good, answer.text
-    finally:
-        server.stop()
-    assert "refused" in (tmp_path / "serve-2.log").read_text()
+    server = serve(request, data_root=tmp_path / "data", home=home, name="serve-2", RAKUTEN_RELOAD_SECONDS="1")
+    assert httpx.get(f"{server.url}/health").json()["models"] == good
+    health = _wait_for(lambda: refused_by(server), 30)
+    assert health
+    assert "pipeline.joblib" in health["refused_models"][corrupt["fusion"]]
+    assert health["status"] == "degraded"
+    assert health["models"] == good
+    answer = predict(server)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["models"] == good, answer.text
+    server.stop()
+    assert "refused" in server.log_path.read_text()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from rakuten_classifier.modeling.cross_fitting import assign_folds
-from rakuten_classifier.modeling.fusion import fit_stacker, fuse, fuse_probabilities, learn_text_weight
+from rakuten_classifier.modeling.fusion import fuse, fuse_probabilities
+from rakuten_classifier.modeling.fusion_fitting import fit_stacker, learn_text_weight
 from rakuten_classifier.modeling.fusion_selection import nested_scores, select_fusion
 from rakuten_classifier.pipeline.gate import promotion_decision
 
@@ -46,12 +47,12 @@ def test_zero_probability_does_not_veto_in_geometric_mean():
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
-def test_weight_out_of_range_is_rejected(bad):
+def test_weight_out_of_range_is_refused(bad):
     with pytest.raises(ValueError, match="text_weight"):
         fuse_probabilities(TEXT, IMAGE, bad)
 
 
-def test_unknown_method_is_rejected():
+def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown fusion method"):
         fuse_probabilities(TEXT, IMAGE, 0.5, "median")
 

@@ -1,14 +1,14 @@
 """POST /train runs the pipeline in a separate process; promoted models replace the served ones
 without a restart, and no request fails during the swap."""
 
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, Server, server_env
+from conftest import Server
+from store_tools import copy_session_store, store_tool
 
 from rakuten_classifier.data.synthetic import write_synthetic_catalogue
 
@@ -16,104 +16,84 @@ pytestmark = pytest.mark.slow
 TOKEN = {"Authorization": "Bearer swap-token"}
 
 
-def test_training_job_promotes_and_service_swaps_without_failures(trained, tmp_path):
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
+def test_training_job_promotes_and_service_swaps_without_failures(trained, serve, request, tmp_path):
     # A copy of the session's store: this test's promotion must not change what other tests serve.
-    home = tmp_path / "bentoml"
-    shutil.copytree(BentoMLContainer.bentoml_home.get() + "/models", home / "models")
+    home = copy_session_store(tmp_path)
     data_root = tmp_path / "data"
     # New labelled data under the data root: small synthetic catalogue the old models know nothing of.
     write_synthetic_catalogue(data_root / "incoming", rows=500, seed=5, image_size=96)
-    env = server_env(data_root, BENTOML_HOME=str(home), RAKUTEN_TRAIN_TOKEN="swap-token", RAKUTEN_RELOAD_SECONDS="1")
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
-    try:
-        server.wait_ready()
-        before = httpx.get(f"{server.url}/health").json()["models"]
-        started = httpx.post(f"{server.url}/train", json={"data_dir": "incoming"}, headers=TOKEN, timeout=30)
-        assert started.status_code == 202, started.text
-        job_id = started.json()["job_id"]
-        second = httpx.post(f"{server.url}/train", json={}, headers=TOKEN, timeout=30)
-        assert second.status_code == 409
-        assert "still running" in second.text
+    server = serve(
+        request, data_root=data_root, home=home, RAKUTEN_ADMIN_TOKEN="swap-token", RAKUTEN_RELOAD_SECONDS="1"
+    )
+    before = httpx.get(f"{server.url}/health").json()["models"]
+    started = httpx.post(f"{server.url}/train", json={"data_dir": "incoming"}, headers=TOKEN, timeout=30)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    second = httpx.post(f"{server.url}/train", json={}, headers=TOKEN, timeout=30)
+    assert second.status_code == 409
+    assert "still running" in second.text
 
-        outcomes: list[tuple[int, str]] = []
-        stop = threading.Event()
+    outcomes: list[tuple[int, str]] = []
+    stop = threading.Event()
 
-        crashed: list[str] = []
+    crashed: list[str] = []
 
-        def keep_asking() -> None:
-            try:
-                with httpx.Client(base_url=server.url, timeout=60) as client:
-                    while not stop.is_set():
-                        answer = client.post("/predict_text", json={"designation": "piscine hors sol tubulaire"})
-                        outcomes.append((answer.status_code, answer.json().get("models", {}).get("text", "")))
-                        time.sleep(0.2)
-            except Exception as exc:  # reported below, never a silently dead thread
-                crashed.append(f"{type(exc).__name__}: {exc}")
+    def keep_asking() -> None:
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                while not stop.is_set():
+                    answer = client.post("/predict_text", json={"designation": "piscine hors sol tubulaire"})
+                    outcomes.append((answer.status_code, answer.json().get("models", {}).get("text", "")))
+                    time.sleep(0.2)
+        except Exception as exc:  # reported below, never a silently dead thread
+            crashed.append(f"{type(exc).__name__}: {exc}")
 
-        asker = threading.Thread(target=keep_asking)
-        asker.start()
-        status = {}
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            status = httpx.get(f"{server.url}/jobs/{job_id}", headers=TOKEN, timeout=30).json()
-            assert "log_tail" in status
-            assert 0.0 <= status["progress"] <= 1.0
-            if status["state"] != "running":
-                break
-            time.sleep(3)
-        assert status["state"] == "succeeded", status
-        assert status["promoted"] is True
-        assert status["metrics"]["fused_test"]["weighted_f1"] > 0.5
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and outcomes[-1][1] != status["models"]["text"]:
-            time.sleep(1)
-        time.sleep(2)
-        stop.set()
-        asker.join()
-        after = httpx.get(f"{server.url}/health").json()["models"]
-        assert after["fusion"] == status["models"]["fusion"] != before["fusion"]
-        assert crashed == [], crashed
-        assert {code for code, _ in outcomes} == {200}, "a request failed during the swap"
-        served_tags = [tag for _, tag in outcomes]
-        assert served_tags[0] == before["text"]
-        assert served_tags[-1] == status["models"]["text"]
-        assert server.process.poll() is None  # no restart
-    finally:
-        server.stop()
-
-
-def _service_workers(server: Server, name: str) -> list:
-    """The worker processes of one BentoML service of a running `bentoml serve`."""
-    import psutil
-
-    return [
-        child
-        for child in psutil.Process(server.process.pid).children(recursive=True)
-        if name in child.cmdline() and "--service-name" in child.cmdline()
-    ]
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    status = {}
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/jobs/{job_id}", headers=TOKEN, timeout=30).json()
+        assert "log_tail" in status
+        assert 0.0 <= status["progress"] <= 1.0
+        if status["state"] != "running":
+            break
+        time.sleep(3)
+    assert status["state"] == "succeeded", status
+    assert status["promoted"] is True
+    assert status["metrics"]["fused_test"]["weighted_f1"] > 0.5
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and outcomes[-1][1] != status["models"]["text"]:
+        time.sleep(1)
+    time.sleep(2)
+    stop.set()
+    asker.join()
+    after = httpx.get(f"{server.url}/health").json()["models"]
+    assert after["fusion"] == status["models"]["fusion"] != before["fusion"]
+    assert crashed == [], crashed
+    assert {code for code, _ in outcomes} == {200}, "a request failed during the swap"
+    served_tags = [tag for _, tag in outcomes]
+    assert served_tags[0] == before["text"]
+    assert served_tags[-1] == status["models"]["text"]
+    assert server.process.poll() is None  # no restart
 
 
 def health_of(server: Server) -> dict:
     return httpx.get(f"{server.url}/health", timeout=30).json()
 
 
-def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir, tmp_path):
+def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir, serve, request, tmp_path):
     """8 clients send photos while a new trio is promoted: every answer succeeds and its text and
     image versions are the ones its fusion version names, before, during and after the swap."""
-    from store_tools import copy_session_store, store_tool
-
     from rakuten_classifier.pipeline.training_data import load_training_data
 
     home = copy_session_store(tmp_path)
-    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), RAKUTEN_RELOAD_SECONDS="1")
     rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(16)
     products = [
         ({"designation": row.designation, "description": row.description}, Path(row.image_path).read_bytes())
         for row in rows.itertuples()
     ]
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
+    server = serve(request, data_root=tmp_path / "data", home=home, RAKUTEN_RELOAD_SECONDS="1")
     answers: list[dict] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -134,7 +114,6 @@ def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir,
             failures.append(f"client {n}: {type(exc).__name__}: {exc}")
 
     try:
-        server.wait_ready()
         old = health_of(server)["models"]
         clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
         for thread in clients:
@@ -156,7 +135,7 @@ def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir,
             thread.join(180)
         health = health_of(server)
         # A model service that stops answering: /health says so within about its 1 s timeout.
-        stopped = _service_workers(server, "ImageModelService")
+        stopped = server.workers().get("ImageModelService", [])
         assert stopped
         for worker in stopped:
             worker.suspend()
@@ -170,7 +149,6 @@ def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir,
         recovered = health_of(server)
     finally:
         stop.set()
-        server.stop()
     assert hung["status"] == "degraded"
     assert hung["problems"] == ["image model service: no answer within 1 s (RAKUTEN_HEALTH_TIMEOUT_S)"]
     assert hung_seconds < 3

@@ -44,7 +44,7 @@ def test_guard_refuses_oversized_bodies_and_replays_valid_ones():
 
 
 def test_admin_routes_answer_403_when_no_admin_token_is_configured():
-    """Without RAKUTEN_TRAIN_TOKEN the administrative routes are disabled, whatever the request carries."""
+    """Without RAKUTEN_ADMIN_TOKEN the administrative routes are disabled, whatever the request carries."""
     disabled = RequestGuard(None, max_body_bytes=1000, admin_token=None)
     for path in ("/train", "/jobs/abc", "/feedback", "/monitor/drift", "/monitor/accuracy"):
         assert _call(disabled, [(b"authorization", b"Bearer anything")], [b"{}"], path)[0] == 403, path

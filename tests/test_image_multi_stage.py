@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from rakuten_classifier.modeling.errors import ImageModelError
-from rakuten_classifier.modeling.image.backbones import BACKBONES, build_blocks, pooled_features
-from rakuten_classifier.modeling.image.classifier import CONFIG_FILE, ImageClassifier, ImageModelConfig
+from rakuten_classifier.modeling.image.backbones import BACKBONES
+from rakuten_classifier.modeling.image.classifier import ImageClassifier
+from rakuten_classifier.modeling.image.model_config import CONFIG_FILE, ImageModelConfig
+from rakuten_classifier.modeling.image.networks import build_blocks, pooled_features
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
 
 WITH_STAGES = [name for name, spec in BACKBONES.items() if spec.stages]
@@ -105,8 +107,8 @@ def test_multi_stage_defaults_and_refusals():
 def test_multi_stage_and_last_block_features_never_share_a_cache_entry():
     from torch import nn
 
-    from rakuten_classifier.modeling.image.backbones import GlobalAvgPool
     from rakuten_classifier.modeling.image.features import network_tag
+    from rakuten_classifier.modeling.image.networks import GlobalAvgPool
 
     multi = ImageClassifier(ImageModelConfig(backbone="mobilenet_v2", pooled_blocks=[11, 14, 17]))
     single = ImageClassifier(ImageModelConfig(backbone="mobilenet_v2"), multi.blocks)

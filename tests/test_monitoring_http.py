@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 import yaml
-from conftest import REPO_ROOT, Server, server_env
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import monitoring_scenario
@@ -35,7 +35,7 @@ def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, sessio
     from rakuten_classifier.monitoring.drift import compare, load_profile
     from rakuten_classifier.monitoring.drift_report import write_report
     from rakuten_classifier.monitoring.prediction_log import recent_predictions
-    from rakuten_classifier.registry import model_path, production_models
+    from rakuten_classifier.registry import model_path, production_trio
 
     outcome = monitoring_scenario.run(served.url, sample_dir, "test-token", drift="books", size=300)
     ordinary, drifted = outcome["ordinary"], outcome["drifted"]
@@ -61,7 +61,7 @@ def test_drift_scenario_flags_the_drifted_window_only(served, sample_dir, sessio
     report = tmp_path / "drift.html"
     assert main(["monitor", "drift", "--last", "300", "--out", str(report), "--json"]) == 0
     assert "DRIFT DETECTED" in report.read_text()
-    production = production_models()
+    production = production_trio()
     assert production is not None
     profile = load_profile(model_path(production.fusion))
     first = logged.iloc[:300]
@@ -162,13 +162,14 @@ def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served, sample
         assert yaml.safe_load(provisioning.read_text())["apiVersion"] == 1
 
 
-def test_graceful_stop_under_load_loses_no_logged_prediction(trained, tmp_path):
+def test_graceful_stop_under_load_loses_no_logged_prediction(trained, serve, request, tmp_path):
     """The log is written only at shutdown here (flush period one hour): every 200 must be in the table."""
     import sqlalchemy as sa
 
     data_root = tmp_path / "data"
-    env = server_env(data_root, RAKUTEN_LOG_FLUSH_SECONDS="3600", RAKUTEN_DRIFT_INTERVAL_SECONDS="3600")
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
+    server = serve(
+        request, data_root=data_root, RAKUTEN_LOG_FLUSH_SECONDS="3600", RAKUTEN_DRIFT_INTERVAL_SECONDS="3600"
+    )
     answered: list[str] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -190,7 +191,6 @@ def test_graceful_stop_under_load_loses_no_logged_prediction(trained, tmp_path):
                     failures.append(str(reply.status_code))
 
     try:
-        server.wait_ready()
         senders = [threading.Thread(target=keep_sending, args=(i,)) for i in range(8)]
         for sender in senders:
             sender.start()
@@ -207,7 +207,6 @@ def test_graceful_stop_under_load_loses_no_logged_prediction(trained, tmp_path):
         shutdown_seconds = time.monotonic() - stopped_at
     finally:
         stop.set()
-        server.stop()
     assert answered_before_stop > 50, "the load did not run"
     engine = sa.create_engine(f"sqlite:///{data_root / 'rakuten.db'}")
     with engine.connect() as conn:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,7 +10,8 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_json
+from conftest import program, run_json, server_env
+from store_tools import copy_session_store
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
@@ -166,59 +164,12 @@ def test_retrain_fires_nothing_on_ordinary_traffic_or_with_drift_disabled(produc
 
 # ------------------------------------------------------------------ training one model leaves production alone
 
-ANSWERS_TOOL = r"""
-import contextlib, io, json, sys
-from rakuten_classifier.cli import main
-from rakuten_classifier.modeling import loading
-from rakuten_classifier.modeling.fusion import fuse
-from rakuten_classifier.pipeline import scoring
-from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import model_info, production_models, read_fusion_config, verify_production
-
-sample = sys.argv[1]
-rows = load_training_data(sample).split("test").head(24)  # with and without images
-
-
-def state():
-    # Fresh loads: nothing cached from an earlier call can hide a changed model file.
-    loading.text_model_for.cache_clear()
-    loading.image_model_for.cache_clear()
-    scoring._PROBA_CACHE.clear()
-    production = production_models()
-    verify_production(production)
-    fused = fuse(
-        scoring.text_proba(production.text, rows),
-        scoring.image_proba(production.image, rows),
-        read_fusion_config(production.fusion),
-    )
-    return {"production": vars(production), "answers": fused.round(6).tolist()}
-
-
-def train(*args):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(["train", *args, "--data-dir", sample, "--json"]) == 0
-    tag = json.loads(out.getvalue())["tag"]
-    return {"tag": tag, "labels": model_info(tag)["labels"]}
-
-
-report = {"before": state()}
-report["text"] = train("text", "--text-max-features", "20000")
-report["after_text"] = state()
-report["image"] = train("image")
-report["after_image"] = state()
-print(json.dumps(report))
-"""
-
 
 @pytest.mark.slow
 def test_training_only_text_or_only_image_never_changes_what_is_served(trained, sample_dir, tmp_path):
-    home = tmp_path / "bentoml"
-    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
-    data_root = tmp_path / "data"
-    env = dict(os.environ, BENTOML_HOME=str(home), RAKUTEN_DATA_ROOT=str(data_root), RAKUTEN_CV_FOLDS="2")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    report = run_json([sys.executable, "-c", ANSWERS_TOOL, str(sample_dir)], env)
+    # In a process of its own, against a copy of the session's store (BentoML resolves its home once per process).
+    env = server_env(tmp_path / "data", BENTOML_HOME=str(copy_session_store(tmp_path)), RAKUTEN_CV_FOLDS="2")
+    report = run_json(program("production_answers", str(sample_dir)), env)
 
     before = report["before"]
     assert before["production"]["fusion"] == trained["fusion"]["tag"]

@@ -9,25 +9,18 @@ which keeps the test near 3 minutes on 2 cores instead of 12 with a second image
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import REPO_ROOT, VENV_BIN, Server, run_json, server_env
+from conftest import VENV_BIN, program, run_json, server_env
+from store_tools import copy_session_store
 
 from rakuten_classifier.categories import CATEGORY_CODES
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 ADMIN = {"Authorization": "Bearer pg-token"}
-METADATA_TOOL = (
-    "import json, sys; from rakuten_classifier.registry import model_info; "
-    "print(json.dumps(model_info(sys.argv[1])['metadata'], default=str))"
-)
 
 
 def _count(url: str, table: str) -> int:
@@ -39,18 +32,11 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
-def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample_dir, pg_url, tmp_path):
-    home = tmp_path / "bentoml"  # a copy: the fusion trained here may be promoted
-    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
+def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample_dir, pg_url, serve, request, tmp_path):
+    home = copy_session_store(tmp_path)  # a copy: the fusion trained here may be promoted
     data_root = tmp_path / "data"
-    env = server_env(
-        data_root,
-        BENTOML_HOME=str(home),
-        RAKUTEN_DB_URL=pg_url,
-        RAKUTEN_TRAIN_TOKEN="pg-token",
-        RAKUTEN_RELOAD_SECONDS="1",
-    )
-    env.pop("MLFLOW_TRACKING_URI", None)
+    settings = {"RAKUTEN_DB_URL": pg_url, "RAKUTEN_ADMIN_TOKEN": "pg-token", "RAKUTEN_RELOAD_SECONDS": "1"}
+    env = server_env(data_root, BENTOML_HOME=str(home), **settings)
 
     def rakuten(*args: str) -> dict:
         return run_json([str(VENV_BIN / "rakuten"), *args, "--json"], env)
@@ -65,45 +51,38 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
     fusion = rakuten("train", "fusion")
     assert fusion["text_model"] == text["tag"]
     assert fusion["image_model"] == trained["image"]["tag"]
-    done = subprocess.run(
-        [sys.executable, "-c", METADATA_TOOL, fusion["tag"]], env=env, capture_output=True, text=True, check=True
-    )
+    done = subprocess.run(program("model_metadata", fusion["tag"]), env=env, capture_output=True, text=True, check=True)
     provenance = json.loads(done.stdout)
     assert provenance["last_load_id"] == 1  # recorded only when the rows came from the database
     assert provenance["learned_from"]["rows"] == 1638 - fusion["metrics"]["fused"]["n"]
     assert fusion["metrics"]["fused"]["weighted_f1"] > 0.7
     assert not (data_root / "rakuten.db").exists()  # no SQLite fallback anywhere
 
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
-    try:
-        server.wait_ready()
-        served = httpx.get(f"{server.url}/health").json()["models"]
-        titles = [
-            "Piscine tubulaire hors sol 3m avec pompe",
-            "Lot de 5 romans policiers en poche",
-            "Coussin déhoussable pour canapé",
-            "Manette sans fil pour console",
-        ]
-        ids: list[str] = []
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            for i in range(40):
-                answer = client.post("/predict_text", json={"designation": f"{titles[i % 4]} n°{i}"})
-                assert answer.status_code == 200, answer.text
-                # A text-only answer names the fusion and text versions that made it (no image model).
-                assert answer.json()["models"]["fusion"] == served["fusion"]
-                assert answer.json()["models"]["text"] == served["text"]
-                ids.append(answer.json()["prediction_id"])
-            for i, prediction_id in enumerate(ids[:10]):
-                truth = CATEGORY_CODES[i % len(CATEGORY_CODES)]
-                given = client.post(
-                    "/feedback", json={"prediction_id": prediction_id, "prdtypecode": truth}, headers=ADMIN
-                )
-                assert given.status_code == 200, given.text
-            accuracy = client.get("/monitor/accuracy", headers=ADMIN)
-            assert accuracy.status_code == 200, accuracy.text
-            assert accuracy.json()["labelled"] == 10
-    finally:
-        server.stop()
+    server = serve(request, data_root=data_root, home=home, **settings)
+    served = httpx.get(f"{server.url}/health").json()["models"]
+    titles = [
+        "Piscine tubulaire hors sol 3m avec pompe",
+        "Lot de 5 romans policiers en poche",
+        "Coussin déhoussable pour canapé",
+        "Manette sans fil pour console",
+    ]
+    ids: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for i in range(40):
+            answer = client.post("/predict_text", json={"designation": f"{titles[i % 4]} n°{i}"})
+            assert answer.status_code == 200, answer.text
+            # A text-only answer names the fusion and text versions that made it (no image model).
+            assert answer.json()["models"]["fusion"] == served["fusion"]
+            assert answer.json()["models"]["text"] == served["text"]
+            ids.append(answer.json()["prediction_id"])
+        for i, prediction_id in enumerate(ids[:10]):
+            truth = CATEGORY_CODES[i % len(CATEGORY_CODES)]
+            given = client.post("/feedback", json={"prediction_id": prediction_id, "prdtypecode": truth}, headers=ADMIN)
+            assert given.status_code == 200, given.text
+        accuracy = client.get("/monitor/accuracy", headers=ADMIN)
+        assert accuracy.status_code == 200, accuracy.text
+        assert accuracy.json()["labelled"] == 10
+    server.stop()
 
     # The rows are in PostgreSQL tables (the graceful stop wrote whatever was still queued).
     engine = sa.create_engine(pg_url)

@@ -53,7 +53,7 @@ def test_load_image_decodes_jpeg_at_reduced_size():
     assert 256 <= image.size[0] < 1000  # draft mode: scaled by the decoder, not after
 
 
-def test_load_image_rejects_garbage_and_bombs():
+def test_load_image_refuses_garbage_and_bombs():
     with pytest.raises(ImageError, match="not a readable image"):
         load_image(b"this is not an image")
     buffer = io.BytesIO()

@@ -6,92 +6,51 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from conftest import REPO_ROOT, SESSION_BENTOML_HOME, Server, server_env
 
 from rakuten_classifier.pipeline.training_data import load_training_data
 
 pytestmark = pytest.mark.slow
 
 
-def _home(folder: Path) -> Path:
-    """A BentoML home of its own (each server empties its metrics folder) holding the session's models."""
-    folder.mkdir()
-    (folder / "models").symlink_to(Path(SESSION_BENTOML_HOME) / "models", target_is_directory=True)
-    return folder
-
-
-def _services(server: Server) -> set[str]:
-    """The BentoML services whose workers this server started."""
-    names = set()
-    for child in psutil.Process(server.process.pid).children(recursive=True):
-        command = child.cmdline()
-        if "--service-name" in command:
-            names.add(command[command.index("--service-name") + 1])
-    return names
-
-
 def test_entry_uses_an_image_service_run_on_its_own_and_answers_as_the_usual_layout(
-    trained, served, sample_dir, session_data_root, tmp_path
+    trained, served, sample_dir, session_data_root, serve, request
 ):
-    image = Server(
-        "service:ImageModelService",
-        server_env(session_data_root, BENTOML_HOME=str(_home(tmp_path / "image-home"))),
-        REPO_ROOT,
-        tmp_path / "image.log",
+    image = serve(request, "service:ImageModelService", data_root=session_data_root, name="image")
+    entry = serve(request, data_root=session_data_root, name="entry", RAKUTEN_IMAGE_SERVICE_URL=image.url)
+    assert set(image.workers()) == {"ImageModelService"}
+    assert set(entry.workers()) == {"RakutenClassifier", "TextModelService"}  # no image worker of its own
+    health = httpx.get(f"{entry.url}/health", timeout=30).json()
+    assert health["status"] == "ok", health["problems"]
+    assert health["model_services"]["image"]["loaded"] == [trained["image"]["tag"]]
+
+    rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(3)
+    for row in rows.itertuples():
+        form = {"designation": row.designation, "description": row.description}
+        photo = {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")}
+        apart = httpx.post(f"{entry.url}/predict_multimodal", data=form, files=photo, timeout=60)
+        usual = httpx.post(f"{served.url}/predict_multimodal", data=form, files=photo, timeout=60)
+        assert apart.status_code == usual.status_code == 200, (apart.text, usual.text)
+        assert apart.json()["models"] == usual.json()["models"]
+        for key in ("top_k", "text", "image"):
+            assert [c["prdtypecode"] for c in apart.json()[key]] == [c["prdtypecode"] for c in usual.json()[key]]
+            assert [c["probability"] for c in apart.json()[key]] == pytest.approx(
+                [c["probability"] for c in usual.json()[key]], abs=1e-6
+            )
+
+    # The image service gone: /health says so, and a photo gets a 503 with a message, not a hang.
+    image.stop()
+    health = httpx.get(f"{entry.url}/health", timeout=30).json()
+    assert health["status"] == "degraded"
+    assert any("image model service" in problem for problem in health["problems"]), health["problems"]
+    row = rows.iloc[0]
+    gone = httpx.post(
+        f"{entry.url}/predict_multimodal",
+        data={"designation": row.designation},
+        files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
+        timeout=60,
     )
-    entry = None
-    try:
-        image.wait_ready()
-        entry = Server(
-            "service:RakutenClassifier",
-            server_env(
-                session_data_root,
-                BENTOML_HOME=str(_home(tmp_path / "entry-home")),
-                RAKUTEN_IMAGE_SERVICE_URL=image.url,
-            ),
-            REPO_ROOT,
-            tmp_path / "entry.log",
-        )
-        entry.wait_ready()
-        assert _services(image) == {"ImageModelService"}
-        assert _services(entry) == {"RakutenClassifier", "TextModelService"}  # no image worker of its own
-        health = httpx.get(f"{entry.url}/health", timeout=30).json()
-        assert health["status"] == "ok", health["problems"]
-        assert health["model_services"]["image"]["loaded"] == [trained["image"]["tag"]]
-
-        rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(3)
-        for row in rows.itertuples():
-            form = {"designation": row.designation, "description": row.description}
-            photo = {"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")}
-            apart = httpx.post(f"{entry.url}/predict_multimodal", data=form, files=photo, timeout=60)
-            usual = httpx.post(f"{served.url}/predict_multimodal", data=form, files=photo, timeout=60)
-            assert apart.status_code == usual.status_code == 200, (apart.text, usual.text)
-            assert apart.json()["models"] == usual.json()["models"]
-            for key in ("top_k", "text", "image"):
-                assert [c["prdtypecode"] for c in apart.json()[key]] == [c["prdtypecode"] for c in usual.json()[key]]
-                assert [c["probability"] for c in apart.json()[key]] == pytest.approx(
-                    [c["probability"] for c in usual.json()[key]], abs=1e-6
-                )
-
-        # The image service gone: /health says so, and a photo gets a 503 with a message, not a hang.
-        image.stop()
-        health = httpx.get(f"{entry.url}/health", timeout=30).json()
-        assert health["status"] == "degraded"
-        assert any("image model service" in problem for problem in health["problems"]), health["problems"]
-        row = rows.iloc[0]
-        gone = httpx.post(
-            f"{entry.url}/predict_multimodal",
-            data={"designation": row.designation},
-            files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
-            timeout=60,
-        )
-        assert gone.status_code == 503, gone.text
-        assert gone.json()["error"]
-        text_only = httpx.post(f"{entry.url}/predict_text", json={"designation": row.designation}, timeout=60)
-        assert text_only.status_code == 200, text_only.text
-    finally:
-        image.stop()
-        if entry is not None:
-            entry.stop()
+    assert gone.status_code == 503, gone.text
+    assert gone.json()["error"]
+    text_only = httpx.post(f"{entry.url}/predict_text", json={"designation": row.designation}, timeout=60)
+    assert text_only.status_code == 200, text_only.text

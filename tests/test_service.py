@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 
 from rakuten_classifier.pipeline.evaluate import evaluate_production
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import production_models
+from rakuten_classifier.registry import production_trio
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_in_process_prediction_and_weight_override(in_process, sample_dir, tmp_p
     answer = asyncio.run(in_process.predict_multimodal(designation=row.designation, image=image, top_k=3))
     assert set(answer) >= {"prdtypecode", "category", "probability", "top_k", "text", "image", "text_weight", "models"}
     assert len(answer["top_k"]) == 3
-    production = production_models()
+    production = production_trio()
     assert production is not None
     assert answer["models"]["fusion"] == production.fusion
     text_only = asyncio.run(in_process.predict_multimodal(designation=row.designation, image=image, text_weight=1.0))

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rakuten_classifier.registry import CorruptModel, ProductionModels
+from rakuten_classifier.registry import CorruptModel, Trio
 from rakuten_classifier.serving import hot_swap
 from rakuten_classifier.serving.hot_swap import ModelVersions, PrepareFailed, ProductionFollower, prepare_trio
 from rakuten_classifier.serving.model_workers import text_answers
@@ -38,7 +38,7 @@ def test_model_versions_load_on_first_use_verified_and_keep_the_two_latest(no_ma
         loads.append(tag)
         return ConstantModel(float(tag[-1]))
 
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), loader)
+    versions = ModelVersions("m:1", ConstantModel(1.0), loader)
     assert versions.get("m:1").value == 1.0
     assert loads == []
     assert versions.get("m:2").value == 2.0
@@ -55,14 +55,14 @@ def test_model_versions_refuse_a_version_whose_manifest_fails(monkeypatch):
         raise CorruptModel(f"{tag}: content changed: pipeline.joblib")
 
     monkeypatch.setattr(hot_swap, "verify_model", corrupt)
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: pytest.fail("must not load"))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: pytest.fail("must not load"))
     with pytest.raises(CorruptModel):
         versions.get("m:2")
     assert versions.loaded == ["m:1"]
 
 
 def test_a_batch_naming_two_versions_is_computed_by_each(no_manifests):
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
     items = [{"model": "m:1", "text": "a"}, {"model": "m:2", "text": "b"}, {"model": "m:1", "text": "c"}]
     answers = text_answers(versions, items)
     assert [a["model"] for a in answers] == ["m:1", "m:2", "m:1"]
@@ -74,14 +74,14 @@ def test_a_version_that_cannot_load_answers_unavailable_for_its_items_only(monke
         raise CorruptModel(f"{tag}: missing pipeline.joblib")
 
     monkeypatch.setattr(hot_swap, "verify_model", corrupt)
-    versions = ModelVersions("text", "m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
+    versions = ModelVersions("m:1", ConstantModel(1.0), lambda tag: ConstantModel(2.0))
     answers = text_answers(versions, [{"model": "m:1", "text": "a"}, {"model": "m:9", "text": "b"}])
     assert "proba" in answers[0]
     assert "missing pipeline.joblib" in answers[1]["unavailable"]
 
 
-OLD = ProductionModels(fusion="f:1", text="t:1", image="i:1")
-NEW = ProductionModels(fusion="f:2", text="t:2", image="i:2")
+OLD = Trio(fusion="f:1", text="t:1", image="i:1")
+NEW = Trio(fusion="f:2", text="t:2", image="i:2")
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def store(monkeypatch):
         if trio.fusion in state.corrupt:
             raise CorruptModel(f"{trio.text}: content changed: pipeline.joblib")
 
-    monkeypatch.setattr(hot_swap, "production_models", lambda: state.pointer)
+    monkeypatch.setattr(hot_swap, "production_trio", lambda: state.pointer)
     monkeypatch.setattr(hot_swap, "verify_production", verify)
     monkeypatch.setattr(hot_swap, "read_fusion_config", lambda tag: {"text_model": "t:2", "image_model": "i:2"})
     return state
@@ -104,7 +104,7 @@ def _follower(**kwargs) -> ProductionFollower:
 
 
 def test_the_entry_adopts_a_trio_only_after_both_services_loaded_it(store):
-    prepared: list[ProductionModels] = []
+    prepared: list[Trio] = []
     swaps: list[tuple[str, str]] = []
     follower = _follower(on_swap=lambda old, new: swaps.append((old, new)))
 
@@ -127,7 +127,7 @@ def test_a_trio_a_service_cannot_load_is_refused_and_reported(store):
 
     asyncio.run(follower.check(prepare))
     assert follower.current[0] == "f:1"
-    assert "bad weights" in follower.rejected["f:2"]
+    assert "bad weights" in follower.refused["f:2"]
     assert follower.problems() == ["production f:2 refused: i:2: ModelLoadError: bad weights"]
     asyncio.run(follower.check(lambda trio: pytest.fail("a refused trio is not retried")))
 
@@ -136,7 +136,7 @@ def test_a_corrupt_trio_is_refused_before_any_service_loads_it(store):
     store.corrupt.add("f:2")
     follower = _follower()
     asyncio.run(follower.check(lambda trio: pytest.fail("a corrupt trio must not be prepared")))
-    assert follower.rejected["f:2"].startswith("CorruptModel")
+    assert follower.refused["f:2"].startswith("CorruptModel")
     assert follower.current[0] == "f:1"
 
 
@@ -148,7 +148,7 @@ def test_an_unreachable_service_delays_the_swap_and_it_is_retried(store):
 
     asyncio.run(follower.check(down))
     assert follower.current[0] == "f:1"
-    assert follower.rejected == {}
+    assert follower.refused == {}
     assert follower.problems() == ["production f:2 not adopted yet: ConnectionError: model service unreachable"]
 
     async def up(trio):
@@ -207,11 +207,11 @@ def test_health_probe_answers_within_its_timeout_when_a_service_hangs():
     assert "connection refused" in states["other"]
 
 
-def _observer(dropped: int = 0, backlog: int = 0, rejected: dict | None = None) -> Observer:
+def _observer(dropped: int = 0, backlog: int = 0, refused: dict | None = None) -> Observer:
     observer = Observer.__new__(Observer)  # no log thread nor database: only the verdict is under test
     observer.settings = SimpleNamespace(log_backlog_alert=100)  # type: ignore[assignment]
     observer.prediction_log = SimpleNamespace(dropped=dropped, backlog=backlog, written=0)  # type: ignore[assignment]
-    observer.fusion = ProductionFollower(OLD, {}, rejected or {}, 1.0)
+    observer.fusion = ProductionFollower(OLD, {}, refused or {}, 1.0)
     return observer
 
 
@@ -223,7 +223,7 @@ def test_health_is_ok_only_when_nothing_is_wrong():
     ("observer", "services", "expected"),
     [
         (_observer(), {"text": "no answer within 1 s (RAKUTEN_HEALTH_TIMEOUT_S)"}, "text model service: no answer"),
-        (_observer(rejected={"f:2": "CorruptModel: t:2"}), {}, "production f:2 refused"),
+        (_observer(refused={"f:2": "CorruptModel: t:2"}), {}, "production f:2 refused"),
         (_observer(dropped=3), {}, "prediction log dropped 3 rows"),
         (_observer(backlog=101), {}, "prediction log backlog 101 rows > 100"),
     ],

@@ -14,7 +14,7 @@ from rakuten_classifier.modeling.text import TfidfParams
 from rakuten_classifier.pipeline.steps import train_fusion, train_text
 from rakuten_classifier.pipeline.tracking import tracking_uri
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, production_models
+from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, production_trio
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     text_metrics = model_info(trained["text"]["tag"])["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold
-    assert trained["image"]["skipped_without_image"] > 0  # rows without image: counted
+    assert trained["image"]["learning_rows_without_image"] > 0  # rows without image: counted
     assert model_info(trained["fusion"]["tag"])["metadata"]["train_seconds"] > 0
     assert trained["fusion"]["promoted"] is True
 
@@ -101,17 +101,17 @@ def test_promotion_gate_refuses_worse_and_accepts_not_worse(trained, sample_dir,
     data = load_training_data(sample_dir, settings=settings)
     first = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
     assert first["promoted"] is True  # nothing in production under these names yet
-    before = production_models()
+    before = production_trio()
     assert before is not None
     assert before.fusion == first["tag"]
     weak = train_text(data, tfidf=TfidfParams(C=1e-4, char_ngram_max=1, word_ngram_max=1), settings=settings)
     refused = train_fusion(data, text_tag=weak["tag"], image_tag=trained["image"]["tag"], settings=settings)
     assert refused["promoted"] is False
     assert model_info(refused["tag"])["labels"]["stage"] == "candidate"
-    assert production_models() == before  # nothing served changed
+    assert production_trio() == before  # nothing served changed
     again = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
     assert again["promoted"] is True  # equal score: not worse, promoted
-    production = production_models()
+    production = production_trio()
     assert production is not None
     assert production.fusion == again["tag"]
 

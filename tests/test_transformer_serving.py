@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, SESSION_BENTOML_HOME, VENV_BIN, Server, minilm_folder, run_json, server_env
+from conftest import SESSION_BENTOML_HOME, VENV_BIN, minilm_folder, run_json, server_env
 
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import production_models
+from rakuten_classifier.registry import production_trio
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,8 @@ def _rakuten(env: dict, *arguments: str) -> dict:
     return run_json([str(VENV_BIN / "rakuten"), *arguments, "--json"], env)
 
 
-def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, sample_dir, tmp_path):
-    production = production_models()
+def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, sample_dir, serve, request, tmp_path):
+    production = production_trio()
     assert production is not None
     # Own store holding only the session's image model: no production trio, so the fusion trained
     # here is promoted (the gate has nothing to compare with) and the session's store is untouched.
@@ -77,33 +77,29 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(trained, 
     assert fusion["promoted"] is True, fusion
 
     started = time.perf_counter()
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, tmp_path / "serve.log")
-    try:
-        server.wait_ready()
-        timings["serve start"] = time.perf_counter() - started
-        health = httpx.get(f"{server.url}/health", timeout=30).json()
-        assert health["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
-        row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
-        answer = httpx.post(
-            f"{server.url}/predict_text",
-            json={"designation": row.designation, "description": row.description, "top_k": 3},
-            timeout=120,
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["models"]["text"] == text["tag"]
-        assert len(answer.json()["text"]) == 3
-        both = httpx.post(
-            f"{server.url}/predict_multimodal",
-            data={"designation": row.designation, "description": row.description},
-            files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
-            timeout=120,
-        )
-        assert both.status_code == 200, both.text
-        assert both.json()["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
-        assert both.json()["text"]
-        assert both.json()["image"]
-        # The transformer answers the same text alike in both routes (the same model, the same text).
-        assert both.json()["text"][0]["prdtypecode"] == answer.json()["text"][0]["prdtypecode"]
-    finally:
-        server.stop()
+    server = serve(request, data_root=tmp_path / "data", home=home)
+    timings["serve start"] = time.perf_counter() - started
+    health = httpx.get(f"{server.url}/health", timeout=30).json()
+    assert health["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
+    row = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).iloc[0]
+    answer = httpx.post(
+        f"{server.url}/predict_text",
+        json={"designation": row.designation, "description": row.description, "top_k": 3},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["models"]["text"] == text["tag"]
+    assert len(answer.json()["text"]) == 3
+    both = httpx.post(
+        f"{server.url}/predict_multimodal",
+        data={"designation": row.designation, "description": row.description},
+        files={"image": ("p.jpg", Path(row.image_path).read_bytes(), "image/jpeg")},
+        timeout=120,
+    )
+    assert both.status_code == 200, both.text
+    assert both.json()["models"] == {"fusion": fusion["tag"], "text": text["tag"], "image": production.image}
+    assert both.json()["text"]
+    assert both.json()["image"]
+    # The transformer answers the same text alike in both routes (the same model, the same text).
+    assert both.json()["text"][0]["prdtypecode"] == answer.json()["text"][0]["prdtypecode"]
     sys.stderr.write(f"transformer serving timings (s): { {k: round(v, 1) for k, v in timings.items()} }\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, Server, run_json, server_env
+from conftest import REPO_ROOT, VENV_BIN, run_json, server_env
 
 CHROMIUM = Path(os.environ.get("RAKUTEN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -255,24 +255,18 @@ def test_page_and_health_show_no_data_warning_for_models_trained_on_real_product
 
 
 @pytest.fixture(scope="module")
-def served_synthetic(tmp_path_factory):
+def served_synthetic(serve, request, tmp_path_factory):
     """`bentoml serve` of models trained by `rakuten train all` on a small synthetic catalogue, in a
     store and data root of their own (the session's production models are untouched)."""
     root = tmp_path_factory.mktemp("synthetic-trained")
     env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"))
-    env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
     folder = root / "data" / "synthetic"
     rakuten = str(VENV_BIN / "rakuten")
     run_json([rakuten, "data", "synth", "--out", str(folder), "--rows", "300", "--image-size", "32", "--json"], env)
     loaded = run_json([rakuten, "data", "load", "--data-dir", str(folder), "--json"], env)
     assert loaded["origin"] == "synthetic"
     trained = run_json([rakuten, "train", "all", "--json"], env)
-    server = Server("service:RakutenClassifier", env, REPO_ROOT, root / "serve.log")
-    try:
-        server.wait_ready()
-        yield server, trained
-    finally:
-        server.stop()
+    return serve(request, data_root=root / "data", home=root / "bentoml"), trained
 
 
 @pytest.mark.slow
@@ -302,20 +296,9 @@ def test_models_trained_on_the_synthetic_catalogue_say_so_in_training_health_and
 
 
 @pytest.fixture(scope="module")
-def served_with_examples(trained, session_data_root, sample_dir, tmp_path_factory):
+def served_with_examples(trained, session_data_root, sample_dir, serve, request):
     """A server whose /ui gallery reads the sample (RAKUTEN_UI_EXAMPLES_DIR)."""
-    log_path = tmp_path_factory.mktemp("serve-ui") / "serve.log"
-    server = Server(
-        "service:RakutenClassifier",
-        server_env(session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir)),
-        REPO_ROOT,
-        log_path,
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    return serve(request, data_root=session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir))
 
 
 @pytest.mark.slow

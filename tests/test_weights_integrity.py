@@ -11,7 +11,7 @@ import torch.hub
 
 from rakuten_classifier.cli import main
 from rakuten_classifier.modeling.image import weights
-from rakuten_classifier.modeling.image.backbones import build_blocks
+from rakuten_classifier.modeling.image.networks import build_blocks
 from rakuten_classifier.modeling.image.weights import (
     MOBILENET_V2_FILE,
     PACKAGED_SHA256,

@@ -3,6 +3,10 @@
 Rakuten never published names; these are inferred from the products (see the sample's README).
 """
 
+from collections.abc import Iterable
+
+import numpy as np
+
 CATEGORY_NAMES: dict[int, str] = {
     10: "Livres d'occasion",
     40: "Jeux vidéo (import, rétro)",
@@ -35,6 +39,15 @@ CATEGORY_NAMES: dict[int, str] = {
 
 # Sorted codes: the canonical class order of every model (probability column i <-> CATEGORY_CODES[i]).
 CATEGORY_CODES: tuple[int, ...] = tuple(sorted(CATEGORY_NAMES))
+_COLUMN_OF = {code: i for i, code in enumerate(CATEGORY_CODES)}
+
+
+def label_indices(codes: Iterable) -> np.ndarray:
+    """The probability column of each category code (int64); ValueError names a code outside the challenge."""
+    try:
+        return np.array([_COLUMN_OF[int(code)] for code in codes], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"unknown category code {exc.args[0]}; expected one of {list(CATEGORY_CODES)}") from None
 
 
 def category_name(code: int) -> str:

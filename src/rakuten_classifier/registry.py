@@ -5,9 +5,10 @@ Names (stable, documented in README):
     rakuten-image   image model versions     labels: backbone, mode, stage=candidate
     rakuten-fusion  fusion versions          labels: method, stage=production|candidate
 
-A fusion version names the text and image versions it combines (metadata). The production models
-are the newest fusion version labelled ``stage=production`` and the two versions it names; a
-fusion version gets that label only by passing the promotion gate (see pipeline.gate.promotion_decision).
+A fusion version names the text and image versions it combines (metadata): the three are a trio.
+The production trio is the newest fusion version labelled ``stage=production`` and the two versions
+it names; a fusion version gets that label only by passing the promotion gate (see
+pipeline.gate.promotion_decision).
 """
 
 from __future__ import annotations
@@ -97,9 +98,9 @@ def verify_model(tag: str) -> None:
         )
 
 
-def verify_production(models: ProductionModels) -> None:
-    """Verify the three versions that serve together (CorruptModel on the first bad one)."""
-    for tag in (models.fusion, models.text, models.image):
+def verify_production(trio: Trio) -> None:
+    """Verify the three versions of a trio (CorruptModel on the first bad one)."""
+    for tag in (trio.fusion, trio.text, trio.image):
         verify_model(tag)
 
 
@@ -132,8 +133,8 @@ def latest_tag(name: str, **labels: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class ProductionModels:
-    """The three tags that serve together."""
+class Trio:
+    """The three tags that serve together: a fusion version and the text and image versions it combines."""
 
     fusion: str
     text: str
@@ -145,34 +146,34 @@ def read_fusion_config(fusion_tag: str) -> dict:
     return json.loads((model_path(fusion_tag) / FUSION_FILE).read_text())
 
 
-def production_models() -> ProductionModels | None:
-    """The models currently promoted to production, or None before the first promotion."""
+def production_trio() -> Trio | None:
+    """The trio promoted to production, or None before the first promotion."""
     fusion_tag = latest_tag(FUSION_MODEL, stage=STAGE_PRODUCTION)
     if fusion_tag is None:
         return None
-    return models_of(fusion_tag)
+    return trio_of(fusion_tag)
 
 
 class NoModelError(LookupError):
-    """No production models in the store yet."""
+    """No production trio in the store yet."""
 
 
-def current_models() -> ProductionModels:
-    """The production tags, or NoModelError telling the user to train."""
-    models = production_models()
-    if models is None:
+def require_production_trio() -> Trio:
+    """The production trio, or NoModelError telling the user to train."""
+    trio = production_trio()
+    if trio is None:
         raise NoModelError("no production models in the BentoML store; run `rakuten train all` first")
-    return models
+    return trio
 
 
-def models_of(fusion_tag: str) -> ProductionModels:
+def trio_of(fusion_tag: str) -> Trio:
     """The text and image versions a fusion version combines."""
     config = read_fusion_config(fusion_tag)
-    return ProductionModels(fusion=fusion_tag, text=config["text_model"], image=config["image_model"])
+    return Trio(fusion=fusion_tag, text=config["text_model"], image=config["image_model"])
 
 
-def last_good_production() -> tuple[ProductionModels | None, dict[str, str]]:
-    """The newest production models whose files verify, and why newer ones were refused."""
+def last_good_production() -> tuple[Trio | None, dict[str, str]]:
+    """The newest production trio whose files verify, and why newer ones were refused."""
     try:
         versions = bentoml.models.list(FUSION_MODEL)
     except bentoml.exceptions.NotFound:
@@ -182,9 +183,9 @@ def last_good_production() -> tuple[ProductionModels | None, dict[str, str]]:
     for model in sorted(production, key=lambda m: m.info.creation_time, reverse=True):
         tag = str(model.tag)
         try:
-            models = models_of(tag)
-            verify_production(models)
-            return models, refused
+            trio = trio_of(tag)
+            verify_production(trio)
+            return trio, refused
         except (CorruptModel, OSError, KeyError, json.JSONDecodeError) as exc:
             refused[tag] = str(exc)
             log.error("production %s refused: %s", tag, exc)

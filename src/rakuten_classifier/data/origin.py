@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import Settings, get_settings
+
 # Written by the synthetic writer beside the CSVs (JSON: seed, rows, image size).
 MARKER_FILE = "SYNTHETIC_CATALOGUE.json"
 
@@ -19,18 +21,25 @@ REAL = "real"
 MIXED = "mixed"  # some rows synthetic, some real
 UNKNOWN = "unknown"  # loaded before origins were recorded
 
-HOW_TO_TRAIN_ON_REAL_DATA = (
-    "To train on the real challenge data, put X_train_update.csv, Y_train_CVw08PX.csv and "
-    "images/image_train/ in data/raw/, delete data/rakuten.db (it holds the synthetic rows), "
-    "then run `make demo` again (or `rakuten data load --data-dir data/raw` and `rakuten train all`)."
-)
 _WARNINGS = {
     SYNTHETIC: "These models were trained only on the synthetic demo catalogue (titles drawn from short "
     "word lists, images of coloured shapes), never on real products: their answers on real titles and "
-    "photos mean little. " + HOW_TO_TRAIN_ON_REAL_DATA,
+    "photos mean little.",
     MIXED: "Part of the data these models were trained on is the synthetic demo catalogue, not real "
-    "products: their answers are skewed by it. " + HOW_TO_TRAIN_ON_REAL_DATA,
+    "products: their answers are skewed by it.",
 }
+
+
+def how_to_train_on_real_data(settings: Settings) -> str:
+    """Where the challenge files go and what to run, in this configuration's paths."""
+    raw = settings.raw_dir.as_posix()
+    # Never the URL of a configured database: it may hold a password, and /health and /ui show this text.
+    database = settings.sqlite_file.as_posix() if settings.db_url is None else "the database of RAKUTEN_DB_URL"
+    return (
+        "To train on the real challenge data, put X_train_update.csv, Y_train_CVw08PX.csv and "
+        f"images/image_train/ in {raw}/, delete {database} (it holds the synthetic rows), "
+        f"then run `make demo` again (or `rakuten data load --data-dir {raw}` and `rakuten train all`)."
+    )
 
 
 def folder_origin(data_dir: str | Path) -> str:
@@ -48,4 +57,5 @@ def combined_origin(origins: Iterable[str | None]) -> str:
 
 def origin_warning(origin: str | None) -> str | None:
     """What a user must be told about models trained on data of this origin (None: nothing)."""
-    return _WARNINGS.get(origin or UNKNOWN)
+    warning = _WARNINGS.get(origin or UNKNOWN)
+    return None if warning is None else f"{warning} {how_to_train_on_real_data(get_settings())}"

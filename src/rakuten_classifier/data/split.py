@@ -29,7 +29,8 @@ def assign_splits(
 
     Rows already in ``existing`` (productid -> split) keep their split. New labelled rows are
     stratified per category: ordered by a seeded hash of the productid, the first share goes to
-    test, the next to validation, the rest to training. Unlabelled rows get 'unlabelled'.
+    'test' (held out), the next to 'val', the rest to 'train'; 'val' and 'train' are both learning
+    rows, cross-fitted together (pipeline/protocol.py). Unlabelled rows get 'unlabelled'.
     """
     existing = existing or {}
     splits = pd.Series(UNLABELLED_SPLIT, index=products.index, dtype=object)

@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from ..categories import CATEGORY_CODES
+from ..categories import CATEGORY_CODES, label_indices
 from .origin import MARKER_FILE
 from .reader import X_TEST_FILE, X_TRAIN_FILE, Y_TRAIN_FILE, image_path
 
@@ -216,7 +216,6 @@ def write_synthetic_catalogue(
         "image_size": image_size,
     }
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n")
-    position_of = {code: i for i, code in enumerate(CATEGORY_CODES)}
     records = []
     for position in tqdm(range(total), desc="synthesising products", unit="row", disable=None):
         code = CATEGORY_CODES[code_indices[position]]
@@ -224,7 +223,7 @@ def write_synthetic_catalogue(
         path = image_path(out_dir, source, int(imageids[position]), int(productids[position]))
         path.parent.mkdir(parents=True, exist_ok=True)
         # The label is `code`; the image and the words are sometimes those of a look-alike category.
-        synthetic_image(position_of[_look_alike(code, rng)], rng, image_size).save(path, quality=85)
+        synthetic_image(int(label_indices([_look_alike(code, rng)])[0]), rng, image_size).save(path, quality=85)
         words_of = _look_alike(code, rng)
         text = _title(words_of, rng), _description(words_of, rng)
         records.append((position, *text, productids[position], imageids[position], code))

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .fusion import PER_CLASS, STACKED, fit_per_class_weights, fit_stacker, fuse, learn_text_weight
+from .fusion import PER_CLASS, STACKED, fuse, has_both
+from .fusion_fitting import fit_per_class_weights, fit_stacker, learn_text_weight
 from .scores import weighted_f1
 
 STACKER_C_GRID = (0.1, 1.0)
@@ -59,7 +60,7 @@ def _weighted_f1(labels: np.ndarray, proba: np.ndarray) -> float:
 
 def nested_scores(text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fitter) -> dict:
     """Weighted F1 of a candidate whose every row is fused by a combiner fitted without that row's fold."""
-    both = ~(np.isnan(text).any(axis=1) | np.isnan(image).any(axis=1))
+    both = has_both(text, image)
     fused = np.array(text, dtype=np.float64)
     for fold in np.unique(folds):
         train, held_out = both & (folds != fold), both & (folds == fold)
@@ -81,7 +82,7 @@ def select_fusion(
 
     Ties go to the earlier, simpler candidate.
     """
-    both = ~(np.isnan(text).any(axis=1) | np.isnan(image).any(axis=1))
+    both = has_both(text, image)
     if both.sum() == 0:
         raise ValueError("no learning row has both modalities; cannot choose a fusion")
     fitters = candidates(seed)

@@ -49,12 +49,11 @@ def load_image_version(tag: str) -> ImageClassifier:
 def load_served_image(directory: str | Path) -> ImageModel:
     """The image model saved in ``directory`` on the serving runtime (``RAKUTEN_IMAGE_RUNTIME``).
 
-    ONNX Runtime gets one intra-op thread per call when the service runs the test-time views on
-    parallel threads (as torch does), ``torch_threads`` otherwise. A version saved before the ONNX
-    export has no graph: torch serves it.
+    ONNX Runtime (numpy, Pillow and onnxruntime: no torch) gets one intra-op thread per call when
+    the service runs the test-time views on parallel threads, ``torch_threads`` otherwise. A version
+    saved before the ONNX export has no graph: torch serves it where torch is installed (the
+    training requirements); the serving requirements alone refuse it with a ModelLoadError.
     """
-    from .image.classifier import ImageClassifier
-
     settings = get_settings()
     if settings.image_runtime == "onnxruntime":
         from .image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
@@ -63,6 +62,15 @@ def load_served_image(directory: str | Path) -> ImageModel:
             threads = 1 if settings.image_parallel_views else settings.torch_threads
             return OnnxImageClassifier.load(directory, threads)
         log.warning("%s has no %s: served by torch", directory, ONNX_FILE)
+        needs = "an image model saved before the ONNX export (no graph) runs on torch"
+        remedy = "retrain, or install the training requirements"
+    else:
+        needs = "RAKUTEN_IMAGE_RUNTIME=torch asks for torch"
+        remedy = "serve with onnxruntime, or install the training requirements"
+    try:
+        from .image.classifier import ImageClassifier
+    except ImportError as exc:
+        raise ModelLoadError(f"{directory}: {needs}, which is not installed ({exc}): {remedy}") from exc
     return ImageClassifier.load(directory)
 
 

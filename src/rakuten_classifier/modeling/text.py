@@ -23,9 +23,10 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
-from ..categories import CATEGORY_CODES
+from ..categories import CATEGORY_CODES, label_indices
+from ..config import get_settings
 from ..data.preprocessing import TITLE_SEPARATOR
-from .calibration import fit_temperature, softmax_with_temperature
+from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
 from .errors import ModelLoadError
 
@@ -45,11 +46,6 @@ class TextModel(Protocol):
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
     def save(self, directory: Path) -> None: ...
-
-
-def _class_indices(labels) -> np.ndarray:
-    position = {code: i for i, code in enumerate(CATEGORY_CODES)}
-    return np.array([position[int(code)] for code in labels])
 
 
 @dataclass
@@ -124,22 +120,22 @@ class TfidfTextModel:
         )
         title = FunctionTransformer(repeat_title, kw_args={"times": params.title_repeat})
         pipeline = Pipeline([("title", title), ("tfidf", features), ("svm", LinearSVC(C=params.C))])
-        pipeline.fit(list(texts), _class_indices(labels))
+        pipeline.fit(list(texts), label_indices(labels))
         return cls(pipeline, 1.0, params)
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        """Margins for all 27 classes (classes unseen in training get a very low margin)."""
+        """Margins for all 27 classes (a class unseen in training gets ABSENT_LOGIT)."""
         margins = self.pipeline.decision_function(texts)
         seen = self.pipeline.named_steps["svm"].classes_
         if margins.ndim == 1:  # binary case: sklearn returns one column
             margins = np.stack([-margins, margins], axis=1)
-        scores = np.full((len(texts), len(CATEGORY_CODES)), -1e3, dtype=np.float64)
+        scores = np.full((len(texts), len(CATEGORY_CODES)), ABSENT_LOGIT, dtype=np.float64)
         scores[:, seen] = margins
         return scores
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
+        return softmax(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """Write the pipeline (joblib) and a JSON config into the folder."""
@@ -155,17 +151,20 @@ class TfidfTextModel:
 
 @dataclass
 class TransformerParams:
-    """Fine-tuning options of the transformer text model."""
+    """Fine-tuning options of the transformer text model (each field's "help" is the CLI's, cli.py)."""
 
-    backbone: str = "jhu-clsp/mmBERT-base"  # hub id or local folder
-    epochs: float = 2.0
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    max_length: int = 128
-    sample_fraction: float = 1.0
-    weight_decay: float = 0.01
-    seed: int = 42
-    extra: dict = field(default_factory=dict)
+    backbone: str = field(
+        default="jhu-clsp/mmBERT-base", metadata={"help": "Hugging Face hub id or local folder of the model"}
+    )
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training texts (fractions allowed)"})
+    batch_size: int = field(default=16, metadata={"help": "texts per optimisation step"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW peak learning rate (linear warm-up/decay)"})
+    max_length: int = field(default=128, metadata={"help": "tokens kept per text"})
+    sample_fraction: float = field(default=1.0, metadata={"help": "share of the training texts used (seeded)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    seed: int = field(
+        default_factory=lambda: get_settings().seed, metadata={"help": "seed of the fine-tuning (RAKUTEN_SEED)"}
+    )
 
 
 class TransformerTextModel:
@@ -188,7 +187,7 @@ class TransformerTextModel:
 
         torch.manual_seed(params.seed)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        texts, label_idx = list(texts), _class_indices(labels)
+        texts, label_idx = list(texts), label_indices(labels)
         if params.sample_fraction < 1.0:
             rng = np.random.default_rng(params.seed)
             keep = rng.random(len(texts)) < params.sample_fraction
@@ -255,7 +254,7 @@ class TransformerTextModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax_with_temperature(self.scores(list(texts)), self.temperature)
+        return softmax(self.scores(list(texts)), self.temperature)
 
     def save(self, directory: Path) -> None:
         """save_pretrained of model and tokenizer plus a JSON config."""
@@ -266,14 +265,21 @@ class TransformerTextModel:
     @classmethod
     def load(cls, directory: Path, config: dict) -> TransformerTextModel:
         """Read a folder written by `save` (local files only, never the hub)."""
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as exc:  # the serving requirements alone: TF-IDF models only
+            raise ModelLoadError(
+                f"{directory}: a transformer text model runs on torch and transformers, not installed here "
+                f"({exc}): install the training requirements where it is served, or serve a TF-IDF text model"
+            ) from exc
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         path = directory / "hf_model"
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).to(device)
-        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**config["params"]))
+        params = {k: v for k, v in config["params"].items() if k != "extra"}  # saved before `extra` was dropped
+        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**params))
 
 
 def cross_fit_text_model(
@@ -288,7 +294,7 @@ def cross_fit_text_model(
         return model.scores([texts[i] for i in held_out])
 
     oof_scores = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
-    temperature = fit_temperature(oof_scores, _class_indices(labels))
+    temperature = fit_temperature(oof_scores, label_indices(labels))
     model = fit(texts, labels)
     model.temperature = temperature
     log.info(
@@ -297,7 +303,7 @@ def cross_fit_text_model(
         len(np.unique(folds)),
         temperature,
     )
-    return model, softmax_with_temperature(oof_scores, temperature)
+    return model, softmax(oof_scores, temperature)
 
 
 def load_text_model(directory: str | Path) -> TextModel:

@@ -67,7 +67,6 @@ _STOPWORDS = {
     "es": {"el", "los", "las", "y", "con", "para", "del", "una", "por", "es", "que", "su", "se"},
     "it": {"il", "di", "della", "e", "con", "per", "che", "gli", "una", "sono", "nel", "alla"},
 }
-LANGUAGES = (*_STOPWORDS, "other", "none")
 _WORD_RE = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 

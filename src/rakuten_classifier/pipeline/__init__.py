@@ -1,2 +1,2 @@
 """The training pipeline: training data, steps into the model store, the promotion gate, evaluation,
-retraining, training jobs, MLflow tracking."""
+retraining, the training job process and its status file, MLflow tracking."""

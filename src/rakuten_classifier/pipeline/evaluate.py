@@ -7,13 +7,11 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from ..config import Settings, get_settings
 from ..modeling.fusion import fuse
-from ..modeling.scores import classification_scores, report_text, save_confusion_matrix
-from ..registry import current_models, read_fusion_config
-from .scoring import image_proba, text_proba
+from ..modeling.scores import report_text, save_confusion_matrix
+from ..registry import read_fusion_config, require_production_trio
+from .scoring import image_proba, text_proba, trio_scores
 from .training_data import load_training_data
 
 log = logging.getLogger(__name__)
@@ -26,28 +24,24 @@ def evaluate_production(
 
     ``split`` restricts to one split of the folder ('test' scores the held-out rows of the data the
     models were trained on); None scores every labelled row (for a folder the models never saw).
-    Image scores cover rows with an image; fused rows without one are decided by the text.
+    Image scores cover rows with an image; fused rows without one are decided by the text (`trio_scores`).
     """
     settings = settings or get_settings()
-    models = current_models()
-    config = read_fusion_config(models.fusion)
+    trio = require_production_trio()
+    config = read_fusion_config(trio.fusion)
     data = load_training_data(data_dir=data_dir, settings=settings)
     frame = data.products if split is None else data.split(split)
     labels = frame["label_index"].to_numpy()
-    text = text_proba(models.text, frame)
-    image = image_proba(models.image, frame, settings.features_dir)
+    text = text_proba(trio.text, frame)
+    image = image_proba(trio.image, frame, settings.features_dir)
     fused = fuse(text, image, config)
-    with_image = ~np.isnan(image).any(axis=1)
     result = {
-        "text": classification_scores(labels, text.argmax(axis=1)),
-        "image": classification_scores(labels[with_image], image[with_image].argmax(axis=1)),
-        "fused": classification_scores(labels, fused.argmax(axis=1)),
+        **trio_scores(labels, text, image, fused),
         "n": len(frame),
-        "images_missing": int((~with_image).sum()),
         "split": split or "all",
         "text_weight": config["text_weight"],
         "method": config["method"],
-        "models": {"text": models.text, "image": models.image, "fusion": models.fusion},
+        "models": {"text": trio.text, "image": trio.image, "fusion": trio.fusion},
     }
     report_dir = report_dir or settings.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from ..categories import CATEGORY_CODES
 from ..config import Settings, get_settings
 from ..data.reader import DataError
-from ..modeling.fusion import fuse
+from ..modeling.fusion import fuse, has_both
 from ..modeling.fusion_selection import candidates, select_fusion
 from ..modeling.scores import classification_scores
 from ..monitoring.drift import build_profile, reference_features, save_profile
@@ -31,27 +31,16 @@ from ..registry import (
     STAGE_PRODUCTION,
     TEXT_MODEL,
     latest_tag,
-    production_models,
+    production_trio,
     save_to_store,
 )
 from .gate import production_scores, promotion_decision
 from .protocol import common_metadata, learning_folds, load_oof, scores_and_log
-from .scoring import image_proba, text_proba
+from .scoring import image_proba, text_proba, trio_scores
 from .tracking import tracked_run
 from .training_data import TrainingData, load_training_data
 
 log = logging.getLogger(__name__)
-
-
-def _test_scores(labels: np.ndarray, text: np.ndarray, image: np.ndarray, fused: np.ndarray, work_dir: Path) -> dict:
-    with_image = ~np.isnan(image).any(axis=1)
-    return {
-        "text": classification_scores(labels, text.argmax(axis=1)),
-        "image": classification_scores(labels[with_image], image[with_image].argmax(axis=1)),
-        "fused": scores_and_log("fused_test", labels, fused, work_dir),
-        "fused_on_rows_with_image": classification_scores(labels[with_image], fused[with_image].argmax(axis=1)),
-        "text_on_rows_with_image": classification_scores(labels[with_image], text[with_image].argmax(axis=1)),
-    }
 
 
 def _drift_profile(rows: pd.DataFrame, fused: np.ndarray, seed: int) -> dict:
@@ -94,16 +83,20 @@ def train_fusion(
         test_labels = test["label_index"].to_numpy()
         test_text, test_image = text_proba(text_tag, test), image_proba(image_tag, test, settings.features_dir)
         fused = fuse(test_text, test_image, config)
-        test_metrics = _test_scores(test_labels, test_text, test_image, fused, Path(tmp))
+        # The fused scores again through scores_and_log, which also logs their report and confusion matrix.
+        test_metrics = {
+            **trio_scores(test_labels, test_text, test_image, fused),
+            "fused": scores_and_log("fused_test", test_labels, fused, Path(tmp)),
+        }
         # For the record only (the choice above never saw these): every candidate refit on all
         # out-of-fold rows, scored on the held-out rows.
-        both = ~(np.isnan(oof_text).any(axis=1) | np.isnan(oof_image).any(axis=1))
+        both = has_both(oof_text, oof_image)
         for candidate, fit in candidates(settings.seed).items():
             other = config if candidate == name else fit(oof_text[both], oof_image[both], labels[both])
             selection[candidate]["test_weighted_f1"] = classification_scores(
                 test_labels, fuse(test_text, test_image, other).argmax(axis=1)
             )["weighted_f1"]
-        current = production_models()
+        current = production_trio()
         production_f1 = (
             None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
         )

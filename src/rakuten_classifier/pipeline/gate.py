@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..modeling.fusion import fuse
 from ..modeling.scores import classification_scores
-from ..registry import ProductionModels, read_fusion_config
+from ..registry import Trio, read_fusion_config
 from .scoring import image_proba, text_proba
 
 
@@ -25,7 +25,7 @@ def promotion_decision(candidate_f1: float, production_f1: float | None) -> tupl
     return False, f"candidate fused test weighted F1 {candidate_f1:.4f} < production {production_f1:.4f}"
 
 
-def production_scores(production: ProductionModels, frame: pd.DataFrame, cache_dir: Path | None = None) -> dict:
+def production_scores(production: Trio, frame: pd.DataFrame, cache_dir: Path | None = None) -> dict:
     """Scores of the production trio on ``frame`` (missing images: text alone; features cached in ``cache_dir``)."""
     config = read_fusion_config(production.fusion)
     fused = fuse(text_proba(production.text, frame), image_proba(production.image, frame, cache_dir), config)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ..config import Settings, get_settings
 from ..data.schema import get_engine, products
 from ..monitoring.drift import drift_of_recent
-from ..registry import model_info, production_models
+from ..registry import model_info, production_trio
 from .steps import train_all
 from .tracking import tracked_run
 
@@ -44,7 +44,7 @@ def new_labelled_rows(url: str, fusion_metadata: dict) -> dict:
 
 def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True) -> dict:
     """What the retrain decision is based on: new labelled rows and drift of the recent log."""
-    production = production_models()
+    production = production_trio()
     if production is None:
         return {"production": None, "triggers": ["no production models yet"]}
     metadata = model_info(production.fusion)["metadata"]
@@ -119,5 +119,5 @@ def retrain(
         "models": {"text": result["text"]["tag"], "image": result["image"]["tag"], "fusion": fusion["tag"]},
         "candidate_fused_test_weighted_f1": fusion["metrics"]["fused"]["weighted_f1"],
         "production_fused_test_weighted_f1": fusion.get("production_before_test_weighted_f1"),
-        "production_after": vars(production_models()),
+        "production_after": vars(production_trio()),
     }

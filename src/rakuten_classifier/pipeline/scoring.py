@@ -1,4 +1,5 @@
-"""Probabilities of stored models for rows of a frame (cached per process), and image files scored in batches."""
+"""Probabilities of stored models for rows of a frame (cached per process), image files scored in batches,
+and the scores of a trio's probabilities."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..data.preprocessing import ImageError, load_image
 from ..modeling.errors import ImageModelError
 from ..modeling.image.classifier import ImageClassifier
 from ..modeling.loading import image_model_for, text_model_for
+from ..modeling.scores import classification_scores
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +83,20 @@ def image_proba_for_paths(
         if images:
             proba[kept] = model.predict_proba(images)
     return proba
+
+
+def trio_scores(labels: np.ndarray, text: np.ndarray, image: np.ndarray, fused: np.ndarray) -> dict:
+    """Scores of a trio's text, image and fused probabilities on labelled rows.
+
+    Image scores cover the rows with an image (NaN image rows have none); fused rows without one
+    are decided by the text. The ``*_on_rows_with_image`` scores compare fused and text on the same rows.
+    """
+    with_image = ~np.isnan(image).any(axis=1)
+    return {
+        "text": classification_scores(labels, text.argmax(axis=1)),
+        "image": classification_scores(labels[with_image], image[with_image].argmax(axis=1)),
+        "fused": classification_scores(labels, fused.argmax(axis=1)),
+        "fused_on_rows_with_image": classification_scores(labels[with_image], fused[with_image].argmax(axis=1)),
+        "text_on_rows_with_image": classification_scores(labels[with_image], text[with_image].argmax(axis=1)),
+        "images_missing": int((~with_image).sum()),
+    }

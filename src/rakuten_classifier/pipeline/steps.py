@@ -13,10 +13,13 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from ..config import Settings, get_settings
 from ..data.origin import origin_warning
@@ -32,12 +35,74 @@ from ..modeling.text import (
 )
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
+from .job_status import STAGES
 from .protocol import common_metadata, learning_folds, save_oof, scores_and_log
 from .scoring import image_proba_for_paths, remember_proba
 from .tracking import tracked_run
 from .training_data import TrainingData, load_training_data
 
 log = logging.getLogger(__name__)
+
+
+class Fitted(NamedTuple):
+    """What a model step's fit gives `_cross_fit_step`."""
+
+    model: Any  # refit on every learning row
+    oof: np.ndarray  # out-of-fold probabilities of the learning rows
+    params: dict  # logged to MLflow and stored in the version's metadata
+    labels: dict  # labels of the stored version (its stage is added)
+
+
+def _cross_fit_step(
+    name: str,
+    kind: str,
+    data: TrainingData,
+    settings: Settings,
+    fit: Callable[[pd.DataFrame, np.ndarray], Fitted],
+    test_proba: Callable[[Any, pd.DataFrame], np.ndarray],
+    write: Callable[[Any, Path], None],
+    counts: dict[str, int] | None = None,
+) -> dict:
+    """The text and image steps: a tracked run that cross-fits the model on the learning rows, scores it
+    out-of-fold and on the held-out rows, and stores it as a candidate with its out-of-fold probabilities.
+
+    ``name`` is the store's model name, ``kind`` names the MLflow run and the logged scores.
+    ``write`` saves the model's files into the new version's folder; ``counts`` (facts about the data,
+    such as rows without an image) are logged, stored in the metadata and returned.
+    """
+    import mlflow
+
+    counts = counts or {}
+    learning, test = data.learning(), data.split("test")
+    with tracked_run(settings, kind, {"stage": kind}) as run, tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        fitted = fit(learning, learning_folds(data, settings))
+        seconds = time.perf_counter() - started
+        mlflow.log_params(fitted.params)
+        mlflow.log_metrics({"train_seconds": seconds, **counts})
+        proba = test_proba(fitted.model, test)
+        metrics = {
+            "oof": scores_and_log(f"{kind}_oof", learning["label_index"].to_numpy(), fitted.oof, Path(tmp)),
+            "test": scores_and_log(f"{kind}_test", test["label_index"].to_numpy(), proba, Path(tmp)),
+        }
+        metadata = common_metadata(data, run.info.run_id, fitted.params, metrics, seconds, settings.cv_folds)
+
+        def write_version(directory: Path) -> None:
+            write(fitted.model, directory)
+            save_oof(directory, learning["productid"], fitted.oof)
+
+        labels = {**fitted.labels, "stage": STAGE_CANDIDATE}
+        tag = save_to_store(name, write_version, labels, {**metadata, **counts})
+        remember_proba(tag, test, proba)  # the fusion step scores the same rows
+        mlflow.set_tag("model_tag", tag)
+    log.info(
+        "%s model %s: out-of-fold weighted F1 %.4f, test %.4f",
+        kind,
+        tag,
+        metrics["oof"]["weighted_f1"],
+        metrics["test"]["weighted_f1"],
+    )
+    return {"tag": tag, "metrics": metrics, "seconds": round(seconds, 2), **counts}
 
 
 def train_text(
@@ -51,52 +116,36 @@ def train_text(
     settings: Settings | None = None,
 ) -> dict:
     """Cross-fit the text model (TF-IDF + linear SVM, or a transformer if ``backbone`` is given) and store it."""
-    import mlflow
-
     settings = settings or get_settings()
     data = data or load_training_data(data_dir, db_url, settings)
-    learning, test = data.learning(), data.split("test")
-    folds = learning_folds(data, settings)
     params: TransformerParams | TfidfParams
-    fit: Callable[[list[str], list[int]], TextModel]
+    fit_model: Callable[[list[str], list[int]], TextModel]
     if backbone:
-        transformer_params = transformer or TransformerParams(backbone=backbone)
-        transformer_params.backbone = backbone
-        params = transformer_params
-        fit = partial(TransformerTextModel.fit, params=transformer_params)
+        params = replace(transformer or TransformerParams(), backbone=backbone)
+        fit_model = partial(TransformerTextModel.fit, params=params)
     else:
-        params = tfidf_params = tfidf or TfidfParams()
-        fit = partial(TfidfTextModel.fit, params=tfidf_params)
-    with tracked_run(settings, "text", {"stage": "text"}) as run, tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        model: TextModel
-        model, oof = cross_fit_text_model(learning["text"], learning["prdtypecode"], folds, fit)
-        seconds = time.perf_counter() - started
-        param_dict = {"kind": model.kind, **vars(params), "temperature": model.temperature}
-        param_dict.pop("extra", None)
-        mlflow.log_params(param_dict)
-        mlflow.log_metric("train_seconds", seconds)
-        test_proba = model.predict_proba(test["text"].tolist())
-        metrics = {
-            "oof": scores_and_log("text_oof", learning["label_index"].to_numpy(), oof, Path(tmp)),
-            "test": scores_and_log("text_test", test["label_index"].to_numpy(), test_proba, Path(tmp)),
-        }
-        metadata = common_metadata(data, run.info.run_id, param_dict, metrics, seconds, settings.cv_folds)
+        params = tfidf or TfidfParams()
+        fit_model = partial(TfidfTextModel.fit, params=params)
 
-        def write(directory: Path) -> None:
-            model.save(directory)
-            save_oof(directory, learning["productid"], oof)
+    def fit(learning: pd.DataFrame, folds: np.ndarray) -> Fitted:
+        model, oof = cross_fit_text_model(learning["text"], learning["prdtypecode"], folds, fit_model)
+        logged = {"kind": model.kind, **asdict(params), "temperature": model.temperature}
+        return Fitted(model, oof, logged, {"kind": model.kind})
 
-        tag = save_to_store(TEXT_MODEL, write, {"kind": model.kind, "stage": STAGE_CANDIDATE}, metadata)
-        remember_proba(tag, test, test_proba)  # the fusion step scores the same rows
-        mlflow.set_tag("model_tag", tag)
-    log.info(
-        "text model %s: out-of-fold weighted F1 %.4f, test %.4f",
-        tag,
-        metrics["oof"]["weighted_f1"],
-        metrics["test"]["weighted_f1"],
+    return _cross_fit_step(
+        TEXT_MODEL,
+        "text",
+        data,
+        settings,
+        fit,
+        test_proba=lambda model, test: model.predict_proba(test["text"].tolist()),
+        write=lambda model, directory: model.save(directory),
     )
-    return {"tag": tag, "metrics": metrics, "seconds": round(seconds, 2)}
+
+
+def image_training_options(settings: Settings, **given: Any) -> ImageTrainingOptions:
+    """The image step's options: those ``given``, the seed and backbone from the settings, the rest the defaults."""
+    return ImageTrainingOptions(**{"seed": settings.seed, "backbone": settings.image_backbone, **given})
 
 
 def train_image(
@@ -108,61 +157,51 @@ def train_image(
     options: ImageTrainingOptions | None = None,
 ) -> dict:
     """Cross-fit the image model on the learning rows that have an image and store it; missing images are counted."""
-    import mlflow
-
     # Lazy: torch takes seconds to import, and training only the text model never needs it.
-    from ..modeling.image.onnx_runtime import ONNX_FILE, export_onnx
+    from ..modeling.image.onnx_export import export_onnx
+    from ..modeling.image.onnx_runtime import ONNX_FILE
     from ..modeling.image.training import fit_image_model
 
     settings = settings or get_settings()
-    options = options or ImageTrainingOptions(seed=settings.seed, backbone=settings.image_backbone)
+    training_options = options or image_training_options(settings)
     data = data or load_training_data(data_dir, db_url, settings)
     learning, test = data.learning(), data.split("test")
-    skipped = int(learning["image_path"].isna().sum())
-    if skipped == len(learning):
+    without_image = int(learning["image_path"].isna().sum())
+    if without_image == len(learning):
         raise DataError("no learning row has an image file; cannot train the image model")
-    with tracked_run(settings, "image", {"stage": "image"}) as run, tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+
+    def fit(learning: pd.DataFrame, folds: np.ndarray) -> Fitted:
         model, oof, info = fit_image_model(
             learning["image_path"].tolist(),
             learning["prdtypecode"].astype(int).tolist(),
-            learning_folds(data, settings),
-            options,
+            folds,
+            training_options,
             cache_dir=settings.features_dir,
         )
-        seconds = time.perf_counter() - started
-        params = {k: str(v) if isinstance(v, tuple) else v for k, v in options.as_params().items()}
+        params = {k: str(v) if isinstance(v, tuple) else v for k, v in training_options.as_params().items()}
         params.update({k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))})
-        mlflow.log_params(params)
-        mlflow.log_metrics({"train_seconds": seconds, "learning_rows_without_image": skipped})
-        test_proba = image_proba_for_paths(
+        return Fitted(model, oof, params, {"backbone": training_options.backbone, "mode": training_options.mode})
+
+    def write(model: Any, directory: Path) -> None:
+        model.save(directory)
+        # The served graph lives in the same version folder (and manifest): a promotion swaps both.
+        export_onnx(model, directory / ONNX_FILE)
+
+    return _cross_fit_step(
+        IMAGE_MODEL,
+        "image",
+        data,
+        settings,
+        fit,
+        test_proba=lambda model, test: image_proba_for_paths(
             model, test["image_path"].tolist(), settings.features_dir, desc="scoring test images"
-        )
-        metrics = {
-            "oof": scores_and_log("image_oof", learning["label_index"].to_numpy(), oof, Path(tmp)),
-            "test": scores_and_log("image_test", test["label_index"].to_numpy(), test_proba, Path(tmp)),
-        }
-        metrics["test"]["missing_images"] = int(np.isnan(test_proba).any(axis=1).sum())
-        metadata = common_metadata(data, run.info.run_id, params, metrics, seconds, settings.cv_folds)
-        metadata["learning_rows_without_image"] = skipped
-
-        def write(directory: Path) -> None:
-            model.save(directory)
-            # The served graph lives in the same version folder (and manifest): a promotion swaps both.
-            export_onnx(model, directory / ONNX_FILE)
-            save_oof(directory, learning["productid"], oof)
-
-        labels = {"backbone": options.backbone, "mode": options.mode, "stage": STAGE_CANDIDATE}
-        tag = save_to_store(IMAGE_MODEL, write, labels, metadata)
-        remember_proba(tag, test, test_proba)  # the fusion step scores the same rows
-        mlflow.set_tag("model_tag", tag)
-    log.info(
-        "image model %s: out-of-fold weighted F1 %.4f, test %.4f",
-        tag,
-        metrics["oof"]["weighted_f1"],
-        metrics["test"]["weighted_f1"],
+        ),
+        write=write,
+        counts={
+            "learning_rows_without_image": without_image,
+            "test_rows_without_image": int(test["image_path"].isna().sum()),
+        },
     )
-    return {"tag": tag, "metrics": metrics, "seconds": round(seconds, 2), "skipped_without_image": skipped}
 
 
 def train_all(
@@ -173,16 +212,24 @@ def train_all(
     transformer: TransformerParams | None = None,
     tfidf: TfidfParams | None = None,
     image_options: ImageTrainingOptions | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict:
     """Text, image, then fusion with the promotion gate; returns every tag and score.
 
     ``text_backbone`` selects the transformer text model; ``image_options`` go to `train_image`.
+    ``on_stage`` is called with the name of each stage (job_status.STAGES) as it begins (the
+    training job records them in its status file).
     """
+    stage = on_stage or (lambda name: None)
     settings = settings or get_settings()
     started = time.perf_counter()
+    stage(STAGES[0])
     data = load_training_data(data_dir, db_url, settings)
+    stage(STAGES[1])
     text = train_text(data, backbone=text_backbone, transformer=transformer, tfidf=tfidf, settings=settings)
+    stage(STAGES[2])
     image = train_image(data, settings=settings, options=image_options)
+    stage(STAGES[3])
     fusion = train_fusion(data, text_tag=text["tag"], image_tag=image["tag"], settings=settings)
     result = {
         "text": text,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..categories import CATEGORY_CODES
+from ..categories import label_indices
 from ..config import Settings, get_settings
 from ..data.origin import UNKNOWN, combined_origin
 from ..data.preprocessing import product_text
@@ -62,8 +62,7 @@ def load_training_data(
     labelled["text"] = [
         product_text(d, s) for d, s in zip(labelled["designation"], labelled["description"], strict=True)
     ]
-    position = {code: i for i, code in enumerate(CATEGORY_CODES)}
-    labelled["label_index"] = labelled["prdtypecode"].astype(int).map(position)
+    labelled["label_index"] = label_indices(labelled["prdtypecode"])
     labelled["image_path"] = labelled["image_path"].where(labelled["image_path"].notna(), None)
     for split in ("train", "val", "test"):
         if not (labelled["split"] == split).any():

@@ -1,2 +1,2 @@
 """Everything the BentoML services in service.py call: hot swap, request schemas, answers, metrics,
-auth, the HTTP guard, the web page. Imports no training code."""
+auth, the HTTP guard, training jobs (started as processes), the web page. Imports no training code."""

@@ -1,4 +1,4 @@
-"""Bearer-token checks shared by the service's endpoints and its ASGI guard."""
+"""Bearer-token check of the service's ASGI guard (serving/http_guard.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,8 @@ class Refusal:
     message: str
 
 
-def check_bearer(authorization: str | None, expected: str | None, what: str, required: bool) -> Refusal | None:
-    """None when the Authorization header carries ``expected``; compared in constant time.
-
-    ``required``: whether an unset ``expected`` disables the endpoint (admin) or opens it (predictions).
-    """
-    if not expected:
-        if required:
-            return Refusal(403, f"{what} disabled: set RAKUTEN_TRAIN_TOKEN on the server")
-        return None
+def check_bearer(authorization: str | None, expected: str, what: str) -> Refusal | None:
+    """None when the Authorization header carries ``expected``; compared in constant time."""
     header = authorization or ""
     if not header.lower().startswith("bearer "):
         return Refusal(401, f"{what} needs a bearer token (Authorization: Bearer <token>)")

@@ -16,9 +16,9 @@ import typing as t
 from collections import OrderedDict
 
 from ..registry import (
-    ProductionModels,
+    Trio,
     last_good_production,
-    production_models,
+    production_trio,
     read_fusion_config,
     verify_model,
     verify_production,
@@ -27,16 +27,16 @@ from ..registry import (
 log = logging.getLogger(__name__)
 
 
-def production_at_start() -> tuple[ProductionModels, dict[str, str]]:
+def production_at_start() -> tuple[Trio, dict[str, str]]:
     """The trio a process starts with (the newest whose files verify) and why newer ones were refused."""
-    models, refused = last_good_production()
-    if models is None:
+    trio, refused = last_good_production()
+    if trio is None:
         why = "; ".join(f"{tag}: {reason}" for tag, reason in refused.items())
         raise RuntimeError(
             "no usable production models in the BentoML store: run `rakuten train all` "
             f"(or `make demo`) first{' (refused: ' + why + ')' if why else ''}"
         )
-    return models, refused
+    return trio, refused
 
 
 class ModelVersions:
@@ -48,8 +48,8 @@ class ModelVersions:
     Loads run on the worker's inference thread (the caller's); the lock only guards the table.
     """
 
-    def __init__(self, kind: str, tag: str, model: t.Any, loader: t.Callable[[str], t.Any], keep: int = 2):
-        self.kind, self.loader, self.keep = kind, loader, keep
+    def __init__(self, tag: str, model: t.Any, loader: t.Callable[[str], t.Any], keep: int = 2):
+        self.loader, self.keep = loader, keep
         self._models: OrderedDict[str, t.Any] = OrderedDict({tag: model})
         self._lock = threading.Lock()
 
@@ -82,7 +82,7 @@ class ModelVersions:
             return {tag: type(model).__name__ for tag, model in self._models.items()}
 
 
-Prepare = t.Callable[[ProductionModels], t.Awaitable[None]]
+Prepare = t.Callable[[Trio], t.Awaitable[None]]
 
 
 class PrepareFailed(RuntimeError):
@@ -101,14 +101,15 @@ class ProductionFollower:
 
     def __init__(
         self,
-        start: ProductionModels,
+        start: Trio,
         config: dict,
         refused: dict[str, str],
         reload_seconds: float,
         on_swap: t.Callable[[str, str], None] | None = None,
     ):
+        # The trio served now, as its fusion tag and config (the config names the text and image tags).
         self.current: tuple[str, dict] = (start.fusion, config)
-        self.rejected = dict(refused)  # fusion tag -> why its trio was refused (never retried)
+        self.refused = dict(refused)  # fusion tag -> why its trio was refused (never retried)
         self.pending: dict[str, str] = {}  # fusion tag -> why it is not served yet (retried every period)
         self.latest = next(iter(refused), start.fusion)  # the production pointer as last read (newest first)
         self.reload_seconds, self.on_swap = reload_seconds, on_swap
@@ -116,14 +117,14 @@ class ProductionFollower:
     async def check(self, prepare: Prepare) -> None:
         """Follow the production pointer once."""
         try:
-            trio = await asyncio.to_thread(production_models)
+            trio = await asyncio.to_thread(production_trio)
         except Exception as exc:  # an unreadable production pointer: keep serving
             log.error("cannot read the production pointer (%s); keeping %s", exc, self.current[0])
             return
         if trio is None:
             return
         self.latest = trio.fusion
-        if trio.fusion == self.current[0] or trio.fusion in self.rejected:
+        if trio.fusion == self.current[0] or trio.fusion in self.refused:
             return
         try:
             await asyncio.to_thread(verify_production, trio)
@@ -146,7 +147,7 @@ class ProductionFollower:
             self.on_swap(previous, trio.fusion)
 
     def _refuse(self, fusion_tag: str, reason: str) -> None:
-        self.rejected[fusion_tag], self.pending = reason, {}
+        self.refused[fusion_tag], self.pending = reason, {}
         log.error("refused production %s (%s); still serving %s", fusion_tag, reason, self.current[0])
 
     async def follow(self, prepare: Prepare) -> None:
@@ -160,12 +161,12 @@ class ProductionFollower:
 
     def problems(self) -> list[str]:
         """Why the service does not serve the newest production trio (empty when it does)."""
-        if self.latest in self.rejected:
-            return [f"production {self.latest} refused: {self.rejected[self.latest]}"]
+        if self.latest in self.refused:
+            return [f"production {self.latest} refused: {self.refused[self.latest]}"]
         return [f"production {tag} not adopted yet: {why}" for tag, why in self.pending.items()]
 
 
-async def prepare_trio(trio: ProductionModels, text_service: t.Any, image_service: t.Any, timeout_s: float) -> None:
+async def prepare_trio(trio: Trio, text_service: t.Any, image_service: t.Any, timeout_s: float) -> None:
     """Have both model services (BentoML dependencies) load the trio's versions before the entry names them.
 
     PrepareFailed when a service answers that it cannot load its version; ConnectionError or

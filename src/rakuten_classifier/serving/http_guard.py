@@ -15,7 +15,7 @@ import logging
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .auth import check_bearer
+from .auth import Refusal, check_bearer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def multipart_problem(content_type: bytes, body: bytes) -> str | None:
 
 
 PREDICTION_PATH_PREFIX = "/predict"
-# The administrative routes: training, job status, feedback and monitoring (RAKUTEN_TRAIN_TOKEN).
+# The administrative routes: training, job status, feedback and monitoring (RAKUTEN_ADMIN_TOKEN).
 ADMIN_PATHS = ("/train",)
 ADMIN_PATH_PREFIXES = ("/jobs/", "/feedback", "/monitor/")
 
@@ -59,7 +59,7 @@ def is_admin_path(path: str) -> bool:
 
 
 class RequestGuard:
-    """Refuses unauthorised requests (admin routes always need RAKUTEN_TRAIN_TOKEN and are disabled
+    """Refuses unauthorised requests (admin routes always need RAKUTEN_ADMIN_TOKEN and are disabled
     without it; predictions need RAKUTEN_PREDICT_TOKEN when it is set), bodies over ``max_body_bytes``
     (413) and unparsable multipart bodies (400), before BentoML sees them."""
 
@@ -77,9 +77,13 @@ class RequestGuard:
         refusal = None
         path = scope.get("path", "")
         if is_admin_path(path):
-            refusal = check_bearer(authorization, self.admin_token, "administrative endpoint", required=True)
+            refusal = (
+                check_bearer(authorization, self.admin_token, "administrative endpoint")
+                if self.admin_token
+                else Refusal(403, "administrative endpoint disabled: set RAKUTEN_ADMIN_TOKEN on the server")
+            )
         elif self.predict_token and path.startswith(PREDICTION_PATH_PREFIX):
-            refusal = check_bearer(authorization, self.predict_token, "prediction", required=True)
+            refusal = check_bearer(authorization, self.predict_token, "prediction")
         if refusal is not None:
             return await _send_error(send, refusal.status, refusal.message)
         if scope["method"] not in ("POST", "PUT", "PATCH"):

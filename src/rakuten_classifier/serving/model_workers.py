@@ -78,14 +78,13 @@ def image_answers(
 
 def load_versions(
     executor: Executor,
-    kind: str,
     model_ref: t.Any,
     load_path: t.Callable[[str], t.Any],
     load_tag: t.Callable[[str], t.Any],
 ) -> ModelVersions:
     """A model service's versions, starting with its declared model (loaded on the worker's inference thread)."""
     model = executor.submit(load_path, model_ref.path).result()
-    return ModelVersions(kind, str(model_ref.tag), model, load_tag)
+    return ModelVersions(str(model_ref.tag), model, load_tag)
 
 
 async def prepare_version(executor: Executor, versions: ModelVersions, tag: str) -> dict:

@@ -149,7 +149,7 @@ class Observer:
             "method": config["method"],
             "metrics": config.get("test", {}),
             "training_job": training_job,
-            "refused_models": self.fusion.rejected,
+            "refused_models": self.fusion.refused,
             "prediction_log": {
                 "written": self.prediction_log.written,
                 "backlog": self.prediction_log.backlog,

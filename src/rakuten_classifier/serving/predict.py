@@ -17,7 +17,7 @@ from ..data.preprocessing import load_image, product_text
 from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
 from ..modeling.loading import served_image_model_for, text_model_for
 from ..modeling.threads import single_thread_torch_pool
-from ..registry import ProductionModels, current_models, read_fusion_config
+from ..registry import Trio, read_fusion_config, require_production_trio
 from .answers import build_answer
 
 
@@ -27,20 +27,20 @@ def predict_multimodal(
     image: Image.Image | str | Path | bytes | None = None,
     text_weight: float | None = None,
     top_k: int = 5,
-    models: ProductionModels | None = None,
+    trio: Trio | None = None,
 ) -> dict:
     """Classify one product from its text and/or image with the production models."""
-    models = models or current_models()
-    config = read_fusion_config(models.fusion)
+    trio = trio or require_production_trio()
+    config = read_fusion_config(trio.fusion)
     text = product_text(designation, description)
     picture = None if image is None else load_image(str(image) if isinstance(image, Path) else image)
     if not text and picture is None:
         raise ValueError("give a designation, an image, or both")
     if not 1 <= top_k <= len(config["classes"]):
         raise ValueError(f"top_k must lie in 1..{len(config['classes'])}")
-    text_proba = text_model_for(models.text).predict_proba([text])[0] if text else None
-    image_proba = served_image_model_for(models.image).predict_proba([picture])[0] if picture is not None else None
-    tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
+    text_proba = text_model_for(trio.text).predict_proba([text])[0] if text else None
+    image_proba = served_image_model_for(trio.image).predict_proba([picture])[0] if picture is not None else None
+    tags = {"text": trio.text, "image": trio.image, "fusion": trio.fusion}
     return build_answer(text_proba, image_proba, config, text_weight, top_k, tags)
 
 
@@ -57,8 +57,8 @@ def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", ba
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, not {source!r}")
     started = time.perf_counter()
-    models = current_models()
-    config = read_fusion_config(models.fusion)
+    trio = require_production_trio()
+    config = read_fusion_config(trio.fusion)
     products = read_challenge_dir(data_dir).products
     products = products[products["source"] == source]
     if products.empty:
@@ -66,8 +66,8 @@ def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", ba
         raise DataError(
             f"{data_dir}: no products in {SOURCES[source]} (absent or empty); --source {other} reads {SOURCES[other]}"
         )
-    text_model, image_model = text_model_for(models.text), served_image_model_for(models.image)
-    tags = {"text": models.text, "image": models.image, "fusion": models.fusion}
+    text_model, image_model = text_model_for(trio.text), served_image_model_for(trio.image)
+    tags = {"text": trio.text, "image": trio.image, "fusion": trio.fusion}
     codes: list[int] = []
     # The service's layout: each test-time view on its own single-threaded torch thread (modeling/threads.py).
     progress = tqdm(total=len(products), desc=f"predicting {SOURCES[source]}", unit="product", disable=None)

@@ -1,19 +1,19 @@
-"""The image classifier: backbone blocks, global average pooling and a linear head over the 27 categories.
+"""The image classifier on torch: backbone blocks, global average pooling and a linear head over the 27 categories.
 
 Pooling is of the last block's output, after those of ``pooled_blocks`` (multi-stage features: the
 first block of each of the backbone's last three stages, ``BackboneSpec.stages``), concatenated.
 
 ``predict_proba(images) -> (n, 27)`` in :data:`~rakuten_classifier.categories.CATEGORY_CODES` order.
-Test-time: resize 256, centre crop 224, ImageNet normalisation, optionally averaged with the
-mirrored image (``tta``); probabilities are temperature-scaled (the temperature is saved with the model).
+Test-time: the backbone's geometry (resize, centre crop, normalisation: ``views.center_pixels``),
+optionally averaged with the mirrored image (``tta``); probabilities are temperature-scaled (the
+temperature is saved with the model). Training and the pipeline use this class; serving runs the
+exported graph (:mod:`.onnx_runtime`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,32 +21,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ...categories import CATEGORY_CODES
+from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
-from .backbones import FeatureNet, GlobalAvgPool, backbone_spec, build_blocks, default_device, pooled_features
+from .backbones import backbone_spec
 from .features import extract_features, network_tag, run_network
-from .transforms import Geometry, View, eval_views
+from .model_config import NUM_CLASSES, ImageModelConfig, read_config, write_config
+from .networks import FeatureNet, GlobalAvgPool, build_blocks, default_device, pooled_features
+from .views import View, eval_views
 
-NUM_CLASSES = len(CATEGORY_CODES)
-FORMAT_VERSION = 1
-CONFIG_FILE = "image_model.json"
 WEIGHTS_FILE = "image_model.pt"
-
-
-@dataclass
-class ImageModelConfig:
-    """Everything needed to rebuild an :class:`ImageClassifier` (saved as JSON)."""
-
-    backbone: str = "mobilenet_v2"
-    mode: str = "frozen"
-    temperature: float = 1.0
-    tta: bool = True
-    # Earlier blocks whose pooled outputs precede the last block's (BackboneSpec.stages), saved with the model
-    # so that its features never depend on the code's current spec; empty: the last block alone.
-    pooled_blocks: list[int] = field(default_factory=list)
-    categories: list[int] = field(default_factory=lambda: list(CATEGORY_CODES))
-    trained_categories: list[int] = field(default_factory=list)
-    format_version: int = FORMAT_VERSION
 
 
 class ImageClassifier(nn.Module):
@@ -55,12 +38,8 @@ class ImageClassifier(nn.Module):
     def __init__(self, config: ImageModelConfig, blocks: nn.Sequential | None = None):
         super().__init__()
         spec = backbone_spec(config.backbone)
-        if list(config.categories) != list(CATEGORY_CODES):
-            raise ImageModelError("model categories differ from CATEGORY_CODES; retrain the model")
         self.config = config
         self.blocks = blocks if blocks is not None else build_blocks(config.backbone, pretrained=False)
-        if config.pooled_blocks and config.mode != "frozen":
-            raise ImageModelError(f"pooled_blocks apply to mode 'frozen' only, not {config.mode!r}")
         self.taps = tuple(config.pooled_blocks)
         self.pool = GlobalAvgPool()
         self.head = nn.Linear(spec.pooled_dim(self.taps), NUM_CLASSES)
@@ -176,26 +155,15 @@ class ImageClassifier(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         torch.save(state, directory / WEIGHTS_FILE)
-        config = asdict(self.config)
-        if not config["pooled_blocks"]:
-            del config["pooled_blocks"]  # a last-block model stays readable by code from before the field
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        write_config(self.config, directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str | None = None) -> ImageClassifier:
         """Rebuild a saved model (architecture with weights=None, then the saved state_dict); no network."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise ImageModelError(f"{directory}: not a saved image model ({path.name} is missing)")
-        try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-            config = ImageModelConfig(**raw)
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-            raise ImageModelError(f"{config_path}: corrupt model config ({exc})") from exc
-        if config.format_version != FORMAT_VERSION:
-            raise ImageModelError(f"{config_path}: format version {config.format_version}, expected {FORMAT_VERSION}")
+        weights_path = Path(directory) / WEIGHTS_FILE
+        config = read_config(directory)
+        if not weights_path.is_file():
+            raise ImageModelError(f"{directory}: not a saved image model ({WEIGHTS_FILE} is missing)")
         model = cls(config)
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)

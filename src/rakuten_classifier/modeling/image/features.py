@@ -19,15 +19,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
 from ..threads import single_thread_torch_pool
-from .backbones import default_device
-from .transforms import Geometry, ImageViewDataset, View
+from .networks import default_device
+from .transforms import ImageViewDataset
+from .views import View
 
 log = logging.getLogger(__name__)
 
-# Part of every cache key: bump it when the stored features' meaning changes.
-FEATURE_CACHE_VERSION = 2
+# Part of every cache key: bump it when the stored features' meaning changes (3: centre views resized
+# by Pillow, data.preprocessing.image_pixels, instead of torchvision).
+FEATURE_CACHE_VERSION = 3
 
 
 def _worker_init(_: int) -> None:

@@ -2,7 +2,8 @@
 
 The frozen trunk's outputs for a few augmented views of each training image are computed once (in
 memory); each epoch draws one view per image and mirrors the feature map at random, so the trained
-blocks see fresh augmentations without re-running the trunk. The best epoch on validation is kept.
+blocks see fresh augmentations without re-running the trunk. Every fit runs the full number of epochs:
+no epoch is selected, so nothing is chosen on the rows a fold predicts (the epoch count is an option).
 """
 
 from __future__ import annotations

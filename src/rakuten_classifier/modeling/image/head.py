@@ -14,20 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..calibration import fit_temperature as shared_fit_temperature
+from ..calibration import ABSENT_LOGIT, fit_temperature
 from ..cross_fitting import out_of_fold
 from .classifier import NUM_CLASSES, ImageClassifier
 
 log = logging.getLogger(__name__)
-
-# Logit given to categories never seen in training: their probability is ~0 but never exactly 0
-# (a weighted geometric mean with the text model stays finite).
-ABSENT_LOGIT = -20.0
-
-
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Temperature minimising the negative log-likelihood (bounded to [0.05, 20])."""
-    return shared_fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(targets), bounds=(0.05, 20.0))
 
 
 def metrics(logits: np.ndarray | torch.Tensor, targets: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
@@ -38,7 +29,7 @@ def metrics(logits: np.ndarray | torch.Tensor, targets: np.ndarray, temperature:
     targets_t = torch.as_tensor(targets)
     predicted = logits_t.argmax(1).numpy()
     return {
-        "f1_weighted": float(f1_score(targets, predicted, average="weighted", zero_division=0)),
+        "weighted_f1": float(f1_score(targets, predicted, average="weighted", zero_division=0)),
         "accuracy": float(accuracy_score(targets, predicted)),
         "log_loss": float(nn.functional.cross_entropy(logits_t / temperature, targets_t)),
         "n": len(targets),
@@ -100,7 +91,7 @@ def cross_fit_head(
         log.info(
             "head C=%g: out-of-fold weighted F1 %.3f, calibrated log-loss %.3f (%.1fs)",
             c,
-            scores["f1_weighted"],
+            scores["weighted_f1"],
             scores["log_loss"],
             time.perf_counter() - started,
         )

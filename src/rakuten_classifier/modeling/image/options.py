@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
+from ...config import get_settings
 from ..errors import ImageModelError
 from .backbones import backbone_spec
+from .model_config import TEST_TIME_MIRROR
 
 MODES = ("frozen", "finetune")
 DEFAULT_C_GRID = (0.001, 0.003)
@@ -17,21 +19,23 @@ FINETUNE_ONLY = ("epochs", "lr", "unfreeze_blocks", "label_smoothing", "weight_d
 class ImageTrainingOptions:
     """How `fit_image_model` trains; ``None`` on a finetune-only field means "the mode's default"."""
 
-    backbone: str = "efficientnet_lite1"
+    backbone: str = field(default_factory=lambda: get_settings().image_backbone)
     mode: str = "frozen"
     pretrained: bool = True
-    # Test-time augmentation: average the centre crop with its mirror (also at serving).
-    tta: bool = True
+    # Test-time augmentation: average the centre crop with its mirror (also at serving; the mirror is
+    # always a training view). Off by default: see model_config.TEST_TIME_MIRROR.
+    tta: bool = TEST_TIME_MIRROR
     # Pool the first block of each of the backbone's last three stages too (BackboneSpec.stages), not only
     # the last block (None: on in 'frozen' mode for a backbone that declares stages, as MobileNetV2 and
     # EfficientNet-Lite0/1/2 do; 'finetune' trains the last blocks on the last block's pooled output alone).
     multi_stage: bool | None = None
     # Seeded augmented training views besides the centre crop and its mirror (None: 0 frozen, 2 finetune;
-    # in 'frozen' mode augmented views did not help on validation).
+    # in 'frozen' mode augmented views did not help on a validation split, before out-of-fold fitting).
     aug_views: int | None = None
-    # Inverse regularisation strengths of the logistic head, chosen on validation (both modes).
+    # Inverse regularisation strengths of the logistic head: 'frozen' keeps the one whose out-of-fold
+    # log-loss is lowest, 'finetune' starts its head from the smallest.
     c_grid: tuple[float, ...] = DEFAULT_C_GRID
-    seed: int = 42
+    seed: int = field(default_factory=lambda: get_settings().seed)
     # CPU threads of the forward passes (0: torch's default); a CPU centre-crop view runs on that many
     # single-threaded torch threads, anything else on a DataLoader.
     torch_threads: int = 2

@@ -21,26 +21,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...categories import CATEGORY_CODES
-from ..calibration import softmax_with_temperature
+from ...categories import CATEGORY_CODES, label_indices
+from ..calibration import fit_temperature, softmax
 from ..errors import ImageModelError
-from .backbones import backbone_spec, build_blocks, default_device
-from .classifier import NUM_CLASSES, ImageClassifier, ImageModelConfig
+from .backbones import backbone_spec
+from .classifier import ImageClassifier
 from .features import extract_features
 from .finetune import cross_fit_finetune
-from .head import cross_fit_head, fit_temperature, metrics, set_head
+from .head import cross_fit_head, metrics, set_head
+from .model_config import NUM_CLASSES, VIEWS_RULE, ImageModelConfig
+from .networks import build_blocks, default_device
 from .options import ImageTrainingOptions
-from .transforms import View, eval_views
+from .views import View, eval_views
 
 log = logging.getLogger(__name__)
-
-
-def _label_indices(labels: Sequence[int]) -> np.ndarray:
-    index = {code: i for i, code in enumerate(CATEGORY_CODES)}
-    try:
-        return np.array([index[int(code)] for code in labels], dtype=np.int64)
-    except KeyError as exc:
-        raise ImageModelError(f"unknown category code {exc.args[0]}; expected one of CATEGORY_CODES") from None
 
 
 def _has_image(path: object) -> bool:
@@ -85,7 +79,7 @@ def fit_image_model(
 
     present = np.array([_has_image(path) for path in paths], dtype=bool)
     kept_paths = [str(path) for path, keep in zip(paths, present, strict=True) if keep]
-    y = _label_indices([label for label, keep in zip(labels, present, strict=True) if keep])
+    y = label_indices([label for label, keep in zip(labels, present, strict=True) if keep])
     kept_folds = np.asarray(folds)[present]
     skipped = int((~present).sum())
     if skipped:
@@ -135,6 +129,8 @@ def fit_image_model(
         "trained_categories": len(trained),
         "aug_views": aug_views,
         "tta": options.tta,
+        "views": config.views,
+        "views_rule": VIEWS_RULE,
         "multi_stage": bool(config.pooled_blocks),
         "pooled_blocks": ",".join(map(str, config.pooled_blocks)),
         "feature_dim": model.head.in_features,
@@ -172,10 +168,10 @@ def fit_image_model(
     log.info(
         "image model trained in %.1fs: out-of-fold weighted F1 %.3f, accuracy %.3f, temperature %.2f",
         info["fit_s"],
-        info["oof"]["f1_weighted"],
+        info["oof"]["weighted_f1"],
         info["oof"]["accuracy"],
         temperature,
     )
     oof_proba = np.full((len(paths), NUM_CLASSES), np.nan)
-    oof_proba[present] = softmax_with_temperature(oof_logits, temperature)
+    oof_proba[present] = softmax(oof_logits, temperature)
     return model.eval(), oof_proba, info

@@ -1,7 +1,8 @@
 """Training jobs started by POST /train: a separate process, one at a time, with status on disk.
 
 The serving process only spawns and reads files (this module imports no training code); training
-never runs inside a serving worker. The job process itself is :mod:`.job_runner`.
+never runs inside a serving worker. The job process itself is :mod:`rakuten_classifier.pipeline.job_runner`;
+the status file both sides share is :mod:`rakuten_classifier.pipeline.job_status`.
 """
 
 from __future__ import annotations
@@ -15,20 +16,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..pipeline.job_status import LOCK_FILE, STAGES, STATUS_FILE, now, write_status
+
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 LOG_FILE = "job.log"
-LOCK_FILE = "active.lock"
-STAGES = ("loading data", "text model", "image model", "fusion and promotion", "done")
 
 
 class JobConflict(RuntimeError):
     """A training job is already running."""
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -44,15 +40,6 @@ def _pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[-1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def write_status(job_dir: Path, **fields) -> None:
-    path = job_dir / STATUS_FILE
-    status = json.loads(path.read_text()) if path.exists() else {}
-    status.update(fields)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str))
-    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 class JobManager:
