@@ -27,20 +27,23 @@ except ImportError:  # inside a built Bento the package travels as source beside
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from rakuten_classifier.config import get_settings
-from rakuten_classifier.modeling.loading import load_served_image, load_served_image_version, load_text_version
-from rakuten_classifier.modeling.text import load_text_model
+from rakuten_classifier.modeling.loading import (
+    load_served_image,
+    load_served_image_version,
+    load_text,
+    load_text_version,
+)
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
 from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
-from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, with_retry
+from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, probe_services, with_retry
 from rakuten_classifier.serving.errors import ClientError, error_response
 from rakuten_classifier.serving.hot_swap import ModelVersions, ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
 from rakuten_classifier.serving.jobs import JobConflict, JobManager
 from rakuten_classifier.serving.metrics import set_model_info
 from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
-from rakuten_classifier.serving.observer import Observer, probe_services
 from rakuten_classifier.serving.schemas import (
     BatchInput,
     BatchItem,
@@ -87,7 +90,7 @@ class TextModelService(ModelWorker):
     def __init__(self) -> None:
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        self.models = load_versions(self.inference, self.model_ref, load_text_model, load_text_version)
+        self.models = load_versions(self.inference, self.model_ref, load_text, load_text_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -154,6 +157,8 @@ class RakutenClassifier:
         )
         set_model_info(tag, config, 1)
         self.jobs = JobManager(settings.jobs_dir)
+        from rakuten_classifier.serving.observer import Observer  # entry only: pandas, SQLAlchemy (docs/serving.md)
+
         self.observer = Observer(settings, self.fusion)
 
     def _fusion_swapped(self, previous: str, tag: str) -> None:

@@ -18,7 +18,6 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ...categories import category_name
-from ...data.reader import read_challenge_dir
 
 log = logging.getLogger("rakuten.web")
 
@@ -38,6 +37,8 @@ def _text(value: object) -> str:
 @functools.lru_cache(maxsize=4)
 def _examples_from(folder: str) -> tuple[dict, ...]:
     """The first EXAMPLE_COUNT products of `folder` with an image (with their image path)."""
+    from ...data.reader import read_challenge_dir  # pandas: only the entry reads examples, no model worker
+
     try:
         products = read_challenge_dir(folder).products
     except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
