@@ -146,3 +146,7 @@ def test_what_needs_torch_is_refused_with_a_message_that_says_what_to_do(lean_ru
     assert "transformer text model runs on torch" in served["transformer_text_refused"]
     assert "serve a TF-IDF text model" in served["transformer_text_refused"]
     assert "RAKUTEN_IMAGE_RUNTIME=torch asks for torch" in served["torch_runtime_refused"]
+    # POST /train in a serving-only install: a 409 that says what is missing, not a job dying on an import.
+    assert served["train_refused"]["status"] == 409
+    assert "training needs torch, torchvision" in served["train_refused"]["error"]
+    assert runs["torch_installed"]["train_refused"] == {}

@@ -27,7 +27,9 @@ from rakuten_classifier.modeling.loading import (
 )
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.registry import model_path
+from rakuten_classifier.serving.errors import ClientError
 from rakuten_classifier.serving.hot_swap import ModelVersions
+from rakuten_classifier.serving.jobs import JobManager, missing_training_packages
 from rakuten_classifier.serving.model_workers import encode_image, image_answers, text_answers
 
 # What an image worker must not hold: the text model's, the entry's and training's libraries.
@@ -46,6 +48,18 @@ def refusal(load, directory: Path) -> str:
     except ModelLoadError as exc:
         return str(exc)
     return ""
+
+
+def training_refused(jobs_dir: Path) -> dict:
+    """POST /train's refusal where the training requirements are missing ({} where they are installed:
+    nothing is started then)."""
+    if not missing_training_packages():
+        return {}
+    try:
+        job = JobManager(jobs_dir).start()
+    except ClientError as exc:
+        return {"status": exc.status, "error": str(exc)}
+    return {"started": job}
 
 
 def main() -> None:
@@ -77,6 +91,7 @@ def main() -> None:
     (transformer / "text_model.json").write_text(json.dumps({"kind": "transformer", "classes": list(CATEGORY_CODES)}))
     legacy_refused = refusal(load_served_image, legacy)
     transformer_refused = refusal(load_text, transformer)
+    train_refused = training_refused(scratch / "jobs")
     os.environ["RAKUTEN_IMAGE_RUNTIME"] = "torch"  # asked for by name
     get_settings.cache_clear()
     torch_runtime_refused = refusal(load_served_image, model_path(trio.image))
@@ -97,6 +112,7 @@ def main() -> None:
                 "legacy_image_refused": legacy_refused,
                 "transformer_text_refused": transformer_refused,
                 "torch_runtime_refused": torch_runtime_refused,
+                "train_refused": train_refused,
             }
         )
     )
