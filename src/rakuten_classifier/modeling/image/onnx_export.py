@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .onnx_graph import export_module
 
-from .classifier import ImageClassifier
-
-OPSET = 18
+if TYPE_CHECKING:
+    from .classifier import ImageClassifier
 
 
 def export_onnx(model: ImageClassifier, path: str | Path) -> Path:
     """Write ``model`` (pixels (N, 3, S, S) -> logits (N, 27), before temperature) as an ONNX graph.
 
-    The graph is the whole network (backbone blocks, pooling, linear head) for any backbone, with a
-    dynamic batch axis; decoding, the views and the temperature stay outside it (:mod:`.onnx_runtime`).
+    The graph is the whole network (backbone blocks, pooling, linear head) for any backbone;
+    decoding, the views and the temperature stay outside it (:mod:`.onnx_runtime`).
     """
-    path = Path(path)
-    size = model.geometry.crop
-    example = torch.zeros(2, 3, size, size)
-    model = model.to("cpu").eval()
-    # The TorchScript exporter (deprecated in favour of torch.export, which needs onnxscript too):
-    # with the pinned torch it exports every backbone here in under a second, probabilities within
-    # 1e-6 of eager (benchmarks/bench_image_runtime.py). Its deprecation notices are not actionable.
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return path
+    return export_module(model, path, model.geometry.crop, "logits")
