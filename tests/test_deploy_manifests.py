@@ -265,7 +265,9 @@ def test_horizontal_pod_autoscaler_scales_the_image_deployment_on_cpu():
 
 
 def test_every_container_has_probes_on_bentoml_endpoints_and_resource_requests():
-    minimum = {"rakuten-image": (1, 2 * 2**30), "rakuten-text": (0.5, 2**30), "rakuten-entry": (0.5, 2**30)}
+    # Memory at least what a pod was measured holding (docs/benchmarks.md, "Lean serving"): an image pod
+    # (arbiter + one torch-free worker) ~345 MiB after 1,000 requests.
+    minimum = {"rakuten-image": (1, 512 * 2**20), "rakuten-text": (0.5, 2**30), "rakuten-entry": (0.5, 2**30)}
     for deployment, (cpu, memory) in minimum.items():
         spec = container(deployment)
         ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
