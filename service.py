@@ -31,7 +31,7 @@ from rakuten_classifier.modeling.loading import load_served_image, load_served_i
 from rakuten_classifier.modeling.text import load_text_model
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
-from rakuten_classifier.serving import web
+from rakuten_classifier.serving import corrections, web
 from rakuten_classifier.serving.classify import classify
 from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, with_retry
 from rakuten_classifier.serving.errors import ClientError, error_response
@@ -131,6 +131,7 @@ class ImageModelService(ModelWorker):
 
 web_app = FastAPI(title="rakuten-classifier extras")
 web_app.include_router(web.router)  # the try-it page at /ui, its example products and their images
+web_app.include_router(corrections.router)  # POST /corrections (admin token): corrected products become rows
 
 
 @bentoml.asgi_app(web_app, path="/")
@@ -138,7 +139,7 @@ web_app.include_router(web.router)  # the try-it page at /ui, its example produc
 class RakutenClassifier:
     """Entry service: predictions, feedback, monitoring, training trigger, health.
 
-    The admin routes (/train, /jobs, /feedback, /monitor) are authorised by the RequestGuard
+    The admin routes (/train, /corrections, /jobs, /feedback, /monitor) are authorised by the RequestGuard
     middleware added below, before any of these methods runs.
     """
 
@@ -174,9 +175,10 @@ class RakutenClassifier:
         self.observer.close()
 
     async def _answer(
-        self, endpoint: str, products: list[Product], text_weight: float | None, top_k: int, started: float
+        self, endpoint: str, products: list[Product], text_weight: float | None, top_k: int, explain: bool
     ) -> list[dict]:
         """Classify, then log and count every answer."""
+        started = time.perf_counter()
         results = await classify(
             products,
             self.fusion.current,
@@ -185,6 +187,7 @@ class RakutenClassifier:
             lambda texts: with_retry(self.text_service.to_async.predict, texts),
             lambda images: with_retry(self.image_service.to_async.predict, images),
             settings.request_timeout_s,
+            explain,
         )
         for product, (answer, brightness) in zip(products, results, strict=True):
             self.observer.record(endpoint, product, answer, brightness, started)
@@ -198,39 +201,40 @@ class RakutenClassifier:
         image: Path | None = None,
         text_weight: float | None = None,
         top_k: int = 5,
+        explain: bool = False,
     ) -> dict:
         """Fused prediction from a title (and description) and/or a product photo."""
-        started = time.perf_counter()
         try:
             product = form_product(designation, description, image)
-            return (await self._answer("multimodal", [product], text_weight, top_k, started))[0]
+            return (await self._answer("multimodal", [product], text_weight, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]  # BentoML sends a Response as is
 
     @bentoml.api(route="/predict_text", input_spec=TextInput)
-    async def predict_text(self, designation: str, description: str = "", top_k: int = 5) -> dict:
+    async def predict_text(
+        self, designation: str, description: str = "", top_k: int = 5, explain: bool = False
+    ) -> dict:
         """Text-only prediction (JSON body)."""
-        started = time.perf_counter()
         try:
-            return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, started))[0]
+            return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_image", input_spec=ImageInput)
-    async def predict_image(self, image: Path, top_k: int = 5) -> dict:
+    async def predict_image(self, image: Path, top_k: int = 5, explain: bool = False) -> dict:
         """Image-only prediction (multipart image)."""
-        started = time.perf_counter()
         try:
-            return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, started))[0]
+            return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput)
-    async def predict_batch(self, items: list[BatchItem], text_weight: float | None = None, top_k: int = 5) -> dict:
+    async def predict_batch(
+        self, items: list[BatchItem], text_weight: float | None = None, top_k: int = 5, explain: bool = False
+    ) -> dict:
         """Bulk scoring: many products in one call, each with text and/or a base64 image."""
-        started = time.perf_counter()
         try:
-            return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, started)}
+            return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, explain)}
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import torch
 
+from .cam import ClassMapNet
 from .classifier import ImageClassifier
+from .onnx_runtime import CLASS_MAPS
 
 OPSET = 18
 
 
 def export_onnx(model: ImageClassifier, path: str | Path) -> Path:
-    """Write ``model`` (pixels (N, 3, S, S) -> logits (N, 27), before temperature) as an ONNX graph.
+    """Write ``model`` as an ONNX graph: pixels (N, 3, S, S) -> logits (N, 27), before temperature, and its
+    class activation maps (N, 27, h, w) as a second output, ``class_maps`` (:mod:`.cam`), computed only
+    when a session asks for it (ONNX Runtime runs only what the requested outputs need).
 
     The graph is the whole network (backbone blocks, pooling, linear head) for any backbone, with a
     dynamic batch axis; decoding, the views and the temperature stay outside it (:mod:`.onnx_runtime`).
@@ -28,12 +32,12 @@ def export_onnx(model: ImageClassifier, path: str | Path) -> Path:
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model,
+            ClassMapNet(model),
             (example,),
             str(path),
             input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=["logits", CLASS_MAPS],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, CLASS_MAPS: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
