@@ -31,6 +31,9 @@ def export_onnx(model: ImageClassifier, path: str | Path) -> Path:
     # 1e-6 of eager (benchmarks/bench_image_runtime.py). Its deprecation notices are not actionable.
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The class maps read their feature maps' sizes as Python numbers: fixed by the crop, constants in the
+        # graph by design (only the batch axis is dynamic), which the tracer warns about.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             ClassMapNet(model),
             (example,),
