@@ -110,6 +110,21 @@ def test_a_correction_that_fails_half_way_leaves_neither_a_row_nor_a_photo(photo
     assert list(get_settings().corrections_dir.iterdir()) == []
 
 
+def test_a_link_where_the_photo_goes_is_replaced_never_written_through(photo, tmp_path):
+    target = tmp_path / "outside.txt"
+    target.write_text("untouched")
+    folder = get_settings().corrections_dir
+    folder.mkdir(parents=True)
+    # The photo of the first correction (load 1) is correction_1.jpg: a link planted there beforehand.
+    (folder / "correction_1.jpg").symlink_to(target)
+    stored = record_correction(_correction(image=photo))
+    assert stored["productid"] == -1
+    assert target.read_text() == "untouched"
+    written = folder / "correction_1.jpg"
+    assert not written.is_symlink()
+    assert written.read_bytes() == photo
+
+
 def test_a_row_that_arrives_alone_is_held_out_as_often_as_the_split_rule_says():
     splits = [split_of_one_row(productid, 42, 0.15, 0.20) for productid in range(-1, -20_001, -1)]
     shares = {name: splits.count(name) / len(splits) for name in ("test", "val", "train")}

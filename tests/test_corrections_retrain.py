@@ -65,6 +65,8 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(sample_dir, t
     learned = rakuten("retrain", "--min-new-rows", str(CORRECTED))
     assert learned["trained"] is True
     before, after = first["learned_from"], learned["learned_from"]
+    # Every correction is a row of the new training data: learned from, or held out to measure it.
+    assert (after["rows"] + after["held_out_rows"]) - (before["rows"] + before["held_out_rows"]) == CORRECTED
     assert after["rows"] - before["rows"] == CORRECTED - held_out
     assert after["held_out_rows"] - before["held_out_rows"] == held_out
     # Promoted, the corrections are no longer new; kept out by the gate, they still count.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,15 @@ def _check(correction: Correction) -> tuple[str, tuple[int, int]] | None:
     return None if correction.image is None else _photo_kind(correction.image)
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a photo as a new regular file, never through a link: a file left by a correction whose
+    transaction never committed (its id is free again) is removed first, a link itself and not its target."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
 def _same_or_conflict(stored: dict, correction: Correction) -> dict:
     if stored["prdtypecode"] != correction.prdtypecode:
         raise CorrectionError(
@@ -145,7 +155,7 @@ def record_correction(correction: Correction, settings: Settings | None = None) 
             productid = -load_id
             if kind is not None and correction.image is not None:
                 photo = folder / f"correction_{load_id}{kind[0]}"
-                photo.write_bytes(correction.image)
+                _write_new(photo, correction.image)
             split = split_of_one_row(productid, settings.seed, settings.val_fraction, settings.test_fraction)
             conn.execute(
                 products.insert().values(
