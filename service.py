@@ -2,12 +2,11 @@
 
     bentoml serve service:RakutenClassifier        (port 3000; `bentoml serve .` reads bentofile.yaml)
 
-Each model service runs in its own worker with adaptive batching; the entry service calls both
-concurrently and fuses their probabilities. The entry follows the production pointer and names the
-text and image versions each request needs, so a promoted trio is adopted without a restart and no
-answer mixes two trios (serving/hot_swap.py). What the methods call lives in
-``rakuten_classifier.serving``: schemas, hot swap, fusion of answers, prediction log and metrics,
-the HTTP guard (admin and prediction tokens), the web page.
+Each model service runs in its own worker with adaptive batching; the entry service calls both concurrently
+and fuses their probabilities. The entry follows the production pointer and names the text and image versions
+each request needs, so a promoted trio is adopted without a restart and no answer mixes two trios
+(serving/hot_swap.py). What the methods call lives in ``rakuten_classifier.serving``: schemas, hot swap,
+fusion of answers, prediction log and metrics, the HTTP guard (admin and prediction tokens), the web page.
 """
 
 import asyncio
@@ -27,20 +26,23 @@ except ImportError:  # inside a built Bento the package travels as source beside
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from rakuten_classifier.config import get_settings
-from rakuten_classifier.modeling.loading import load_served_image, load_served_image_version, load_text_version
-from rakuten_classifier.modeling.text import load_text_model
+from rakuten_classifier.modeling.loading import (
+    load_served_image,
+    load_served_image_version,
+    load_text,
+    load_text_version,
+)
 from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
 from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
-from rakuten_classifier.serving import corrections, web
+from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
-from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, with_retry
+from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, probe_services, with_retry
 from rakuten_classifier.serving.errors import ClientError, error_response
 from rakuten_classifier.serving.hot_swap import ModelVersions, ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
 from rakuten_classifier.serving.jobs import JobConflict, JobManager
 from rakuten_classifier.serving.metrics import set_model_info
 from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
-from rakuten_classifier.serving.observer import Observer, probe_services
 from rakuten_classifier.serving.schemas import (
     BatchInput,
     BatchItem,
@@ -87,7 +89,7 @@ class TextModelService(ModelWorker):
     def __init__(self) -> None:
         # Loads and calls on one thread (a transformer text model is torch: see inference_thread).
         self.inference = inference_thread()
-        self.models = load_versions(self.inference, self.model_ref, load_text_model, load_text_version)
+        self.models = load_versions(self.inference, self.model_ref, load_text, load_text_version)
 
     @bentoml.api(
         batchable=settings.adaptive_batching,
@@ -130,8 +132,7 @@ class ImageModelService(ModelWorker):
 
 
 web_app = FastAPI(title="rakuten-classifier extras")
-web_app.include_router(web.router)  # the try-it page at /ui, its example products and their images
-web_app.include_router(corrections.router)  # POST /corrections (admin token): corrected products become rows
+web_app.include_router(web.router)  # /ui: the page, its examples and their images; POST /corrections (admin token)
 
 
 @bentoml.asgi_app(web_app, path="/")
@@ -139,9 +140,7 @@ web_app.include_router(corrections.router)  # POST /corrections (admin token): c
 class RakutenClassifier:
     """Entry service: predictions, feedback, monitoring, training trigger, health.
 
-    The admin routes (/train, /corrections, /jobs, /feedback, /monitor) are authorised by the RequestGuard
-    middleware added below, before any of these methods runs.
-    """
+    The admin routes (/train, /corrections, /jobs, /feedback, /monitor) are authorised by the RequestGuard below."""
 
     text_service = bentoml.depends(TextModelService, url=settings.text_service_url)
     image_service = bentoml.depends(ImageModelService, url=settings.image_service_url)
@@ -155,6 +154,8 @@ class RakutenClassifier:
         )
         set_model_info(tag, config, 1)
         self.jobs = JobManager(settings.jobs_dir)
+        from rakuten_classifier.serving.observer import Observer  # entry only: pandas, SQLAlchemy (docs/serving.md)
+
         self.observer = Observer(settings, self.fusion)
 
     def _fusion_swapped(self, previous: str, tag: str) -> None:

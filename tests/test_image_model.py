@@ -188,6 +188,36 @@ def test_feature_cache_hit_skips_forward(image_files, tmp_path):
     assert len(calls) > n_forward
 
 
+def test_feature_extraction_killed_midway_resumes_from_the_shards_it_wrote(image_files, tmp_path, monkeypatch):
+    """A run that dies after some shards (as under SIGKILL) loses only the shard it was computing."""
+    from rakuten_classifier.modeling.image import features as feature_module
+
+    monkeypatch.setattr(feature_module, "SHARD_IMAGES", 4)
+    paths = image_files[0]
+    net = torch.nn.Sequential(
+        build_blocks("mobilenet_v2", pretrained=False)[:4], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    seen: list[int] = []
+
+    def dies_on_the_third_shard(_module, inputs, _output):
+        seen.append(len(inputs[0]))
+        if sum(seen) > 8:
+            raise KeyboardInterrupt("killed")  # not an Exception: nothing may catch it and carry on
+
+    hook = net.register_forward_hook(dies_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=tmp_path, batch_size=8)
+    hook.remove()
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # two whole shards, nothing of the third
+    seen.clear()
+    net.register_forward_hook(lambda _module, inputs, _output: seen.append(len(inputs[0])))
+    resumed, hit = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=tmp_path, batch_size=8)
+    assert not hit
+    assert sum(seen) == len(paths) - 8  # the restart computes only what the dead run had not written
+    uncached, _ = extract_features(net, paths, View("center"), SMALL, model_tag="t", cache_dir=None)
+    np.testing.assert_allclose(resumed, uncached, rtol=1e-5, atol=1e-6)
+
+
 def test_feature_cache_runs_the_network_over_new_images_only(image_files, tmp_path):
     paths = [shutil.copy(path, tmp_path) for path in image_files[0]]  # own copies: one gets a new mtime
     net = torch.nn.Sequential(

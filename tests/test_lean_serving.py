@@ -120,6 +120,14 @@ def test_answers_without_torch_are_those_of_the_torch_models(lean_run):
         )
 
 
+def test_an_image_worker_holds_neither_the_text_models_nor_the_entrys_libraries(lean_run):
+    """scikit-learn, scipy, pandas and SQLAlchemy are ~200 MiB per process: an image worker imports the
+    graph, loads its model and answers without any of them (the 350 MB limit of issue 25)."""
+    runs, _ = lean_run
+    assert runs["torch_installed"]["image_worker_imports"] == []
+    assert runs["without_torch"]["image_worker_imports"] == []
+
+
 def test_serving_imports_no_torch_where_torch_is_installed(lean_run):
     """What the served processes' memory maps show: answering never loads torch, installed or not."""
     runs, _ = lean_run
@@ -138,3 +146,7 @@ def test_what_needs_torch_is_refused_with_a_message_that_says_what_to_do(lean_ru
     assert "transformer text model runs on torch" in served["transformer_text_refused"]
     assert "serve a TF-IDF text model" in served["transformer_text_refused"]
     assert "RAKUTEN_IMAGE_RUNTIME=torch asks for torch" in served["torch_runtime_refused"]
+    # POST /train in a serving-only install: a 409 that says what is missing, not a job dying on an import.
+    assert served["train_refused"]["status"] == 409
+    assert "training needs torch, torchvision" in served["train_refused"]["error"]
+    assert runs["torch_installed"]["train_refused"] == {}

@@ -11,9 +11,10 @@ import pytest
 
 from rakuten_classifier.registry import CorruptModel, Trio
 from rakuten_classifier.serving import hot_swap
+from rakuten_classifier.serving.clients import probe_services
 from rakuten_classifier.serving.hot_swap import ModelVersions, PrepareFailed, ProductionFollower, prepare_trio
 from rakuten_classifier.serving.model_workers import text_answers
-from rakuten_classifier.serving.observer import Observer, probe_services
+from rakuten_classifier.serving.observer import Observer
 
 
 class ConstantModel:

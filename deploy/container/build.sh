@@ -6,6 +6,7 @@
 set -euo pipefail
 image=${1:?image tag, e.g. rakuten-classifier:latest}
 bin=${2:-.venv/bin}
+case $bin in /*) ;; *) bin=$PWD/$bin ;; esac  # absolute: PATH and the venv's tools work from any folder
 work=build/container
 started=$(date +%s)
 
@@ -46,7 +47,7 @@ rm -rf "$work" && mkdir -p "$work/tmp"
 # 5. The Bento, then the image. BentoML copies the Bento to a temporary build context and refuses
 #    a Dockerfile template outside the working directory: keep that context under build/.
 bento_build() {
-  PATH="$PWD/$bin:$PATH" "$bin/bentoml" build --output tag "$@" 2>"$work/bentoml-build.log" | sed -n 's/^__tag__://p'
+  PATH="$bin:$PATH" "$bin/bentoml" build --output tag "$@" 2>"$work/bentoml-build.log" | sed -n 's/^__tag__://p'
 }
 tag=$(bento_build)
 [ -n "$tag" ] || { tail -1 "$work/bentoml-build.log" >&2; exit 1; }

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, TypeVar
 from ..config import get_settings
 from ..registry import model_path
 from .errors import ModelLoadError
-from .text import TextModel, load_text_model
 
 if TYPE_CHECKING:
     from .image.classifier import ImageClassifier
     from .image.onnx_runtime import OnnxImageClassifier
+    from .text import TextModel
 
     ImageModel = ImageClassifier | OnnxImageClassifier
 
@@ -23,9 +23,21 @@ log = logging.getLogger(__name__)
 Loaded = TypeVar("Loaded")
 
 
+def load_text(directory: str | Path) -> TextModel:
+    """The text model saved in ``directory``.
+
+    Imported here, not at module scope: scikit-learn, scipy and pandas are ~170 MiB in a process
+    (measured 2026-12-04), and the image workers and the entry import this module but never hold a
+    text model (docs/serving.md, "What each worker imports").
+    """
+    from .text import load_text_model
+
+    return load_text_model(directory)
+
+
 def load_text_version(tag: str) -> TextModel:
     """The text model stored under ``tag``, loaded now (model workers keep their own table of versions)."""
-    return load_text_model(model_path(tag))
+    return load_text(model_path(tag))
 
 
 def _load_image(tag: str, load: Callable[[Path], Loaded]) -> Loaded:

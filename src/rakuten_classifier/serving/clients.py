@@ -47,3 +47,20 @@ async def with_retry(call: t.Callable[[t.Any], t.Awaitable[t.Any]], payload: t.A
             log.warning("model service connection dropped (%s); retry %d", exc, attempt)
             await asyncio.sleep(0.05 * attempt)
     raise AssertionError("unreachable: the loop returns or raises")  # for type checkers
+
+
+async def probe_services(
+    calls: dict[str, t.Callable[[], t.Awaitable[dict]]], timeout_s: float
+) -> dict[str, dict | str]:
+    """Each model service's status, or why it gave none within ``timeout_s`` (all asked at once)."""
+
+    async def probe(call: t.Callable[[], t.Awaitable[dict]]) -> dict | str:
+        try:
+            return await asyncio.wait_for(call(), timeout_s)
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s (RAKUTEN_HEALTH_TIMEOUT_S)"
+        except Exception as exc:  # unreachable, restarting, or answering an error: degraded, never a 500
+            return f"unreachable ({type(exc).__name__}: {exc})"
+
+    states = await asyncio.gather(*(probe(call) for call in calls.values()))
+    return dict(zip(calls, states, strict=True))

@@ -9,15 +9,19 @@ under the data root with a name made from the row's id, never a name or path fro
 
 from __future__ import annotations
 
+import typing as t
+
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from ..data.corrections import Correction, CorrectionError, record_correction
 from .errors import ClientError, error_response
 from .schemas import CorrectionForm, check_image_bytes
+
+if t.TYPE_CHECKING:
+    from ..data.corrections import Correction
 
 router = APIRouter()  # included by the entry service's FastAPI app
 IMAGE_FIELD = "image"
@@ -25,6 +29,8 @@ IMAGE_FIELD = "image"
 
 async def _correction(request: Request) -> Correction:
     """The correction a form asks for; ClientError says what is wrong with it."""
+    from ..data.corrections import Correction  # SQLAlchemy, pandas: the entry alone, no model worker
+
     form = await request.form()
     photo = form.get(IMAGE_FIELD)
     try:
@@ -46,6 +52,8 @@ async def _correction(request: Request) -> Correction:
 @router.post("/corrections")
 async def correction_response(request: Request) -> Response:
     """Store the corrected product (201), or answer the correction already stored for this prediction (200)."""
+    from ..data.corrections import CorrectionError, record_correction
+
     try:
         stored = await run_in_threadpool(record_correction, await _correction(request))
     except CorrectionError as exc:

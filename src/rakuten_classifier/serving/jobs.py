@@ -7,6 +7,7 @@ the status file both sides share is :mod:`rakuten_classifier.pipeline.job_status
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -17,10 +18,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..pipeline.job_status import LOCK_FILE, STAGES, STATUS_FILE, now, write_status
+from .errors import ClientError
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "job.log"
+# What a job process imports beyond serving (pyproject's [train] extra). The Bento and the container
+# install the serving set only: there a job would die on its first import, so /train refuses at once.
+TRAINING_PACKAGES = ("torch", "torchvision", "mlflow")
+
+
+def missing_training_packages() -> list[str]:
+    """Those of TRAINING_PACKAGES this Python cannot import (found without importing them)."""
+
+    def importable(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ImportError:  # a finder that refuses the name
+            return False
+
+    return [name for name in TRAINING_PACKAGES if not importable(name)]
 
 
 class JobConflict(RuntimeError):
@@ -69,7 +86,15 @@ class JobManager:
         return None
 
     def start(self, data_dir: Path | None = None, retrain: bool = False) -> str:
-        """Spawn a training job (or a `rakuten retrain` check); JobConflict if one is running."""
+        """Spawn a training job (or a `rakuten retrain` check); JobConflict if one is running, a
+        ClientError (409) where the training requirements are not installed."""
+        missing = missing_training_packages()
+        if missing:
+            raise ClientError(
+                f"this install serves only: training needs {', '.join(missing)} (the training requirements: "
+                "requirements.lock, or pip install '.[train]'); train where they are installed, then promote",
+                status=409,
+            )
         if self.active_job() is not None:
             raise JobConflict(f"training job {self.active_job()} is still running")
         job_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -131,7 +130,7 @@ class Observer:
         """Service status with its reasons, the models answering, what data they learned from (with a
         warning when it is the synthetic catalogue) and their test metrics, the log and drift state.
 
-        ``services`` holds each model service's status, or why it gave none (see `probe_services`).
+        ``services`` holds each model service's status, or why it gave none (see `clients.probe_services`).
         """
         fusion_tag, config = self.fusion.current
         metrics.LOG_BACKLOG.set(self.prediction_log.backlog)
@@ -163,20 +162,3 @@ class Observer:
     def close(self) -> None:
         """Write every queued prediction-log row (the service calls this on shutdown)."""
         self.prediction_log.close()
-
-
-async def probe_services(
-    calls: dict[str, t.Callable[[], t.Awaitable[dict]]], timeout_s: float
-) -> dict[str, dict | str]:
-    """Each model service's status, or why it gave none within ``timeout_s`` (all asked at once)."""
-
-    async def probe(call: t.Callable[[], t.Awaitable[dict]]) -> dict | str:
-        try:
-            return await asyncio.wait_for(call(), timeout_s)
-        except TimeoutError:
-            return f"no answer within {timeout_s:g} s (RAKUTEN_HEALTH_TIMEOUT_S)"
-        except Exception as exc:  # unreachable, restarting, or answering an error: degraded, never a 500
-            return f"unreachable ({type(exc).__name__}: {exc})"
-
-    states = await asyncio.gather(*(probe(call) for call in calls.values()))
-    return dict(zip(calls, states, strict=True))

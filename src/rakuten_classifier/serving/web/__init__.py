@@ -18,14 +18,11 @@ import os
 from pathlib import Path
 
 from fastapi import APIRouter
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ...categories import CATEGORY_CODES, category_name
 from ...config import get_settings
-from ...data.reader import read_challenge_dir
-from ...data.split import assign_splits
-from ...data.store import stored_splits
+from .. import corrections
 
 log = logging.getLogger("rakuten.web")
 
@@ -33,6 +30,7 @@ INDEX_HTML = Path(__file__).resolve().parent / "index.html"
 EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
 EXAMPLE_COUNT = 8
 router = APIRouter()  # included by the entry service's FastAPI app
+router.include_router(corrections.router)  # the page's "wrong category?" posts to /corrections
 
 
 def _text(value: object) -> str:
@@ -45,6 +43,13 @@ def _text(value: object) -> str:
 @functools.lru_cache(maxsize=4)
 def _examples_from(folder: str) -> tuple[dict, ...]:
     """The first EXAMPLE_COUNT held-out products of `folder` with an image (with their image path)."""
+    # pandas and SQLAlchemy: only the entry reads examples, no model worker
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ...data.reader import read_challenge_dir
+    from ...data.split import assign_splits
+    from ...data.store import stored_splits
+
     settings = get_settings()
     try:
         products = read_challenge_dir(folder).products
