@@ -7,10 +7,11 @@ takes seconds and a retraining after new rows runs the backbone over the new ima
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
 from ..threads import single_thread_torch_pool
 from .networks import default_device
+from .onnx_features import OnnxFeatures
 from .transforms import ImageViewDataset
 from .views import View
 
@@ -199,23 +201,42 @@ def extract_features(
     (by path, size and mtime) go through the network, and their features are written as new
     shards ``<model_tag>-<view>-<hash>-<hash>.npz`` of up to SHARD_IMAGES images each. Retraining
     after new rows were loaded therefore runs the backbone over the new images alone, and a run
-    killed midway resumes from the shards it wrote.
+    killed midway resumes from the shards it wrote. On CPU with ``threads``, centre views run on
+    ONNX Runtime as in serving (:class:`.onnx_features.OnnxFeatures`), other views on torch.
     """
     files = [str(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        onnx: list[OnnxFeatures] = []  # exported on the first images to compute (none on a full cache hit)
 
-    def compute(sources: list[str]) -> np.ndarray:
-        return run_network(
-            net,
-            sources,
-            view,
-            geometry,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            threads=threads,
-            device=device,
-            desc="features",
-        ).numpy()
+        def compute(sources: list[str]) -> np.ndarray:
+            if threads and view.kind == "center" and (device or default_device()).type == "cpu":
+                if not onnx:
+                    onnx.append(stack.enter_context(OnnxFeatures(net, geometry, threads)))
+                return onnx[0](sources, view)
+            return run_network(
+                net,
+                sources,
+                view,
+                geometry,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                threads=threads,
+                device=device,
+                desc="features",
+            ).numpy()
 
+        return _cached_features(files, view, geometry, model_tag, cache_dir, compute)
+
+
+def _cached_features(
+    files: list[str],
+    view: View,
+    geometry: Geometry,
+    model_tag: str,
+    cache_dir: str | Path | None,
+    compute: Callable[[list[str]], np.ndarray],
+) -> tuple[np.ndarray, bool]:
+    """:func:`extract_features` with ``compute`` the network over a list of files."""
     if cache_dir is None or not files:
         return compute(files), False
     cache_dir = Path(cache_dir)
