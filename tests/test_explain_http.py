@@ -39,6 +39,14 @@ def explaining(trained, serve, request, tmp_path_factory, sample_dir) -> tuple[S
     return server, f"sqlite:///{data_root / 'rakuten.db'}"
 
 
+def head_bias(tag: str) -> np.ndarray:
+    """The linear head's bias of a stored image model (its torch weights, saved beside the graph)."""
+    from rakuten_classifier.modeling.image.classifier import ImageClassifier
+    from rakuten_classifier.registry import model_path
+
+    return ImageClassifier.load(model_path(tag), device="cpu").head.bias.detach().numpy()
+
+
 def _post(url: str, path: str, fields: dict, files: dict | None = None, **kwargs) -> httpx.Response:
     return httpx.post(f"{url}{path}", data=fields, files=files, timeout=120, **kwargs)
 
@@ -75,6 +83,8 @@ def test_an_explained_answer_is_the_answer_plus_why_exactly_as_the_models_score_
         assert image["logit"] == pytest.approx(logits[0, chosen], abs=1e-5)
         assert image["map_mean"] == pytest.approx(maps[0, chosen].mean(), abs=1e-5)
         assert image["map_mean"] + image["bias"] == pytest.approx(image["logit"], abs=1e-9)
+        # The map holds every pooled block's evidence: what is left of the logit is the head's bias alone.
+        assert image["bias"] == pytest.approx(float(head_bias(answer["models"]["image"])[chosen]), abs=1e-4)
 
         local = predict_multimodal(
             fields["designation"], fields["description"], files["image"][1], top_k=5, explain=True
