@@ -2,12 +2,11 @@
 
     bentoml serve service:RakutenClassifier        (port 3000; `bentoml serve .` reads bentofile.yaml)
 
-Each model service runs in its own worker with adaptive batching; the entry service calls both
-concurrently and fuses their probabilities. The entry follows the production pointer and names the
-text and image versions each request needs, so a promoted trio is adopted without a restart and no
-answer mixes two trios (serving/hot_swap.py). What the methods call lives in
-``rakuten_classifier.serving``: schemas, hot swap, fusion of answers, prediction log and metrics,
-the HTTP guard (admin and prediction tokens), the web page.
+Each model service runs in its own worker with adaptive batching; the entry service calls both concurrently
+and fuses their probabilities. The entry follows the production pointer and names the text and image versions
+each request needs, so a promoted trio is adopted without a restart and no answer mixes two trios
+(serving/hot_swap.py). What the methods call lives in ``rakuten_classifier.serving``: schemas, hot swap,
+fusion of answers, prediction log and metrics, the HTTP guard (admin and prediction tokens), the web page.
 """
 
 import asyncio
@@ -133,7 +132,7 @@ class ImageModelService(ModelWorker):
 
 
 web_app = FastAPI(title="rakuten-classifier extras")
-web_app.include_router(web.router)  # the try-it page at /ui, its example products and their images
+web_app.include_router(web.router)  # /ui: the page, its examples and their images; POST /corrections (admin token)
 
 
 @bentoml.asgi_app(web_app, path="/")
@@ -141,9 +140,7 @@ web_app.include_router(web.router)  # the try-it page at /ui, its example produc
 class RakutenClassifier:
     """Entry service: predictions, feedback, monitoring, training trigger, health.
 
-    The admin routes (/train, /jobs, /feedback, /monitor) are authorised by the RequestGuard
-    middleware added below, before any of these methods runs.
-    """
+    The admin routes (/train, /corrections, /jobs, /feedback, /monitor) are authorised by the RequestGuard below."""
 
     text_service = bentoml.depends(TextModelService, url=settings.text_service_url)
     image_service = bentoml.depends(ImageModelService, url=settings.image_service_url)
@@ -179,9 +176,10 @@ class RakutenClassifier:
         self.observer.close()
 
     async def _answer(
-        self, endpoint: str, products: list[Product], text_weight: float | None, top_k: int, started: float
+        self, endpoint: str, products: list[Product], text_weight: float | None, top_k: int, explain: bool
     ) -> list[dict]:
         """Classify, then log and count every answer."""
+        started = time.perf_counter()
         results = await classify(
             products,
             self.fusion.current,
@@ -190,6 +188,7 @@ class RakutenClassifier:
             lambda texts: with_retry(self.text_service.to_async.predict, texts),
             lambda images: with_retry(self.image_service.to_async.predict, images),
             settings.request_timeout_s,
+            explain,
         )
         for product, (answer, brightness) in zip(products, results, strict=True):
             self.observer.record(endpoint, product, answer, brightness, started)
@@ -203,39 +202,40 @@ class RakutenClassifier:
         image: Path | None = None,
         text_weight: float | None = None,
         top_k: int = 5,
+        explain: bool = False,
     ) -> dict:
         """Fused prediction from a title (and description) and/or a product photo."""
-        started = time.perf_counter()
         try:
             product = form_product(designation, description, image)
-            return (await self._answer("multimodal", [product], text_weight, top_k, started))[0]
+            return (await self._answer("multimodal", [product], text_weight, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]  # BentoML sends a Response as is
 
     @bentoml.api(route="/predict_text", input_spec=TextInput)
-    async def predict_text(self, designation: str, description: str = "", top_k: int = 5) -> dict:
+    async def predict_text(
+        self, designation: str, description: str = "", top_k: int = 5, explain: bool = False
+    ) -> dict:
         """Text-only prediction (JSON body)."""
-        started = time.perf_counter()
         try:
-            return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, started))[0]
+            return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_image", input_spec=ImageInput)
-    async def predict_image(self, image: Path, top_k: int = 5) -> dict:
+    async def predict_image(self, image: Path, top_k: int = 5, explain: bool = False) -> dict:
         """Image-only prediction (multipart image)."""
-        started = time.perf_counter()
         try:
-            return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, started))[0]
+            return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, explain))[0]
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput)
-    async def predict_batch(self, items: list[BatchItem], text_weight: float | None = None, top_k: int = 5) -> dict:
+    async def predict_batch(
+        self, items: list[BatchItem], text_weight: float | None = None, top_k: int = 5, explain: bool = False
+    ) -> dict:
         """Bulk scoring: many products in one call, each with text and/or a base64 image."""
-        started = time.perf_counter()
         try:
-            return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, started)}
+            return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, explain)}
         except ClientError as exc:
             return error_response(exc)  # type: ignore[return-value]
 

@@ -287,6 +287,54 @@ def served(trained, session_data_root, serve, request) -> Server:
     )
 
 
+# ---------------------------------------------------------------- the browser (tests of the /ui page)
+
+CHROMIUM = Path(os.environ.get("RAKUTEN_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 90_000  # two busy cores: a first prediction can take seconds
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it with `make browser` "
+            "(apt-get install -y chromium) or point RAKUTEN_CHROMIUM at a Chromium binary"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the Playwright package is missing: .venv/bin/pip install playwright==1.65.2")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; fails the test on any uncaught JavaScript error."""
+    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not js_errors, f"JavaScript errors on the page: {js_errors}"
+
+
 def json_error(answer, status: int) -> dict:
     """The JSON body of an HTTP answer that must be an error with ``status`` and a non-empty message."""
     assert answer.status_code == status, (answer.status_code, answer.text)

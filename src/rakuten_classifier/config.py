@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
     admin_token: SecretStr | None = Field(
-        None, description="Admin bearer token: POST /train, /jobs, /feedback, /monitor/*; unset = disabled"
+        None, description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*; unset = disabled"
     )
     train_token: SecretStr | None = Field(
         None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Logs and status files of training jobs started by POST /train."""
         return self.data_root / "jobs"
+
+    @property
+    def corrections_dir(self) -> Path:
+        """Photos of the products operators corrected (POST /corrections), named by the product's id."""
+        return self.data_root / "corrections"
 
     @property
     def reports_dir(self) -> Path:

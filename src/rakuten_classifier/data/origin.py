@@ -18,6 +18,7 @@ MARKER_FILE = "SYNTHETIC_CATALOGUE.json"
 
 SYNTHETIC = "synthetic"
 REAL = "real"
+CORRECTION = "correction"  # a product an operator corrected (data/corrections.py): a real product
 MIXED = "mixed"  # some rows synthetic, some real
 UNKNOWN = "unknown"  # loaded before origins were recorded
 
@@ -49,7 +50,7 @@ def folder_origin(data_dir: str | Path) -> str:
 
 def combined_origin(origins: Iterable[str | None]) -> str:
     """The origin of a set of rows from each row's (None: not recorded)."""
-    found = {origin or UNKNOWN for origin in origins}
+    found = {REAL if origin == CORRECTION else origin or UNKNOWN for origin in origins}
     if SYNTHETIC in found:
         return SYNTHETIC if found == {SYNTHETIC} else MIXED
     return REAL if found == {REAL} else UNKNOWN

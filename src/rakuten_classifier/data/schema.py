@@ -1,4 +1,5 @@
-"""The SQL schema (SQLite by default, PostgreSQL by URL): products and loads, the prediction log and feedback."""
+"""The SQL schema (SQLite by default, PostgreSQL by URL): products and loads, corrections, the prediction log
+and feedback."""
 
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ feedback = sa.Table(
     sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), primary_key=True),
     sa.Column("prdtypecode", sa.Integer, nullable=False),
     sa.Column("correct", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# An operator's correction (data/corrections.py): the product itself is a labelled row of `products`
+# (its own load, origin 'correction'); this row says who made it, when, and for which prediction.
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("productid", sa.BigInteger, sa.ForeignKey("products.productid"), primary_key=True, autoincrement=False),
+    # Unique: correcting the same prediction again changes nothing (not a foreign key: the prediction
+    # log is written in batches off the request path, so the prediction may not be stored yet).
+    sa.Column("prediction_id", sa.String(32), unique=True),
+    sa.Column("corrected_by", sa.String(128), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 

@@ -55,3 +55,14 @@ def data_fingerprint(products: pd.DataFrame) -> str:
     frame = products.loc[products["prdtypecode"].notna(), columns].sort_values("productid")
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def split_of_one_row(productid: int, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """The split of a labelled row that arrives alone (an operator's correction): the same seeded hash of
+    its productid as :func:`assign_splits` orders rows by, read as a number in [0, 1): 'test' below
+    ``test_fraction``, 'val' below ``test_fraction + val_fraction``, else 'train'. One row cannot be
+    stratified (alone in its category, :func:`assign_splits` would always hold it out): each is held
+    out with probability ``test_fraction``.
+    """
+    position = int(_split_rank(productid, seed), 16) / 16**64
+    return "test" if position < test_fraction else "val" if position < test_fraction + val_fraction else "train"

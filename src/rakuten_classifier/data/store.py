@@ -47,13 +47,28 @@ def _insert_rows(conn: sa.Connection, rows: Iterable[list[dict]]) -> None:
         conn.execute(products.insert(), chunk)
 
 
+def _splits(conn: sa.Connection) -> dict[int, str]:
+    return {
+        int(productid): split for productid, split in conn.execute(sa.select(products.c.productid, products.c.split))
+    }
+
+
+def stored_splits(url: str) -> dict[int, str]:
+    """productid -> split of every product in the store: a product keeps its split wherever it is read."""
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        splits = _splits(conn)
+    engine.dispose()
+    return splits
+
+
 def load_into_db(data_dir: str | Path, url: str, seed: int, val_fraction: float, test_fraction: float) -> dict:
     """Load a challenge folder into SQL once; rows already there are left untouched."""
     data = read_challenge_dir(data_dir)
     engine = get_engine(url)
     started = datetime.now(UTC)
     with engine.begin() as conn:
-        existing = dict(conn.execute(sa.select(products.c.productid, products.c.split)).all())
+        existing = _splits(conn)
         frame = data.products.copy()
         frame["split"] = assign_splits(frame, seed, val_fraction, test_fraction, existing)
         new = frame[~frame["productid"].isin(existing.keys())]

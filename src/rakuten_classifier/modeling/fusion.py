@@ -28,6 +28,19 @@ def has_both(text_proba: np.ndarray, image_proba: np.ndarray) -> np.ndarray:
     return ~(np.isnan(text_proba).any(axis=1) | np.isnan(image_proba).any(axis=1))
 
 
+LogTerms = tuple[np.ndarray, np.ndarray, np.ndarray]  # text, image, constant: (n, k) each
+
+
+def total(terms: LogTerms) -> np.ndarray:
+    """The fused log-score: the sum of its terms."""
+    text, image, constant = terms
+    return text + image + constant
+
+
+def _geometric_terms(log_text: np.ndarray, log_image: np.ndarray, text_weight: float) -> LogTerms:
+    return text_weight * log_text, (1 - text_weight) * log_image, np.zeros_like(log_text)
+
+
 def fuse_probabilities(
     text_proba: np.ndarray | None, image_proba: np.ndarray | None, text_weight: float, method: str = "geometric"
 ) -> np.ndarray:
@@ -54,8 +67,10 @@ def fuse_probabilities(
         totals = fused.sum(axis=1, keepdims=True)
         fused = np.divide(fused, totals, out=np.zeros_like(fused), where=totals > 0)
     else:
-        text_log, image_log = log_probabilities(np.nan_to_num(text)), log_probabilities(np.nan_to_num(image))
-        fused = softmax(text_weight * text_log + (1 - text_weight) * image_log)
+        terms = _geometric_terms(
+            log_probabilities(np.nan_to_num(text)), log_probabilities(np.nan_to_num(image)), text_weight
+        )
+        fused = softmax(total(terms))
     fused[image_missing] = text[image_missing]
     fused[text_missing] = image[text_missing]
     return fused
@@ -66,28 +81,44 @@ def stack_features(text_proba: np.ndarray, image_proba: np.ndarray) -> np.ndarra
     return np.hstack([log_probabilities(text_proba), log_probabilities(image_proba)])
 
 
-def stacked_probabilities(text_proba: np.ndarray, image_proba: np.ndarray, stacker: dict) -> np.ndarray:
-    """The stacked logistic regression's probabilities, for rows that have both modalities."""
-    coef, intercept = np.asarray(stacker["coef"]), np.asarray(stacker["intercept"])
-    return softmax(stack_features(text_proba, image_proba) @ coef.T + intercept)
+def log_terms(
+    text_proba: np.ndarray, image_proba: np.ndarray, config: dict, text_weight: float | None = None
+) -> LogTerms:
+    """The fused log-score of a log-space combiner (geometric, per-class, stacked) as (text, image, constant)
+    terms, (n, k) each, for rows that have both modalities: :func:`fuse` answers softmax(text + image + constant).
 
-
-def per_class_probabilities(text_proba: np.ndarray, image_proba: np.ndarray, weights: dict) -> np.ndarray:
-    """Probabilities of the per-class weighted geometric mean, for rows that have both modalities."""
-    a, b, d = (np.asarray(weights[key]) for key in ("a", "b", "d"))
-    return softmax(a * log_probabilities(text_proba) + b * log_probabilities(image_proba) + d)
-
-
-def _blend_logs(fused: np.ndarray, text: np.ndarray, image: np.ndarray, text_weight: float) -> np.ndarray:
-    """A learned combiner moved towards one model by a text weight, in log space.
-
-    0.5 is the combiner itself; 1 is the text model alone, 0 the image model alone, and the weights
-    in between interpolate: log p = (1 - |2w - 1|) log fused + max(0, 2w - 1) log text + max(0, 1 - 2w) log image.
+    Geometric mean: w log p_text and (1 - w) log p_image. Per-class weights: a log p_text, b log p_image
+    and d. Stacker: the coefficients of each model's log-probabilities times them, and the intercept.
+    A learned combiner moved by a text weight w != 0.5 (see :func:`fuse`) is, in log space,
+    (1 - |2w - 1|) log fused + max(0, 2w - 1) log p_text + max(0, 1 - 2w) log p_image: the first part's
+    text and image terms join theirs, its normaliser (and probability floor) goes to the constant.
     """
-    return softmax(
-        (1 - abs(2 * text_weight - 1)) * log_probabilities(fused)
-        + max(0.0, 2 * text_weight - 1) * log_probabilities(text)
-        + max(0.0, 1 - 2 * text_weight) * log_probabilities(image)
+    method = config["method"]
+    weight = config["text_weight"] if text_weight is None else float(text_weight)
+    log_text, log_image = log_probabilities(text_proba), log_probabilities(image_proba)
+    if method == "geometric":
+        return _geometric_terms(log_text, log_image, weight)
+    if method == STACKED:
+        coef, intercept = np.asarray(config["stacker"]["coef"]), np.asarray(config["stacker"]["intercept"])
+        k = log_text.shape[1]
+        text, image, constant = (
+            log_text @ coef[:, :k].T,
+            log_image @ coef[:, k:].T,
+            np.broadcast_to(intercept, log_text.shape),
+        )
+    elif method == PER_CLASS:
+        a, b, d = (np.asarray(config[PER_CLASS][key]) for key in ("a", "b", "d"))
+        text, image, constant = a * log_text, b * log_image, np.broadcast_to(d, log_text.shape)
+    else:
+        raise ValueError(f"{method!r} is not a log-space fusion; choose one of geometric, {PER_CLASS}, {STACKED}")
+    if weight == 0.5:
+        return text, image, constant
+    learned = log_probabilities(softmax(total((text, image, constant))))
+    share = 1 - abs(2 * weight - 1)
+    return (
+        share * text + max(0.0, 2 * weight - 1) * log_text,
+        share * image + max(0.0, 1 - 2 * weight) * log_image,
+        share * (learned - text - image),
     )
 
 
@@ -116,10 +147,5 @@ def fuse(
     both = has_both(text_proba, image_proba)
     if not both.any():
         return fused
-    text, image = text_proba[both], image_proba[both]
-    if method == STACKED:
-        learned = stacked_probabilities(text, image, config["stacker"])
-    else:
-        learned = per_class_probabilities(text, image, config["per_class"])
-    fused[both] = learned if weight == 0.5 else _blend_logs(learned, text, image, weight)
+    fused[both] = softmax(total(log_terms(text_proba[both], image_proba[both], config, weight)))
     return fused

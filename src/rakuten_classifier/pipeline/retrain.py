@@ -5,6 +5,8 @@ The loop users run (by hand, cron, or POST /train {"retrain": true}):
     rakuten data load --data-dir NEW_FOLDER     # new products, once, in one transaction
     rakuten retrain                             # checks, trains if needed, promotes only if not worse
 
+Operators' corrections (POST /corrections, data/corrections.py) are new labelled rows as well.
+
 Training goes through `train_all`, whose promotion gate scores the candidate and the production
 models on the same current test split; everything is logged to one MLflow "retrain" run.
 """
@@ -16,7 +18,8 @@ import logging
 import sqlalchemy as sa
 
 from ..config import Settings, get_settings
-from ..data.schema import get_engine, products
+from ..data.origin import CORRECTION
+from ..data.schema import get_engine, loads, products
 from ..monitoring.drift import drift_of_recent
 from ..registry import model_info, production_trio
 from .steps import train_all
@@ -26,20 +29,32 @@ log = logging.getLogger(__name__)
 
 
 def new_labelled_rows(url: str, fusion_metadata: dict) -> dict:
-    """Labelled rows in the database that the production models were not trained with."""
+    """Labelled rows in the database that the production models were not trained with, and how many of
+    them are operators' corrections (each its own load: data/corrections.py)."""
     engine = get_engine(url)
     labelled = products.c.prdtypecode.is_not(None)
+    corrected = products.c.load_id.in_(sa.select(loads.c.id).where(loads.c.origin == CORRECTION))
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).where(labelled)).scalar_one()
+
+        def count(*conditions) -> int:
+            return int(conn.execute(sa.select(sa.func.count()).where(labelled, *conditions)).scalar_one())
+
+        total = count()
         last_load = fusion_metadata.get("last_load_id")
         if last_load is not None:
-            new = conn.execute(sa.select(sa.func.count()).where(labelled, products.c.load_id > last_load)).scalar_one()
+            new, new_corrected = count(products.c.load_id > last_load), count(products.c.load_id > last_load, corrected)
         elif fusion_metadata.get("labelled_rows") is not None:  # trained from a folder, not the database
             new = max(0, total - int(fusion_metadata["labelled_rows"]))
+            new_corrected = min(new, count(corrected))
         else:  # trained before provenance was recorded: every row counts as new
-            new = total
+            new, new_corrected = total, count(corrected)
     engine.dispose()
-    return {"labelled_in_database": int(total), "new_labelled_rows": int(new), "trained_last_load_id": last_load}
+    return {
+        "labelled_in_database": total,
+        "new_labelled_rows": new,
+        "new_corrected_rows": new_corrected,
+        "trained_last_load_id": last_load,
+    }
 
 
 def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True) -> dict:
@@ -90,6 +105,7 @@ def retrain(
                 "use_drift": use_drift,
                 "force": force,
                 "new_labelled_rows": check.get("new_labelled_rows"),
+                "new_corrected_rows": check.get("new_corrected_rows"),
                 "production_before": (check["production"] or {}).get("fusion"),
             }
         )
@@ -117,6 +133,8 @@ def retrain(
         "promoted": fusion["promoted"],
         "promotion": fusion["promotion"],
         "models": {"text": result["text"]["tag"], "image": result["image"]["tag"], "fusion": fusion["tag"]},
+        # The rows the candidate learned from and held out (pipeline/protocol.py): corrections among them.
+        "learned_from": model_info(fusion["tag"])["metadata"]["learned_from"],
         "candidate_fused_test_weighted_f1": fusion["metrics"]["fused"]["weighted_f1"],
         "production_fused_test_weighted_f1": fusion.get("production_before_test_weighted_f1"),
         "production_after": vars(production_trio()),

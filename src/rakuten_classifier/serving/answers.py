@@ -1,10 +1,12 @@
-"""The JSON answer of a prediction: the fused top-k, each modality's top-k, the fusion used and the model tags."""
+"""The JSON answer of a prediction: the fused top-k, each modality's top-k, the fusion used and the model tags;
+with ``explain``, why (modeling/explain.py): the key ``explanation`` with ``text``, ``image`` and ``modalities``."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..categories import CATEGORY_CODES, category_name
+from ..modeling.explain import image_explanation, modality_shares
 from ..modeling.fusion import fuse
 
 
@@ -28,12 +30,15 @@ def build_answer(
     text_weight: float | None,
     k: int,
     models: dict,
+    explain: bool = False,
 ) -> dict:
     """The JSON answer for one product: its modalities' probabilities fused as the fusion config says.
 
     ``text_weight`` is a request's override (None: the stored fusion decides); the answer reports the
     weight and the fusion method used (for a learned combiner, 0.5 is the combiner itself: see
-    modeling.fusion.fuse).
+    modeling.fusion.fuse). With ``explain`` the answer's ``explanation`` holds each modality's share
+    (``modalities``); its ``text`` and ``image`` parts come from the models (None until then, and
+    for a modality the product lacks).
     """
     fused = fuse(
         None if text_proba is None else text_proba[None],
@@ -42,7 +47,7 @@ def build_answer(
         text_weight,
     )[0]
     best = top_k(fused, k)
-    return {
+    answer = {
         "prdtypecode": best[0]["prdtypecode"],
         "category": best[0]["category"],
         "probability": best[0]["probability"],
@@ -53,3 +58,27 @@ def build_answer(
         "fusion_method": fusion["method"],
         "models": models,
     }
+    if explain:
+        answer["explanation"] = {
+            "prdtypecode": best[0]["prdtypecode"],
+            "category": best[0]["category"],
+            "text": None,
+            "image": None,
+            "modalities": modality_shares(text_proba, image_proba, fused, fusion, text_weight),
+        }
+    return answer
+
+
+def explained_class(answer: dict) -> int:
+    """The probability column of the category an answer explains (its chosen one)."""
+    return CATEGORY_CODES.index(answer["prdtypecode"])
+
+
+def image_part(maps: dict, class_index: int) -> dict:
+    """The ``explanation.image`` of one class from an image model's class maps (modeling.explain.image_maps)."""
+    if "maps" not in maps:  # a version exported without class maps: its note says so
+        return {"method": None, "note": maps["note"]}
+    explained = image_explanation(
+        np.asarray(maps["maps"]), np.asarray(maps["logits"]), class_index, maps["temperature"]
+    )
+    return {**explained, "crop": maps["crop"]}

@@ -48,8 +48,8 @@ def multipart_problem(content_type: bytes, body: bytes) -> str | None:
 
 
 PREDICTION_PATH_PREFIX = "/predict"
-# The administrative routes: training, job status, feedback and monitoring (RAKUTEN_ADMIN_TOKEN).
-ADMIN_PATHS = ("/train",)
+# The administrative routes: training, job status, feedback, corrections and monitoring (RAKUTEN_ADMIN_TOKEN).
+ADMIN_PATHS = ("/train", "/corrections")
 ADMIN_PATH_PREFIXES = ("/jobs/", "/feedback", "/monitor/")
 
 

@@ -4,7 +4,9 @@ Each item names the model version that must compute it (``{"model": tag, "text":
 ``{"model": tag, "image": <base64 of the encoded image>}``): the entry asks for the versions its
 fusion version combines, so one batch may hold items for the outgoing and the incoming version
 during a swap. Items and answers are JSON (base64 images, probabilities as lists): a model
-service run apart (``RAKUTEN_IMAGE_SERVICE_URL``) is called with JSON, not pickle.
+service run apart (``RAKUTEN_IMAGE_SERVICE_URL``) is called with JSON, not pickle. With ``explain``
+a text item gets the word weights of its most probable class beside its probabilities (or, with
+``explain_class``, those of that class alone), an image item its class maps (modeling/explain.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import typing as t
 from concurrent.futures import Executor
 
 from ..data.preprocessing import ImageError, load_image
+from ..modeling.explain import image_maps, text_explanation
 from ..monitoring.signals import image_brightness
 from .hot_swap import ModelVersions
 
@@ -39,7 +42,11 @@ def _model_or_error(versions: ModelVersions, tag: str) -> tuple[t.Any, str | Non
 
 
 def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
-    """Probabilities (27, CATEGORY_CODES order) of already-cleaned product texts, each by the version it names."""
+    """Probabilities (27, CATEGORY_CODES order) of already-cleaned product texts, each by the version it names.
+
+    An item with ``explain`` also gets why the model scores it for its most probable class, an item
+    with ``explain_class`` (a class's column) only why it scores it for that class.
+    """
     answers: list[dict] = [{} for _ in items]
     for tag, rows in _by_version(items).items():
         model, error = _model_or_error(versions, tag)
@@ -47,8 +54,17 @@ def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
             for i in rows:
                 answers[i] = {"model": tag, "unavailable": error}
             continue
-        for i, proba in zip(rows, model.predict_proba([items[i]["text"] for i in rows]), strict=True):
-            answers[i] = {"model": tag, "proba": proba.tolist()}
+        for i in rows:
+            answers[i] = {"model": tag}
+            if "explain_class" in items[i]:
+                answers[i]["explanation"] = text_explanation(model, items[i]["text"], items[i]["explain_class"])
+        scored = [i for i in rows if "explain_class" not in items[i]]
+        for i, proba in zip(
+            scored, model.predict_proba([items[i]["text"] for i in scored]) if scored else [], strict=True
+        ):
+            answers[i]["proba"] = proba.tolist()
+            if items[i].get("explain"):
+                answers[i]["explanation"] = text_explanation(model, items[i]["text"], int(proba.argmax()))
     return answers
 
 
@@ -70,9 +86,18 @@ def image_answers(
                 answers[i] = {"model": tag, "brightness": round(image_brightness(decoded[-1]), 3)}
             except ImageError as exc:
                 answers[i] = {"model": tag, "error": str(exc)}
-        if decoded:
-            for i, proba in zip(decoded_rows, model.predict_proba(decoded, view_executor=view_executor), strict=True):
+        images = dict(zip(decoded_rows, decoded, strict=True))
+        plain = [i for i in decoded_rows if not items[i].get("explain")]
+        explained = [i for i in decoded_rows if items[i].get("explain")]  # class maps come with their probabilities
+        if plain:
+            found = model.predict_proba([images[i] for i in plain], view_executor=view_executor)
+            for i, proba in zip(plain, found, strict=True):
                 answers[i]["proba"] = proba.tolist()
+        if explained:
+            for i, maps in zip(
+                explained, image_maps(model, [images[i] for i in explained], view_executor), strict=True
+            ):
+                answers[i].update({"proba": maps.pop("proba").tolist(), "maps": maps})
     return answers
 
 

@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 
 from ..data.preprocessing import load_image, product_text
 from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
+from ..modeling.explain import image_maps, text_explanation
 from ..modeling.loading import served_image_model_for, text_model_for
 from ..modeling.threads import single_thread_torch_pool
 from ..registry import Trio, read_fusion_config, require_production_trio
-from .answers import build_answer
+from .answers import build_answer, explained_class, image_part
 
 
 def predict_multimodal(
@@ -28,8 +29,10 @@ def predict_multimodal(
     text_weight: float | None = None,
     top_k: int = 5,
     trio: Trio | None = None,
+    explain: bool = False,
 ) -> dict:
-    """Classify one product from its text and/or image with the production models."""
+    """Classify one product from its text and/or image with the production models; with ``explain``, say why
+    (the answer's ``explanation``, as the service's: serving/answers.py)."""
     trio = trio or require_production_trio()
     config = read_fusion_config(trio.fusion)
     text = product_text(designation, description)
@@ -38,10 +41,20 @@ def predict_multimodal(
         raise ValueError("give a designation, an image, or both")
     if not 1 <= top_k <= len(config["classes"]):
         raise ValueError(f"top_k must lie in 1..{len(config['classes'])}")
-    text_proba = text_model_for(trio.text).predict_proba([text])[0] if text else None
-    image_proba = served_image_model_for(trio.image).predict_proba([picture])[0] if picture is not None else None
+    text_model, image_model = text_model_for(trio.text), served_image_model_for(trio.image)
+    text_proba = text_model.predict_proba([text])[0] if text else None
+    maps = image_maps(image_model, [picture])[0] if picture is not None and explain else None
+    if picture is None:
+        image_proba = None
+    else:
+        image_proba = maps.pop("proba") if maps is not None else image_model.predict_proba([picture])[0]
     tags = {"text": trio.text, "image": trio.image, "fusion": trio.fusion}
-    return build_answer(text_proba, image_proba, config, text_weight, top_k, tags)
+    answer = build_answer(text_proba, image_proba, config, text_weight, top_k, tags, explain)
+    if explain:
+        chosen = explained_class(answer)
+        answer["explanation"]["text"] = text_explanation(text_model, text, chosen) if text else None
+        answer["explanation"]["image"] = None if maps is None else image_part(maps, chosen)
+    return answer
 
 
 SOURCES = {"test": X_TEST_FILE, "train": X_TRAIN_FILE}

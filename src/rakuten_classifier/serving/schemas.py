@@ -34,6 +34,8 @@ def _form_text(value: t.Any) -> t.Any:
 
 FormText = Annotated[str, BeforeValidator(_form_text), Field(max_length=settings.max_text_chars)]
 ImageUpload = Annotated[Path, ContentType("image/*")]
+# The answer then says why (its key ``explanation``: serving/answers.py); off, nothing is computed for it.
+Explain = Annotated[bool, Field(description="add why: word weights, the photo's class map, each modality's share")]
 
 
 class MultimodalInput(bentoml.IODescriptor):
@@ -45,6 +47,7 @@ class MultimodalInput(bentoml.IODescriptor):
     image: ImageUpload = None  # type: ignore[assignment]
     text_weight: float | None = Field(None, ge=0.0, le=1.0)
     top_k: int = Field(5, ge=1, le=N_CLASSES)
+    explain: Explain = False
 
 
 class TextInput(bentoml.IODescriptor):
@@ -54,6 +57,7 @@ class TextInput(bentoml.IODescriptor):
     designation: FormText
     description: FormText = ""
     top_k: int = Field(5, ge=1, le=N_CLASSES)
+    explain: Explain = False
 
 
 class ImageInput(bentoml.IODescriptor):
@@ -62,6 +66,7 @@ class ImageInput(bentoml.IODescriptor):
     model_config = ConfigDict(extra="forbid")
     image: ImageUpload
     top_k: int = Field(5, ge=1, le=N_CLASSES)
+    explain: Explain = False
 
 
 class BatchItem(BaseModel):
@@ -82,6 +87,7 @@ class BatchInput(bentoml.IODescriptor):
     items: list[BatchItem] = Field(min_length=1, max_length=settings.max_batch_items)
     text_weight: float | None = Field(None, ge=0.0, le=1.0)
     top_k: int = Field(5, ge=1, le=N_CLASSES)
+    explain: Explain = False
 
 
 class TrainInput(bentoml.IODescriptor):
@@ -98,6 +104,16 @@ class FeedbackInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prediction_id: str = Field(min_length=1, max_length=32)
     prdtypecode: int
+
+
+class CorrectionForm(BaseModel):
+    """Text fields of POST /corrections (the photo is the form's optional ``image`` file part)."""
+
+    model_config = ConfigDict(extra="forbid")
+    designation: FormText = ""
+    description: FormText = ""
+    prdtypecode: int
+    prediction_id: str | None = Field(None, min_length=1, max_length=32)
 
 
 class Product(t.NamedTuple):

@@ -23,11 +23,13 @@ from torch import nn
 
 from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
+from ..explain import combine_views
 from .backbones import backbone_spec
+from .cam import ClassMapNet
 from .features import extract_features, network_tag, run_network
 from .model_config import NUM_CLASSES, ImageModelConfig, read_config, write_config
 from .networks import FeatureNet, GlobalAvgPool, build_blocks, default_device, pooled_features
-from .views import View, eval_views
+from .views import View, center_batch, eval_views
 
 WEIGHTS_FILE = "image_model.pt"
 
@@ -103,6 +105,25 @@ class ImageClassifier(nn.Module):
         views = eval_views(self.config.tta)
         per_view = list(view_executor.map(view_logits, views)) if view_executor else [view_logits(v) for v in views]
         return torch.stack(per_view).mean(0)
+
+    @torch.inference_mode()
+    def class_maps(
+        self, images: Sequence[Image.Image], view_executor: Executor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (n, 27) and class activation maps (n, 27, h, w) of decoded images (:mod:`.cam`), both averaged
+        over the test-time views, a mirrored view's map flipped back onto the photo."""
+        self.eval()
+        net = ClassMapNet(self)
+        views = eval_views(self.config.tta)
+
+        def one(view: View) -> tuple[np.ndarray, np.ndarray]:
+            pixels = torch.from_numpy(center_batch(list(images), view, self.geometry)).to(self.device)
+            logits, maps = net(pixels)
+            return logits.double().cpu().numpy(), maps.double().cpu().numpy()
+
+        per_view = list(view_executor.map(one, views)) if view_executor else [one(v) for v in views]
+        logits = np.mean([found[0] for found in per_view], axis=0)
+        return logits, combine_views([found[1] for found in per_view], [view.flip for view in views])
 
     def predict_proba(
         self,

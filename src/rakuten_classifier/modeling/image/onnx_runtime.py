@@ -1,6 +1,7 @@
 """The served image model: the exported graph on ONNX Runtime, with numpy and Pillow around it (no torch).
 
-The graph (:mod:`.onnx_export`) is the whole network, pixels -> logits. Decoding and the pixels of
+The graph (:mod:`.onnx_export`) is the whole network, pixels -> logits, with the class activation maps
+as a second output (``class_maps``, :mod:`.cam`) that only an explained request asks for. Decoding and the pixels of
 each test-time view are :mod:`.views` (shared with training's feature extraction), the config is
 read by :func:`.model_config.read_config` (the reader the torch model uses), so both runtimes see
 the same pixels, refuse the same configs and answer in the same ``CATEGORY_CODES`` order.
@@ -17,11 +18,13 @@ import numpy as np
 from ...data.preprocessing import Geometry
 from ..calibration import softmax
 from ..errors import ImageModelError
+from ..explain import combine_views
 from .backbones import backbone_spec
 from .model_config import NUM_CLASSES, ImageModelConfig, read_config
 from .views import View, center_batch, eval_views
 
 ONNX_FILE = "image_model.onnx"
+CLASS_MAPS = "class_maps"  # the graph's second output (graphs exported before it lack it)
 
 
 def session_options(threads: int):  # -> onnxruntime.SessionOptions (imported lazily)
@@ -70,6 +73,28 @@ class OnnxImageClassifier:
             pixels = center_batch(sources[start : start + batch_size], view, self.geometry)
             out.append(self.session.run(["logits"], {"pixels": pixels})[0])
         return np.concatenate(out).astype(np.float64)
+
+    def class_maps(
+        self, images: Sequence, batch_size: int = 64, view_executor: Executor | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Logits (n, 27) and class activation maps (n, 27, h, w) averaged over the test-time views (a mirrored
+        view's map flipped back), as :meth:`.classifier.ImageClassifier.class_maps`; None for a graph
+        exported without them."""
+        if CLASS_MAPS not in {output.name for output in self.session.get_outputs()}:
+            return None
+        images = list(images)
+        views = eval_views(self.config.tta)
+
+        def one(view: View) -> list[np.ndarray]:
+            found = []
+            for start in range(0, len(images), batch_size):
+                pixels = center_batch(images[start : start + batch_size], view, self.geometry)
+                found.append(self.session.run(["logits", CLASS_MAPS], {"pixels": pixels}))
+            return [np.concatenate([part[k] for part in found]).astype(np.float64) for k in (0, 1)]
+
+        per_view = list(view_executor.map(one, views)) if view_executor else [one(v) for v in views]
+        logits = np.mean([found[0] for found in per_view], axis=0)
+        return logits, combine_views([found[1] for found in per_view], [view.flip for view in views])
 
     def predict_proba(
         self, images: Sequence, batch_size: int = 64, view_executor: Executor | None = None

@@ -1,10 +1,13 @@
 """The try-it web page served by the Bento at /ui, and its gallery of example products.
 
 The page is one self-contained file (index.html: inline CSS and vanilla JS, no CDN, no build
-step) that calls the service's own /health and /predict_multimodal. The gallery's examples come
+step) that calls the service's own /health, /predict_multimodal (with ``explain``) and, for an
+operator's "wrong category?", /corrections (admin token). The gallery's examples come
 from a folder in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR (read with
-`read_challenge_dir`): the first EXAMPLE_COUNT products that have an image. Without the variable,
-or when the folder cannot be read, there are no examples and the page hides the gallery.
+`read_challenge_dir`): the first EXAMPLE_COUNT held-out products (split 'test': the models never
+learned from them, so their answers are as sure as a new product's) that have an image. A product in
+the store keeps its stored split; the others get the split rule's (data/split.py). Without the
+variable, or when the folder cannot be read, there are no examples and the page hides the gallery.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from ...categories import category_name
+from ...categories import CATEGORY_CODES, category_name
+from ...config import get_settings
+from .. import corrections
 
 log = logging.getLogger("rakuten.web")
 
@@ -25,6 +30,7 @@ INDEX_HTML = Path(__file__).resolve().parent / "index.html"
 EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
 EXAMPLE_COUNT = 8
 router = APIRouter()  # included by the entry service's FastAPI app
+router.include_router(corrections.router)  # the page's "wrong category?" posts to /corrections
 
 
 def _text(value: object) -> str:
@@ -36,15 +42,27 @@ def _text(value: object) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _examples_from(folder: str) -> tuple[dict, ...]:
-    """The first EXAMPLE_COUNT products of `folder` with an image (with their image path)."""
-    from ...data.reader import read_challenge_dir  # pandas: only the entry reads examples, no model worker
+    """The first EXAMPLE_COUNT held-out products of `folder` with an image (with their image path)."""
+    # pandas and SQLAlchemy: only the entry reads examples, no model worker
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from ...data.reader import read_challenge_dir
+    from ...data.split import assign_splits
+    from ...data.store import stored_splits
+
+    settings = get_settings()
     try:
         products = read_challenge_dir(folder).products
     except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
         log.warning("%s=%s is not readable (%s); the /ui gallery is empty", EXAMPLES_ENV, folder, exc)
         return ()
-    rows = products[products["image_path"].notna()].head(EXAMPLE_COUNT)
+    try:
+        stored = stored_splits(settings.database_url)
+    except (SQLAlchemyError, OSError) as exc:  # the store unreachable: the split rule alone decides
+        log.warning("the store's splits are not readable (%s); the /ui gallery uses the split rule", exc)
+        stored = {}
+    splits = assign_splits(products, settings.seed, settings.val_fraction, settings.test_fraction, stored)
+    rows = products[(splits == "test") & products["image_path"].notna()].head(EXAMPLE_COUNT)
     examples = []
     for n, row in enumerate(rows.itertuples(index=False)):
         code = None if _text(row.prdtypecode) == "" else int(row.prdtypecode)
@@ -76,6 +94,12 @@ def page_response() -> Response:
         return HTMLResponse(INDEX_HTML.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
     except OSError as exc:
         return JSONResponse({"error": f"the web page is missing from this build ({exc})"}, status_code=500)
+
+
+@router.get("/ui/categories")
+def categories_response() -> Response:
+    """GET /ui/categories: every category code with its name, for the page's "wrong category?" control."""
+    return JSONResponse([{"prdtypecode": code, "category": category_name(code)} for code in CATEGORY_CODES])
 
 
 @router.get("/ui/examples")
