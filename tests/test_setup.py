@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import typing as t
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -97,11 +98,24 @@ def _imported_on_import(path: Path, module: str) -> set[str]:
     return found
 
 
+LAZY_SERVING_MODULES = (
+    "rakuten_classifier.modeling.text",
+    "rakuten_classifier.serving.observer",
+    "rakuten_classifier.data.reader",
+    "rakuten_classifier.modeling.image.onnx_runtime",
+)
+
+
 def _third_party_imported_by_the_service() -> set[str]:
     """Top-level names of the third-party modules that importing service.py imports, through the package."""
     third_party: set[str] = set()
     seen: set[str] = set()
     todo = [(REPO_ROOT / "service.py", "service")]
+    # What each worker imports where it first needs it, not at module scope (docs/serving.md, "What each
+    # worker imports"): the text model (text worker), the observer and the page's reader (entry),
+    # the ONNX image model (image workers).
+    for module in LAZY_SERVING_MODULES:
+        todo.append((t.cast(Path, _file_of(module)), module))
     while todo:
         path, module = todo.pop()
         for name in _imported_on_import(path, module) - seen:
