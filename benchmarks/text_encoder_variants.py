@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD/src .venv/bin/python benchmarks/text_encoder_variants.py \\
         [--data-dir ../shared/rakuten-sample] [--image-oof data/image_oof.npz] [--variants ...] \\
-        [--cost] [--held-out] [--json]
+        [--cost] [--held-out] [--full-size] [--json]
 
 Accuracy (default): for each variant (one encoder or two side by side, over the whole product text, a
 cut of it or the title alone, and the arithmetic or geometric mean with TF-IDF), the out-of-fold
@@ -16,6 +16,8 @@ options) and its out-of-fold and held-out probabilities are kept in ``--image-oo
 Cost (``--cost``): each encoder's speed over uncached texts on 2 threads (the challenge's 84,916 texts
 must embed within 15 minutes: 95 texts/s) and its CPU time per text, and the serving cost per product
 of each variant (TF-IDF, embedding, head and combination; 1 thread, batch 1, median over held-out texts).
+Full size (``--full-size``): each encoder of the variants over the 84,916 texts of a challenge-size
+catalogue built from the sample (benchmarks/bench_full_scale.py), uncached, on 2 threads.
 Embeddings are cached under the feature cache (RAKUTEN_FEATURE_CACHE_DIR).
 """
 
@@ -25,13 +27,18 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
 from rakuten_classifier.config import Settings
+from rakuten_classifier.data.preprocessing import product_text
+from rakuten_classifier.data.reader import X_TRAIN_FILE
 from rakuten_classifier.modeling.calibration import fit_temperature, softmax
 from rakuten_classifier.modeling.fusion import fuse, has_both
 from rakuten_classifier.modeling.fusion_selection import candidates, nested_scores
@@ -225,6 +232,32 @@ def cost(args: argparse.Namespace, data: TrainingData) -> list[dict]:
     return rows
 
 
+def full_size(args: argparse.Namespace) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_full_scale import build_catalogue
+
+    with tempfile.TemporaryDirectory() as work:
+        build_catalogue(args.data_dir, Path(work), FULL_SIZE_TEXTS, 0, 0.0, seed=0)  # texts only, no photos
+        x = pd.read_csv(Path(work) / X_TRAIN_FILE, index_col=0, keep_default_na=False)
+    texts = [
+        product_text(title, description) for title, description in zip(x["designation"], x["description"], strict=True)
+    ]
+    rows = []
+    for part in dict.fromkeys(part for label in args.variants for part in VARIANTS[label]):
+        encoder = SentenceEncoder(part[0], part[1], threads=2)
+        chunk = 2048
+        wall, cpu = time.perf_counter(), time.process_time()
+        for start in tqdm(range(0, len(texts), chunk), desc=f"{part[0]} {part[1]} chars", unit_scale=chunk):
+            encoder.embed(inputs(texts[start : start + chunk], part))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        row = {"encoder": part[0], "max_chars": part[1], "input": part[2], "texts": len(texts)}
+        row.update({"mean_chars": round(float(np.mean([len(t) for t in texts])), 1), "wall_s": round(wall, 1)})
+        row.update({"texts_per_s": round(len(texts) / wall, 1), "cpu_ms_per_text": round(1000 * cpu / len(texts), 2)})
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/rakuten-sample"))
@@ -232,11 +265,15 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--cost", action="store_true", help="time the encoders and serving instead")
     parser.add_argument("--held-out", action="store_true", help="also score the held-out split (after choosing)")
+    parser.add_argument("--full-size", action="store_true", help="embed 84,916 challenge-size texts instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings()
     data = load_training_data(args.data_dir, settings=settings)
-    rows = cost(args, data) if args.cost else accuracy(args, settings, data)
+    if args.full_size:
+        rows = full_size(args)
+    else:
+        rows = cost(args, data) if args.cost else accuracy(args, settings, data)
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return 0
