@@ -23,6 +23,7 @@ TRAINING_MODULES = {
     f"{PACKAGE}.modeling.image.head",
     f"{PACKAGE}.modeling.fusion_fitting",
     f"{PACKAGE}.modeling.fusion_selection",
+    f"{PACKAGE}.modeling.text_encoder_fitting",
 }
 
 

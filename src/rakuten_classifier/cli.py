@@ -55,9 +55,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from .pipeline.training_data import load_training_data
 
     # Built first, so a wrong option fails before any data is read.
-    transformer, tfidf, image_options = (
+    transformer, tfidf, encoder, image_options = (
         model_options.transformer_params(args),
         model_options.tfidf_params(args),
+        model_options.encoder_params(args),
         model_options.image_options(args),
     )
     if args.target == "all":
@@ -67,11 +68,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
             text_backbone=args.backbone,
             transformer=transformer,
             tfidf=tfidf,
+            encoder=encoder,
             image_options=image_options,
         )
     data = load_training_data(args.data_dir, args.db)
     if args.target == "text":
-        return steps.train_text(data, backbone=args.backbone, transformer=transformer, tfidf=tfidf)
+        return steps.train_text(data, backbone=args.backbone, transformer=transformer, tfidf=tfidf, encoder=encoder)
     if args.target == "image":
         return steps.train_image(data, options=image_options)
     return steps.train_fusion(data)
@@ -89,6 +91,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
         text_backbone=args.backbone,
         transformer=model_options.transformer_params(args),
         tfidf=model_options.tfidf_params(args),
+        encoder=model_options.encoder_params(args),
         image_options=model_options.image_options(args),
     )
 

@@ -20,6 +20,7 @@ from .config import get_settings
 if TYPE_CHECKING:
     from .modeling.image.options import ImageTrainingOptions
     from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text_encoder import EncoderParams
 
 
 class Option(NamedTuple):
@@ -66,6 +67,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     from .modeling.image.backbones import BACKBONES
     from .modeling.image.options import MODES, ImageTrainingOptions
     from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text_encoder import COMBINATION_METHODS, ENCODERS, NO_ENCODER, EncoderParams
 
     tfidf = parser.add_argument_group("text TF-IDF + linear SVM (the default text model)")
     add_dataclass_options(
@@ -74,6 +76,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         {
             "C": Option("--text-c", "SVM regularisation C"),
             "max_features": Option("--text-max-features", "TF-IDF vocabulary size"),
+        },
+    )
+    add_dataclass_options(
+        tfidf,
+        EncoderParams,
+        {
+            "encoder": Option("--text-encoder", choices=(*ENCODERS, NO_ENCODER)),
+            "max_chars": Option("--text-encoder-max-chars"),
+            "combination": Option("--text-combination", choices=COMBINATION_METHODS),
         },
     )
     text = parser.add_argument_group("text transformer (instead of TF-IDF)")
@@ -129,6 +140,16 @@ def tfidf_params(args: argparse.Namespace) -> TfidfParams:
     from .modeling.text import TfidfParams
 
     return TfidfParams(**given_fields(args, TfidfParams))
+
+
+def encoder_params(args: argparse.Namespace) -> EncoderParams:
+    """The TF-IDF text model's encoder channel (the encoder from the settings unless given)."""
+    from .modeling.text_encoder import EncoderParams
+
+    given = given_fields(args, EncoderParams)
+    if args.backbone and given:
+        raise ValueError(f"the encoder channel's options ({', '.join(given)}) apply to the TF-IDF text model only")
+    return EncoderParams(**given)
 
 
 def image_options(args: argparse.Namespace) -> ImageTrainingOptions:

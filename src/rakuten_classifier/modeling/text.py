@@ -1,8 +1,9 @@
-"""Text models: TF-IDF + linear SVM (default) or a fine-tuned Hugging Face transformer.
+"""Text models: TF-IDF + linear SVM (default), with a sentence-encoder channel, or a fine-tuned transformer.
 
-Both take the output of `data.preprocessing.product_text` (title, a newline, description) and
+All take the output of `data.preprocessing.product_text` (title, a newline, description) and
 return probabilities in `CATEGORY_CODES` order. `cross_fit_text_model` fits one on every learning
 row: its temperature is fitted on K-fold out-of-fold scores, which it also returns for the fusion.
+The TF-IDF model's encoder channel (modeling/text_encoder.py) is fitted by text_encoder_fitting.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..data.preprocessing import TITLE_SEPARATOR
 from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
 from .errors import ModelLoadError
+from .text_encoder import EncoderChannel
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,9 @@ class TfidfParams:
     title_repeat: int = 2
 
 
-def _write_config(directory: Path, kind: str, temperature: float, params: dict) -> None:
-    """The JSON beside a saved text model: its kind, temperature, parameters and class order."""
-    config = {"kind": kind, "temperature": temperature, "params": params, "classes": list(CATEGORY_CODES)}
+def _write_config(directory: Path, kind: str, temperature: float, params: dict, **more: dict) -> None:
+    """The JSON beside a saved text model: its kind, temperature, parameters, class order (and ``more``)."""
+    config = {"kind": kind, "temperature": temperature, "params": params, "classes": list(CATEGORY_CODES), **more}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
 
@@ -80,17 +82,21 @@ def repeat_title(texts: Sequence[str], times: int) -> list[str]:
 
 
 class TfidfTextModel:
-    """Word and character n-gram TF-IDF, linear SVM, softmax of the margins with a fitted temperature."""
+    """Word and character n-gram TF-IDF, linear SVM, softmax of the margins with a fitted temperature;
+    with an encoder ``channel``, that softmax averaged with a sentence encoder's head."""
 
     kind = "tfidf"
 
-    def __init__(self, pipeline: Pipeline, temperature: float, params: TfidfParams):
+    def __init__(
+        self, pipeline: Pipeline, temperature: float, params: TfidfParams, channel: EncoderChannel | None = None
+    ):
         # Two jobs speed up fitting on large data, but at prediction time joblib's start-up costs
         # ~0.4 s per call: transform in the calling thread.
         pipeline.named_steps["tfidf"].n_jobs = None
         self.pipeline = pipeline
         self.temperature = temperature
         self.params = params
+        self.channel = channel
 
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[int], params: TfidfParams | None = None) -> TfidfTextModel:
@@ -135,18 +141,23 @@ class TfidfTextModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
-        return softmax(self.scores(list(texts)), self.temperature)
+        texts = list(texts)
+        if self.channel is not None:
+            return self.channel.proba(self.scores(texts), texts)
+        return softmax(self.scores(texts), self.temperature)
 
     def save(self, directory: Path) -> None:
-        """Write the pipeline (joblib) and a JSON config into the folder."""
+        """Write the pipeline (joblib), the encoder head if any and a JSON config into the folder."""
         joblib.dump(self.pipeline, directory / "pipeline.joblib")
-        _write_config(directory, self.kind, self.temperature, asdict(self.params))
+        channel = {"encoder_channel": self.channel.save(directory)} if self.channel is not None else {}
+        _write_config(directory, self.kind, self.temperature, asdict(self.params), **channel)
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> TfidfTextModel:
-        """Read a folder written by `save`."""
+        """Read a folder written by `save` (EncoderMismatch if its encoder is not the installed, pinned one)."""
         pipeline = joblib.load(directory / "pipeline.joblib")
-        return cls(pipeline, float(config["temperature"]), TfidfParams(**config["params"]))
+        channel = EncoderChannel.load(directory, config["encoder_channel"]) if "encoder_channel" in config else None
+        return cls(pipeline, float(config["temperature"]), TfidfParams(**config["params"]), channel)
 
 
 @dataclass
@@ -282,18 +293,26 @@ class TransformerTextModel:
         return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**params))
 
 
-def cross_fit_text_model(
+def out_of_fold_scores(
     texts: Sequence[str], labels: Sequence[int], folds: np.ndarray, fit: Callable[[list[str], list[int]], TextModel]
-) -> tuple[TextModel, np.ndarray]:
-    """The model ``fit`` on every row, with its temperature fitted on out-of-fold scores; and those
-    out-of-fold probabilities (row i predicted by a model fitted without i's fold)."""
+) -> np.ndarray:
+    """Scores of every row by a model ``fit`` without the row's fold."""
     texts, labels = list(texts), [int(code) for code in labels]
 
     def fit_predict(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         model = fit([texts[i] for i in train], [labels[i] for i in train])
         return model.scores([texts[i] for i in held_out])
 
-    oof_scores = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
+    return out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
+
+
+def cross_fit_text_model(
+    texts: Sequence[str], labels: Sequence[int], folds: np.ndarray, fit: Callable[[list[str], list[int]], TextModel]
+) -> tuple[TextModel, np.ndarray]:
+    """The model ``fit`` on every row, with its temperature fitted on out-of-fold scores; and those
+    out-of-fold probabilities (row i predicted by a model fitted without i's fold)."""
+    texts, labels = list(texts), [int(code) for code in labels]
+    oof_scores = out_of_fold_scores(texts, labels, folds, fit)
     temperature = fit_temperature(oof_scores, label_indices(labels))
     model = fit(texts, labels)
     model.temperature = temperature

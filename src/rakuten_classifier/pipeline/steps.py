@@ -33,6 +33,8 @@ from ..modeling.text import (
     TransformerTextModel,
     cross_fit_text_model,
 )
+from ..modeling.text_encoder import EncoderParams
+from ..modeling.text_encoder_fitting import cross_fit_with_encoder
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
 from .job_status import STAGES
@@ -112,25 +114,40 @@ def train_text(
     db_url: str | None = None,
     backbone: str | None = None,
     tfidf: TfidfParams | None = None,
+    encoder: EncoderParams | None = None,
     transformer: TransformerParams | None = None,
     settings: Settings | None = None,
 ) -> dict:
-    """Cross-fit the text model (TF-IDF + linear SVM, or a transformer if ``backbone`` is given) and store it."""
+    """Cross-fit the text model (TF-IDF + linear SVM with the ``encoder`` channel unless it is off, or a
+    transformer if ``backbone`` is given) and store it."""
     settings = settings or get_settings()
     data = data or load_training_data(data_dir, db_url, settings)
     params: TransformerParams | TfidfParams
     fit_model: Callable[[list[str], list[int]], TextModel]
+    with_encoder: tuple[Callable[[list[str], list[int]], TfidfTextModel], EncoderParams] | None = None
     if backbone:
         params = replace(transformer or TransformerParams(), backbone=backbone)
         fit_model = partial(TransformerTextModel.fit, params=params)
     else:
-        params = tfidf or TfidfParams()
-        fit_model = partial(TfidfTextModel.fit, params=params)
+        params = tfidf_params = tfidf or TfidfParams()
+        fit_model = fit_tfidf = partial(TfidfTextModel.fit, params=tfidf_params)
+        channel = encoder or EncoderParams()
+        with_encoder = (fit_tfidf, channel) if channel.enabled else None
 
     def fit(learning: pd.DataFrame, folds: np.ndarray) -> Fitted:
-        model, oof = cross_fit_text_model(learning["text"], learning["prdtypecode"], folds, fit_model)
+        texts, codes = learning["text"], learning["prdtypecode"]
+        model: TextModel
+        info: dict = {}
+        if with_encoder is not None:
+            model, oof, info = cross_fit_with_encoder(
+                texts, codes, folds, *with_encoder, settings.features_dir, settings.seed
+            )
+        else:
+            model, oof = cross_fit_text_model(texts, codes, folds, fit_model)
         logged = {"kind": model.kind, **asdict(params), "temperature": model.temperature}
-        return Fitted(model, oof, logged, {"kind": model.kind})
+        logged.update({k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+        labels = {"kind": model.kind, "encoder": info["encoder"] if info else "none"}
+        return Fitted(model, oof, logged, labels)
 
     return _cross_fit_step(
         TEXT_MODEL,
@@ -211,12 +228,14 @@ def train_all(
     text_backbone: str | None = None,
     transformer: TransformerParams | None = None,
     tfidf: TfidfParams | None = None,
+    encoder: EncoderParams | None = None,
     image_options: ImageTrainingOptions | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> dict:
     """Text, image, then fusion with the promotion gate; returns every tag and score.
 
-    ``text_backbone`` selects the transformer text model; ``image_options`` go to `train_image`.
+    ``text_backbone`` selects the transformer text model, ``tfidf`` and ``encoder`` tune the TF-IDF one;
+    ``image_options`` go to `train_image`.
     ``on_stage`` is called with the name of each stage (job_status.STAGES) as it begins (the
     training job records them in its status file).
     """
@@ -226,7 +245,9 @@ def train_all(
     stage(STAGES[0])
     data = load_training_data(data_dir, db_url, settings)
     stage(STAGES[1])
-    text = train_text(data, backbone=text_backbone, transformer=transformer, tfidf=tfidf, settings=settings)
+    text = train_text(
+        data, backbone=text_backbone, transformer=transformer, tfidf=tfidf, encoder=encoder, settings=settings
+    )
     stage(STAGES[2])
     image = train_image(data, settings=settings, options=image_options)
     stage(STAGES[3])

@@ -1,0 +1,211 @@
+"""Fitting the text model's encoder channel on out-of-fold figures: cached embeddings, the head, the combination.
+
+Embeddings are cached per text (``.npz`` shards under the feature cache, each row keyed by the SHA-256
+of the text the encoder saw, the shards named by the encoder's version and weights), so the
+cross-fitting folds embed each text once and a retraining after new rows embeds the new rows alone.
+The head's regularisation is chosen on out-of-fold log-loss, as the image head's is; the combination
+with the TF-IDF model (two temperatures and a weight) is fitted on out-of-fold scores, and the
+out-of-fold probabilities handed to the fusion are nested: each fold's rows combined by a combination
+fitted on the other folds, as the fusion itself is chosen. Training only: serving never imports this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..categories import CATEGORY_CODES, label_indices
+from .calibration import ABSENT_LOGIT, fit_temperature, softmax
+from .cross_fitting import out_of_fold
+from .fusion_fitting import learn_text_weight
+from .scores import weighted_f1
+from .text import TfidfTextModel, out_of_fold_scores
+from .text_encoder import Combination, EncoderChannel, EncoderHead, EncoderParams, SentenceEncoder
+
+log = logging.getLogger(__name__)
+
+# The head's regularisation strengths, chosen out-of-fold. On the sample the best was 0.01 for USE
+# (0.003 for wider inputs), and 0.1 and above always lost (docs/accuracy.md).
+HEAD_C_GRID = (0.003, 0.01, 0.03)
+
+
+class CachedSentenceEncoder(SentenceEncoder):
+    """A SentenceEncoder whose embeddings are cached per text under ``cache_dir`` (None: no cache).
+
+    ``embedded`` counts the texts the encoder itself ran on since it was made.
+    """
+
+    def __init__(self, name: str, max_chars: int | None, threads: int, cache_dir: Path | None):
+        super().__init__(name, max_chars, threads)
+        self.cache_dir = cache_dir
+        self.embedded = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 embeddings, the encoder run on the texts no earlier call (or training) embedded."""
+        if self.cache_dir is None:
+            self.embedded += len(texts)
+            return super().embed(texts)
+        keys = [hashlib.sha256(text.encode("utf-8")).hexdigest() for text in self.cut(texts)]
+        cached = _read_cache(self.cache_dir, self.cache_tag, set(keys))
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in cached}
+        if missing:
+            computed = super().embed(list(missing.values()))
+            cached.update(zip(missing, computed, strict=True))
+            shard = _write_shard(self.cache_dir, self.cache_tag, list(missing), computed)
+            self.embedded += len(missing)
+            log.info("embedded %d new texts (%d cached) into %s", len(missing), len(set(keys)) - len(missing), shard)
+        if not keys:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        return np.stack([cached[key] for key in keys]).astype(np.float32, copy=False)
+
+
+def _read_cache(cache_dir: Path, prefix: str, wanted: set[str]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    for shard in sorted(cache_dir.glob(f"{prefix}-*.npz")):
+        if len(found) == len(wanted):
+            break
+        try:
+            with np.load(shard, allow_pickle=False) as stored:
+                keys = stored["keys"].tolist()
+                rows = [i for i, key in enumerate(keys) if key in wanted and key not in found]
+                if rows:
+                    found.update(zip((keys[i] for i in rows), stored["embeddings"][rows], strict=True))
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("embedding cache %s unreadable (%s); ignored", shard, exc)
+    return found
+
+
+def _write_shard(cache_dir: Path, prefix: str, keys: list[str], embeddings: np.ndarray) -> Path:
+    shard = cache_dir / f"{prefix}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}.npz"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = shard.with_suffix(".tmp.npz")
+    np.savez(partial, keys=np.array(keys), embeddings=embeddings)
+    os.replace(partial, shard)  # a reader never sees half a shard
+    return shard
+
+
+def fit_head(embeddings: np.ndarray, y: np.ndarray, c: float, seed: int) -> EncoderHead:
+    """Class-balanced multinomial logistic regression on standardised embeddings, folded into (W, b);
+    a category absent from ``y`` gets ABSENT_LOGIT."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale < 1e-9] = 1.0
+    model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
+    # BLAS on one thread: its products here are small, and on a busy 2-core box a 2-thread BLAS spins
+    # waiting for a preempted partner (one fit on 1,300 rows: 2.5 s against 0.3 s, 2026-12-04).
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.fit((x - mean) / scale, y)
+    weight = np.zeros((len(CATEGORY_CODES), x.shape[1]))
+    bias = np.full(len(CATEGORY_CODES), ABSENT_LOGIT)
+    weight[model.classes_] = model.coef_ / scale
+    bias[model.classes_] = model.intercept_ - (model.coef_ / scale) @ mean
+    return EncoderHead(weight, bias, c)
+
+
+def cross_fit_head(
+    embeddings: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int, c_grid: Sequence[float] = HEAD_C_GRID
+) -> tuple[EncoderHead, np.ndarray, dict]:
+    """The head refit on every row at the C whose temperature-scaled out-of-fold log-loss is lowest.
+
+    Returns (head, its out-of-fold scores, {C: out-of-fold log-loss and weighted F1}).
+    """
+    table: dict[str, dict] = {}
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in c_grid:
+
+        def fit_predict(train: np.ndarray, held_out: np.ndarray, c: float = c) -> np.ndarray:
+            return fit_head(embeddings[train], y[train], c, seed).scores(embeddings[held_out])
+
+        oof = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
+        proba = softmax(oof, fit_temperature(oof, y))
+        loss = float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)).mean())
+        table[f"{c:g}"] = {"log_loss": round(loss, 4), "weighted_f1": round(weighted_f1(y, oof.argmax(1)), 4)}
+        if best is None or loss < best[0]:
+            best = (loss, c, oof)
+    if best is None:
+        raise ValueError("c_grid is empty: no head to choose")
+    _, c, oof = best
+    return fit_head(embeddings, y, c, seed), oof, table
+
+
+def fit_combination(tfidf_scores: np.ndarray, encoder_scores: np.ndarray, y: np.ndarray, method: str) -> Combination:
+    """Each channel's temperature by log-loss, then the TF-IDF weight by smoothed weighted F1 (as the fusion's)."""
+    tfidf_t, encoder_t = fit_temperature(tfidf_scores, y), fit_temperature(encoder_scores, y)
+    tfidf, encoder = softmax(tfidf_scores, tfidf_t), softmax(encoder_scores, encoder_t)
+    return Combination(tfidf_t, encoder_t, learn_text_weight(tfidf, encoder, y, method)[0], method)
+
+
+def nested_combination(
+    tfidf_scores: np.ndarray, encoder_scores: np.ndarray, y: np.ndarray, folds: np.ndarray, method: str
+) -> np.ndarray:
+    """Out-of-fold probabilities of the combined channels: each fold's rows combined by a Combination
+    fitted on the other folds' out-of-fold scores."""
+    proba = np.full(np.shape(tfidf_scores), np.nan)
+    for fold in np.unique(folds):
+        held_out, train = folds == fold, folds != fold
+        combination = fit_combination(tfidf_scores[train], encoder_scores[train], y[train], method)
+        proba[held_out] = combination.proba(tfidf_scores[held_out], encoder_scores[held_out])
+    return proba
+
+
+def cross_fit_with_encoder(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    folds: np.ndarray,
+    fit: Callable[[list[str], list[int]], TfidfTextModel],
+    params: EncoderParams,
+    cache_dir: Path | None,
+    seed: int,
+) -> tuple[TfidfTextModel, np.ndarray, dict]:
+    """The TF-IDF model ``fit`` on every row with an encoder channel, and the nested out-of-fold probabilities.
+
+    Returns (model, out-of-fold probabilities, what was chosen and measured: C, combination, timings).
+    """
+    texts, codes = list(texts), [int(code) for code in labels]
+    y = label_indices(codes)
+    tfidf_oof = out_of_fold_scores(texts, codes, folds, fit)
+    started = time.perf_counter()
+    encoder = CachedSentenceEncoder(params.encoder, params.max_chars, params.threads, cache_dir)
+    embeddings = encoder.embed(texts)
+    embed_seconds = time.perf_counter() - started
+    head, head_oof, c_table = cross_fit_head(embeddings, y, folds, seed)
+    oof = nested_combination(tfidf_oof, head_oof, y, folds, params.combination)
+    combination = fit_combination(tfidf_oof, head_oof, y, params.combination)
+    model = fit(texts, codes)
+    model.temperature = combination.tfidf_temperature
+    model.channel = EncoderChannel(encoder, head, combination)
+    info = {
+        "encoder": params.encoder,
+        "encoder_package": encoder.spec.package,
+        "encoder_version": encoder.spec.version,
+        "encoder_weights_sha256": " ".join(f"{path}={digest}" for path, digest in encoder.spec.weights.items()),
+        "encoder_max_chars": encoder.max_chars,
+        "texts_embedded": encoder.embedded,
+        "embed_seconds": round(embed_seconds, 2),
+        "head_C": head.C,
+        "head_c_grid": c_table,
+        "encoder_oof_weighted_f1": round(weighted_f1(y, head_oof.argmax(1)), 4),
+        "tfidf_oof_weighted_f1": round(weighted_f1(y, tfidf_oof.argmax(1)), 4),
+        "tfidf_weight": combination.tfidf_weight,
+        "tfidf_temperature": combination.tfidf_temperature,
+        "encoder_temperature": combination.encoder_temperature,
+    }
+    log.info(
+        "text model with %s cross-fitted on %d rows: %d texts embedded (%.1f s), head C=%g, TF-IDF weight %.2f",
+        params.encoder,
+        len(texts),
+        encoder.embedded,
+        embed_seconds,
+        head.C,
+        combination.tfidf_weight,
+    )
+    return model, oof, info
