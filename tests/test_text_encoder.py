@@ -166,6 +166,16 @@ def test_a_saved_model_predicts_the_same_without_torch_and_refuses_another_encod
         load_text_model(Path(tmp_path))
 
 
+@pytest.mark.slow
+def test_explaining_a_model_with_an_encoder_says_the_words_explain_the_tfidf_score_only(fitted):
+    from rakuten_classifier.modeling.explain import text_explanation
+
+    text = fitted["test"]["text"].tolist()[0]
+    explained = text_explanation(fitted["model"], text, 0)
+    assert explained["method"] == "tfidf_linear"
+    assert "sentence encoder" in explained["note"]
+
+
 def test_the_encoder_channel_is_a_train_option_whose_default_is_the_setting(monkeypatch, capsys):
     monkeypatch.setenv("RAKUTEN_TEXT_ENCODER", "e5-small")
     get_settings.cache_clear()

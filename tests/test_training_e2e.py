@@ -11,7 +11,7 @@ from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.fusion import COMBINERS
 from rakuten_classifier.modeling.text import TfidfParams
-from rakuten_classifier.modeling.text_encoder import ENCODERS, NO_ENCODER, EncoderParams
+from rakuten_classifier.modeling.text_encoder import NO_ENCODER, EncoderParams
 from rakuten_classifier.pipeline.steps import train_fusion, train_text
 from rakuten_classifier.pipeline.tracking import tracking_uri
 from rakuten_classifier.pipeline.training_data import load_training_data
@@ -24,14 +24,12 @@ def test_scores_on_held_out_rows_meet_the_targets(trained):
     fused = trained["fusion"]["metrics"]
     text, image = fused["text"]["weighted_f1"], fused["image"]["weighted_f1"]
     assert fused["fused"]["n"] >= 0.20 * 1638  # the test split: rows no model fitted on or was selected on
-    # TF-IDF averaged with the USE encoder's head: 0.7190 here (TF-IDF alone: 0.7012).
-    assert text >= 0.71
+    assert text >= 0.68
     # Multi-stage pooled features, one view (0.4710 here; the last block's pool alone scored 0.4246).
     assert image >= 0.43
-    # Measured 0.7663, +0.047 over the text model: seeded, so the same on every run here. With TF-IDF
-    # alone it was 0.7814 (issue 14's goal, 0.77, is not met by the encoder default: docs/accuracy.md).
-    assert fused["fused"]["weighted_f1"] >= 0.76
-    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.04
+    # Issue 14's goals on the sample (measured 0.7814, +0.080): seeded, so the same on every run here.
+    assert fused["fused"]["weighted_f1"] >= 0.77
+    assert fused["fused"]["weighted_f1"] >= max(text, image) + 0.06
     assert fused["fused_on_rows_with_image"]["weighted_f1"] > fused["text_on_rows_with_image"]["weighted_f1"] + 0.03
     # The fusion was chosen on out-of-fold figures, which the held-out figures confirm (within noise).
     chosen = trained["fusion"]["selection"][trained["fusion"]["combiner"]]
@@ -58,13 +56,9 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     assert image_params["multi_stage"] is True
     assert image_params["pooled_blocks"] == "12,16,21"
     assert image_params["feature_dim"] == 1904  # Lite1: 112 + 192 + 320 + 1280
-    # The text model records the sentence encoder it was fitted with: package, version, weights' SHA-256.
+    # The text model records the sentence encoder it was fitted with (none by default: TF-IDF alone).
     text_info = model_info(trained["text"]["tag"])
-    assert text_info["labels"]["encoder"] == "use-m3"
-    text_params = text_info["metadata"]["params"]
-    use = ENCODERS["use-m3"]
-    assert (text_params["encoder_package"], text_params["encoder_version"]) == (use.package, use.version)
-    assert all(f"{path}={digest}" in text_params["encoder_weights_sha256"] for path, digest in use.weights.items())
+    assert text_info["labels"]["encoder"] == NO_ENCODER
     text_metrics = text_info["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold

@@ -44,10 +44,11 @@ class Settings(BaseSettings):
     # EfficientNet-Lite1: the best out-of-fold image and fused figures on the sample, at 45 ms a view
     # against Lite2's 70 (docs/accuracy.md); mobilenet_v2, efficientnet_lite0/2 and others selectable.
     image_backbone: str = Field("efficientnet_lite1", description="image backbone trained by default")
-    # USE multilingual v3 beside TF-IDF: text out-of-fold weighted F1 0.669 -> 0.716 on the sample, and
-    # fast enough for the challenge's full size (docs/accuracy.md); e5-small is better but 4x slower.
+    # TF-IDF alone by default. USE multilingual v3 beside it is the best encoder out-of-fold (text 0.669 ->
+    # 0.716, fused 0.768 -> 0.782 on the sample) but fails issue 26's serving cost: one client's p50 48.8 ms
+    # (limit 40) and 0.77x the products/s at 32 clients (limit 0.8x), docs/accuracy.md.
     text_encoder: str = Field(
-        "use-m3", description="sentence encoder of the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
+        "none", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
     )
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"

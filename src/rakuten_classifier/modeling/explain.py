@@ -150,8 +150,11 @@ def text_explanation(model: TextModel, text: str, class_index: int) -> dict:
     for other models."""
     code = int(CATEGORY_CODES[class_index])
     if model.kind == "tfidf":
-        weights = tfidf_word_weights(cast("TfidfTextModel", model), text, class_index)
-        return {"method": "tfidf_linear", "prdtypecode": code, **weights}
+        tfidf = cast("TfidfTextModel", model)
+        answer = {"method": "tfidf_linear", "prdtypecode": code, **tfidf_word_weights(tfidf, text, class_index)}
+        if tfidf.channel is not None:  # the words explain one of the two scores the text model averages
+            answer["note"] = "the weights explain the TF-IDF score; a sentence encoder's head is averaged with it"
+        return answer
     note = f"word weights are computed for the TF-IDF model only, not for {model.kind!r}"
     return {"method": None, "prdtypecode": code, "note": note}
 
