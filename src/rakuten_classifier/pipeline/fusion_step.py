@@ -164,4 +164,5 @@ def train_fusion(
         "production_before_test_weighted_f1": production_f1,
         "seconds": round(seconds, 2),
         "trained_on": data.origin,
+        "learned_from": metadata["learned_from"],
     }

@@ -134,7 +134,7 @@ def retrain(
         "promotion": fusion["promotion"],
         "models": {"text": result["text"]["tag"], "image": result["image"]["tag"], "fusion": fusion["tag"]},
         # The rows the candidate learned from and held out (pipeline/protocol.py): corrections among them.
-        "learned_from": model_info(fusion["tag"])["metadata"]["learned_from"],
+        "learned_from": fusion.get("learned_from"),
         "candidate_fused_test_weighted_f1": fusion["metrics"]["fused"]["weighted_f1"],
         "production_fused_test_weighted_f1": fusion.get("production_before_test_weighted_f1"),
         "production_after": vars(production_trio()),
