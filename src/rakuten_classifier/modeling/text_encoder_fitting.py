@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,11 +24,13 @@ from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
 from .fusion_fitting import learn_text_weight
 from .scores import weighted_f1
+from .shard_cache import read_shards, write_shard
 from .text import TfidfTextModel, out_of_fold_scores
 from .text_encoder import Combination, EncoderChannel, EncoderHead, EncoderParams, SentenceEncoder
 
 log = logging.getLogger(__name__)
 
+CACHE_FIELDS = ("keys", "embeddings")  # a shard's keys (SHA-256 of each text) and rows
 # The head's regularisation strengths, chosen out-of-fold. On the sample the best was 0.01 for USE
 # (0.003 for wider inputs), and 0.1 and above always lost (docs/accuracy.md).
 HEAD_C_GRID = (0.003, 0.01, 0.03)
@@ -52,42 +53,17 @@ class CachedSentenceEncoder(SentenceEncoder):
             self.embedded += len(texts)
             return super().embed(texts)
         keys = [hashlib.sha256(text.encode("utf-8")).hexdigest() for text in self.cut(texts)]
-        cached = _read_cache(self.cache_dir, self.cache_tag, set(keys))
+        cached = read_shards(self.cache_dir, self.cache_tag, set(keys), CACHE_FIELDS)
         missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in cached}
         if missing:
             computed = super().embed(list(missing.values()))
             cached.update(zip(missing, computed, strict=True))
-            shard = _write_shard(self.cache_dir, self.cache_tag, list(missing), computed)
+            shard = write_shard(self.cache_dir, self.cache_tag, list(missing), computed, CACHE_FIELDS)
             self.embedded += len(missing)
             log.info("embedded %d new texts (%d cached) into %s", len(missing), len(set(keys)) - len(missing), shard)
         if not keys:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
         return np.stack([cached[key] for key in keys]).astype(np.float32, copy=False)
-
-
-def _read_cache(cache_dir: Path, prefix: str, wanted: set[str]) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
-    for shard in sorted(cache_dir.glob(f"{prefix}-*.npz")):
-        if len(found) == len(wanted):
-            break
-        try:
-            with np.load(shard, allow_pickle=False) as stored:
-                keys = stored["keys"].tolist()
-                rows = [i for i, key in enumerate(keys) if key in wanted and key not in found]
-                if rows:
-                    found.update(zip((keys[i] for i in rows), stored["embeddings"][rows], strict=True))
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("embedding cache %s unreadable (%s); ignored", shard, exc)
-    return found
-
-
-def _write_shard(cache_dir: Path, prefix: str, keys: list[str], embeddings: np.ndarray) -> Path:
-    shard = cache_dir / f"{prefix}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}.npz"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = shard.with_suffix(".tmp.npz")
-    np.savez(partial, keys=np.array(keys), embeddings=embeddings)
-    os.replace(partial, shard)  # a reader never sees half a shard
-    return shard
 
 
 def fit_head(embeddings: np.ndarray, y: np.ndarray, c: float, seed: int) -> EncoderHead:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
+from ..shard_cache import read_shards, write_shard
 from ..threads import single_thread_torch_pool
 from .networks import default_device
 from .onnx_features import OnnxFeatures
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Part of every cache key: bump it when the stored features' meaning changes (3: centre views resized
 # by Pillow, data.preprocessing.image_pixels, instead of torchvision).
 FEATURE_CACHE_VERSION = 3
+CACHE_FIELDS = ("signatures", "features")  # a shard's keys (image file signatures) and rows
 
 
 def _worker_init(_: int) -> None:
@@ -155,33 +157,6 @@ def feature_cache_prefix(model_tag: str, view: View, geometry: Geometry) -> str:
     return f"{safe_tag}-{view.tag()}-{digest.hexdigest()[:12]}"
 
 
-def _read_cached(cache_dir: Path, prefix: str, wanted: set[str]) -> dict[str, np.ndarray]:
-    """Cached features of the ``wanted`` file signatures found in the shards under ``prefix``."""
-    found: dict[str, np.ndarray] = {}
-    for shard in sorted(cache_dir.glob(f"{prefix}-*.npz")):
-        try:
-            with np.load(shard, allow_pickle=False) as stored:
-                signatures = stored["signatures"].tolist()
-                rows = [i for i, signature in enumerate(signatures) if signature in wanted and signature not in found]
-                if rows:
-                    found.update(zip((signatures[i] for i in rows), stored["features"][rows], strict=True))
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("feature cache %s unreadable (%s); ignored", shard, exc)
-        if len(found) == len(wanted):
-            break
-    return found
-
-
-def _write_shard(cache_dir: Path, prefix: str, signatures: list[str], features: np.ndarray) -> None:
-    """One shard, written whole or not at all (a temporary file renamed into place)."""
-    digest = hashlib.sha256("\n".join(signatures).encode()).hexdigest()[:16]
-    shard = cache_dir / f"{prefix}-{digest}.npz"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = shard.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features, signatures=np.array(signatures))
-    os.replace(tmp, shard)
-
-
 def extract_features(
     net: nn.Module,
     paths: Sequence[str | Path],
@@ -242,7 +217,7 @@ def _cached_features(
     cache_dir = Path(cache_dir)
     prefix = feature_cache_prefix(model_tag, view, geometry)
     signatures = [_file_signature(p) for p in files]
-    cached = _read_cached(cache_dir, prefix, set(signatures))
+    cached = read_shards(cache_dir, prefix, set(signatures), CACHE_FIELDS)
     missing = sorted({s for s in signatures if s not in cached})
     if missing:
         where = dict(zip(signatures, files, strict=True))
@@ -260,7 +235,7 @@ def _cached_features(
                 part = missing[start : start + SHARD_IMAGES]
                 computed = compute([where[s] for s in part])
                 cached.update(zip(part, computed, strict=True))
-                _write_shard(cache_dir, prefix, part, computed)
+                write_shard(cache_dir, prefix, part, computed, CACHE_FIELDS)
                 progress.update(len(part))
         log.info("cached %s features of %d new images in %s", view.tag(), len(missing), cache_dir)
     else:
