@@ -20,7 +20,7 @@ from rakuten_classifier.model_options import encoder_params
 from rakuten_classifier.modeling.cross_fitting import assign_folds
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.scores import weighted_f1
-from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfTextModel, load_text_model
+from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfParams, load_text_model
 from rakuten_classifier.modeling.text_encoder import (
     ENCODERS,
     EncoderMismatch,
@@ -118,7 +118,7 @@ def fitted(sample_dir, tmp_path_factory):
     texts, codes = learning["text"].tolist(), learning["prdtypecode"].astype(int).tolist()
     folds = assign_folds(label_indices(codes), 3, seed=0)
     cache = tmp_path_factory.mktemp("embeddings")
-    fit = partial(cross_fit_with_encoder, texts, codes, folds, TfidfTextModel.fit, EncoderParams("use-m3"), cache)
+    fit = partial(cross_fit_with_encoder, texts, codes, folds, TfidfParams(), EncoderParams("use-m3"), cache)
     model, oof, info = fit(seed=0)
     test = data.split("test")
     return {"model": model, "oof": oof, "info": info, "fit": fit, "codes": codes, "test": test}

@@ -6,6 +6,7 @@ predictions; the production models are then refit on all the learning rows. Pure
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -45,3 +46,12 @@ def out_of_fold(
         held_out = np.flatnonzero(folds == fold)
         predictions[held_out] = fit_predict(np.flatnonzero(folds != fold), held_out)
     return predictions
+
+
+def parallel_jobs(tasks: int) -> int:
+    """Processes for independent fits (folds, the final model): one per core, at most one per fit.
+
+    Each process holds its own fit's data, so memory grows with the cores used: at the challenge's
+    size a text fold is about 1.5 GB (docs/benchmarks.md).
+    """
+    return max(1, min(os.cpu_count() or 1, tasks))

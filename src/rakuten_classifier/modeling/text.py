@@ -3,6 +3,7 @@
 All take the output of `data.preprocessing.product_text` (title, a newline, description) and
 return probabilities in `CATEGORY_CODES` order. `cross_fit_text_model` fits one on every learning
 row: its temperature is fitted on K-fold out-of-fold scores, which it also returns for the fusion.
+The TF-IDF model is cross-fitted by tfidf_cross_fit.py (its n-grams counted once for all folds).
 The TF-IDF model's encoder channel (modeling/text_encoder.py) is fitted by text_encoder_fitting.py.
 """
 
@@ -81,6 +82,43 @@ def repeat_title(texts: Sequence[str], times: int) -> list[str]:
     return weighted
 
 
+def text_pipeline(params: TfidfParams) -> Pipeline:
+    """The unfitted pipeline: title repeated, word and character n-gram TF-IDF side by side, LinearSVC."""
+    features = make_union(
+        TfidfVectorizer(
+            lowercase=True,
+            strip_accents="unicode",
+            ngram_range=(1, params.word_ngram_max),
+            sublinear_tf=True,
+            min_df=params.min_df,
+            max_features=params.max_features,
+            dtype=np.float32,
+        ),
+        TfidfVectorizer(
+            lowercase=True,
+            strip_accents="unicode",
+            analyzer="char_wb",
+            ngram_range=(params.char_ngram_min, params.char_ngram_max),
+            sublinear_tf=True,
+            min_df=params.min_df,
+            max_features=params.max_features,
+            dtype=np.float32,
+        ),
+        n_jobs=2,
+    )
+    title = FunctionTransformer(repeat_title, kw_args={"times": params.title_repeat})
+    return Pipeline([("title", title), ("tfidf", features), ("svm", LinearSVC(C=params.C))])
+
+
+def class_scores(margins: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """A LinearSVC's decision values laid out over all 27 classes (a class unseen in training: ABSENT_LOGIT)."""
+    if margins.ndim == 1:  # binary case: sklearn returns one column
+        margins = np.stack([-margins, margins], axis=1)
+    scores = np.full((len(margins), len(CATEGORY_CODES)), ABSENT_LOGIT, dtype=np.float64)
+    scores[:, seen] = margins
+    return scores
+
+
 class TfidfTextModel:
     """Word and character n-gram TF-IDF, linear SVM, softmax of the margins with a fitted temperature;
     with an encoder ``channel``, that softmax averaged with a sentence encoder's head."""
@@ -102,42 +140,13 @@ class TfidfTextModel:
     def fit(cls, texts: Sequence[str], labels: Sequence[int], params: TfidfParams | None = None) -> TfidfTextModel:
         """Fit on product texts and their category codes (temperature 1: see cross_fit_text_model)."""
         params = params or TfidfParams()
-        features = make_union(
-            TfidfVectorizer(
-                lowercase=True,
-                strip_accents="unicode",
-                ngram_range=(1, params.word_ngram_max),
-                sublinear_tf=True,
-                min_df=params.min_df,
-                max_features=params.max_features,
-                dtype=np.float32,
-            ),
-            TfidfVectorizer(
-                lowercase=True,
-                strip_accents="unicode",
-                analyzer="char_wb",
-                ngram_range=(params.char_ngram_min, params.char_ngram_max),
-                sublinear_tf=True,
-                min_df=params.min_df,
-                max_features=params.max_features,
-                dtype=np.float32,
-            ),
-            n_jobs=2,
-        )
-        title = FunctionTransformer(repeat_title, kw_args={"times": params.title_repeat})
-        pipeline = Pipeline([("title", title), ("tfidf", features), ("svm", LinearSVC(C=params.C))])
+        pipeline = text_pipeline(params)
         pipeline.fit(list(texts), label_indices(labels))
         return cls(pipeline, 1.0, params)
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """Margins for all 27 classes (a class unseen in training gets ABSENT_LOGIT)."""
-        margins = self.pipeline.decision_function(texts)
-        seen = self.pipeline.named_steps["svm"].classes_
-        if margins.ndim == 1:  # binary case: sklearn returns one column
-            margins = np.stack([-margins, margins], axis=1)
-        scores = np.full((len(texts), len(CATEGORY_CODES)), ABSENT_LOGIT, dtype=np.float64)
-        scores[:, seen] = margins
-        return scores
+        return class_scores(self.pipeline.decision_function(texts), self.pipeline.named_steps["svm"].classes_)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 27)."""
@@ -313,16 +322,14 @@ def cross_fit_text_model(
     out-of-fold probabilities (row i predicted by a model fitted without i's fold)."""
     texts, labels = list(texts), [int(code) for code in labels]
     oof_scores = out_of_fold_scores(texts, labels, folds, fit)
-    temperature = fit_temperature(oof_scores, label_indices(labels))
-    model = fit(texts, labels)
-    model.temperature = temperature
-    log.info(
-        "text model cross-fitted on %d rows (%d folds): temperature %.3f",
-        len(texts),
-        len(np.unique(folds)),
-        temperature,
-    )
-    return model, softmax(oof_scores, temperature)
+    return calibrate(fit(texts, labels), oof_scores, labels)
+
+
+def calibrate(model: TextModel, oof_scores: np.ndarray, labels: Sequence[int]) -> tuple[TextModel, np.ndarray]:
+    """``model`` with its temperature fitted on the out-of-fold scores, and those scores' probabilities."""
+    model.temperature = fit_temperature(oof_scores, label_indices(labels))
+    log.info("text model cross-fitted on %d rows: temperature %.3f", len(oof_scores), model.temperature)
+    return model, softmax(oof_scores, model.temperature)
 
 
 def load_text_model(directory: str | Path) -> TextModel:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,9 @@ from .cross_fitting import out_of_fold
 from .fusion_fitting import learn_text_weight
 from .scores import weighted_f1
 from .shard_cache import read_shards, write_shard
-from .text import TfidfTextModel, out_of_fold_scores
+from .text import TfidfParams, TfidfTextModel
 from .text_encoder import Combination, EncoderChannel, EncoderHead, EncoderParams, SentenceEncoder
+from .tfidf_cross_fit import cross_fit_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +138,18 @@ def cross_fit_with_encoder(
     texts: Sequence[str],
     labels: Sequence[int],
     folds: np.ndarray,
-    fit: Callable[[list[str], list[int]], TfidfTextModel],
+    tfidf: TfidfParams,
     params: EncoderParams,
     cache_dir: Path | None,
     seed: int,
 ) -> tuple[TfidfTextModel, np.ndarray, dict]:
-    """The TF-IDF model ``fit`` on every row with an encoder channel, and the nested out-of-fold probabilities.
+    """The TF-IDF model fitted on every row with an encoder channel, and the nested out-of-fold probabilities.
 
     Returns (model, out-of-fold probabilities, what was chosen and measured: C, combination, timings).
     """
     texts, codes = list(texts), [int(code) for code in labels]
     y = label_indices(codes)
-    tfidf_oof = out_of_fold_scores(texts, codes, folds, fit)
+    model, tfidf_oof = cross_fit_tfidf(texts, codes, folds, tfidf, cache_dir=cache_dir)
     started = time.perf_counter()
     encoder = CachedSentenceEncoder(params.encoder, params.max_chars, params.threads, cache_dir)
     embeddings = encoder.embed(texts)
@@ -156,7 +157,6 @@ def cross_fit_with_encoder(
     head, head_oof, c_table = cross_fit_head(embeddings, y, folds, seed)
     oof = nested_combination(tfidf_oof, head_oof, y, folds, params.combination)
     combination = fit_combination(tfidf_oof, head_oof, y, params.combination)
-    model = fit(texts, codes)
     model.temperature = combination.tfidf_temperature
     model.channel = EncoderChannel(encoder, head, combination)
     info = {

@@ -28,13 +28,14 @@ from ..modeling.image.options import ImageTrainingOptions
 from ..modeling.text import (
     TextModel,
     TfidfParams,
-    TfidfTextModel,
     TransformerParams,
     TransformerTextModel,
+    calibrate,
     cross_fit_text_model,
 )
 from ..modeling.text_encoder import EncoderParams
 from ..modeling.text_encoder_fitting import cross_fit_with_encoder
+from ..modeling.tfidf_cross_fit import cross_fit_tfidf
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
 from .job_status import STAGES
@@ -123,27 +124,26 @@ def train_text(
     settings = settings or get_settings()
     data = data or load_training_data(data_dir, db_url, settings)
     params: TransformerParams | TfidfParams
-    fit_model: Callable[[list[str], list[int]], TextModel]
-    with_encoder: tuple[Callable[[list[str], list[int]], TfidfTextModel], EncoderParams] | None = None
+    encoder_params = encoder or EncoderParams()
     if backbone:
         params = replace(transformer or TransformerParams(), backbone=backbone)
-        fit_model = partial(TransformerTextModel.fit, params=params)
     else:
-        params = tfidf_params = tfidf or TfidfParams()
-        fit_model = fit_tfidf = partial(TfidfTextModel.fit, params=tfidf_params)
-        channel = encoder or EncoderParams()
-        with_encoder = (fit_tfidf, channel) if channel.enabled else None
+        params = tfidf or TfidfParams()
 
     def fit(learning: pd.DataFrame, folds: np.ndarray) -> Fitted:
-        texts, codes = learning["text"], learning["prdtypecode"]
+        texts, codes = learning["text"].tolist(), learning["prdtypecode"].astype(int).tolist()
         model: TextModel
         info: dict = {}
-        if with_encoder is not None:
+        if isinstance(params, TransformerParams):
+            model, oof = cross_fit_text_model(texts, codes, folds, partial(TransformerTextModel.fit, params=params))
+        elif encoder_params.enabled:
             model, oof, info = cross_fit_with_encoder(
-                texts, codes, folds, *with_encoder, settings.features_dir, settings.seed
+                texts, codes, folds, params, encoder_params, settings.features_dir, settings.seed
             )
         else:
-            model, oof = cross_fit_text_model(texts, codes, folds, fit_model)
+            model, oof = calibrate(
+                *cross_fit_tfidf(texts, codes, folds, params, cache_dir=settings.features_dir), codes
+            )
         logged = {"kind": model.kind, **asdict(params), "temperature": model.temperature}
         logged.update({k: v for k, v in info.items() if isinstance(v, (int, float, str))})
         labels = {"kind": model.kind, "encoder": info["encoder"] if info else "none"}

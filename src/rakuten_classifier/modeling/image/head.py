@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..calibration import ABSENT_LOGIT, fit_temperature
-from ..cross_fitting import out_of_fold
+from ..cross_fitting import parallel_jobs
 from .classifier import NUM_CLASSES, ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,19 @@ def head_logits(views: list[np.ndarray], weight: np.ndarray, bias: np.ndarray) -
     return np.mean([x @ weight.T + bias for x in views], axis=0)
 
 
+def _fold_logits(
+    train_views: list[np.ndarray],
+    eval_views: list[np.ndarray],
+    y: np.ndarray,
+    train: np.ndarray,
+    held_out: np.ndarray,
+    c: float,
+    seed: int,
+) -> np.ndarray:
+    weight, bias = fit_logistic_head([v[train] for v in train_views], y[train], c, seed)
+    return head_logits([v[held_out] for v in eval_views], weight, bias)
+
+
 def cross_fit_head(
     train_views: list[np.ndarray],
     eval_views: list[np.ndarray],
@@ -75,39 +88,50 @@ def cross_fit_head(
     folds: np.ndarray,
     c_grid: Sequence[float],
     seed: int,
+    jobs: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """The head refit on every row with the C whose temperature-scaled out-of-fold log-loss is lowest.
 
-    Returns (W, b, out-of-fold logits of that C, info with every C's out-of-fold figures).
+    The fits of every (C, fold) run in ``jobs`` processes side by side (default: one per core), each
+    on one BLAS thread. Returns (W, b, out-of-fold logits of that C, info with every C's out-of-fold figures).
     """
-    best: tuple[float, float, np.ndarray] | None = None
+    from joblib import Parallel, delayed
+
+    if not c_grid:
+        raise ValueError("c_grid is empty: no head to choose")
+    fold_ids = np.unique(folds)
+    tasks = [(c, fold) for c in c_grid for fold in fold_ids]
+    started = time.perf_counter()
+    with Parallel(n_jobs=jobs or parallel_jobs(len(tasks))) as parallel:
+        logits = parallel(
+            delayed(_fold_logits)(
+                train_views, eval_views, y, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), c, seed
+            )
+            for c, fold in tasks
+        )
+    oof_by_c = {c: np.full((len(y), NUM_CLASSES), np.nan) for c in c_grid}
+    for (c, fold), fold_logits in zip(tasks, logits, strict=True):
+        oof_by_c[c][folds == fold] = fold_logits
+    log.info("head C grid: %d fits in %.1fs", len(tasks), time.perf_counter() - started)
+    best: tuple[float, float] | None = None
     info: dict = {"c_grid": {}}
-    for c in c_grid:
-        started = time.perf_counter()
-
-        def fit_predict(train: np.ndarray, held_out: np.ndarray, c: float = c) -> np.ndarray:
-            weight, bias = fit_logistic_head([v[train] for v in train_views], y[train], c, seed)
-            return head_logits([v[held_out] for v in eval_views], weight, bias)
-
-        oof = out_of_fold(fit_predict, folds, NUM_CLASSES)
+    for c, oof in oof_by_c.items():
         # Chosen on the temperature-scaled log-loss: steadier than F1 on a few hundred rows per fold.
         scores = metrics(oof, y, fit_temperature(oof, y))
         info["c_grid"][str(c)] = {k: round(v, 4) for k, v in scores.items() if k != "n"}
         log.info(
-            "head C=%g: out-of-fold weighted F1 %.3f, calibrated log-loss %.3f (%.1fs)",
+            "head C=%g: out-of-fold weighted F1 %.3f, calibrated log-loss %.3f",
             c,
             scores["weighted_f1"],
             scores["log_loss"],
-            time.perf_counter() - started,
         )
         if best is None or scores["log_loss"] < best[0]:
-            best = (scores["log_loss"], c, oof)
-    if best is None:
-        raise ValueError("c_grid is empty: no head to choose")
-    _, c, oof = best
+            best = (scores["log_loss"], c)
+    assert best is not None
+    c = best[1]
     weight, bias = fit_logistic_head(train_views, y, c, seed)
     info["C"] = c
-    return weight, bias, oof, info
+    return weight, bias, oof_by_c[c], info
 
 
 def set_head(model: ImageClassifier, weight: np.ndarray, bias: np.ndarray) -> None:

@@ -110,7 +110,9 @@ def fit_image_model(
     )
     model = ImageClassifier(config, blocks).to(device)
     aug_views = options.resolved_aug_views
-    train_views = eval_views(True) + [View("augment", seed=seed * 100 + i) for i in range(aug_views)]
+    train_views = eval_views(options.tta or options.train_mirror) + [
+        View("augment", seed=seed * 100 + i) for i in range(aug_views)
+    ]
     test_views = eval_views(options.tta)
     loader_args: dict[str, Any] = {
         "batch_size": options.batch_size,

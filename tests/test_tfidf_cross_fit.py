@@ -1,0 +1,60 @@
+"""The TF-IDF cross-fitting that counts n-grams once: the same model and out-of-fold scores as a fit per fold."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from rakuten_classifier.categories import label_indices
+from rakuten_classifier.data.preprocessing import product_text
+from rakuten_classifier.data.reader import read_challenge_dir
+from rakuten_classifier.modeling.cross_fitting import assign_folds
+from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, out_of_fold_scores
+from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
+
+
+@pytest.fixture(scope="module")
+def sample_texts(sample_dir):
+    labelled = read_challenge_dir(sample_dir).labelled.iloc[:600]
+    texts = [product_text(d, s) for d, s in zip(labelled["designation"], labelled["description"], strict=True)]
+    codes = labelled["prdtypecode"].astype(int).tolist()
+    return texts, codes, assign_folds(label_indices(codes), 3, seed=0)
+
+
+# max_features=2,000 makes the vocabulary cut bind (the sample's 600 texts hold ~60,000 n-grams).
+@pytest.mark.parametrize("max_features", [500_000, 2_000])
+def test_counting_once_gives_the_per_fold_fits_scores_and_the_full_fits_model(sample_texts, max_features):
+    texts, codes, folds = sample_texts
+    params = TfidfParams(max_features=max_features)
+    model, oof = cross_fit_tfidf(texts, codes, folds, params, jobs=2)
+    expected_oof = out_of_fold_scores(texts, codes, folds, lambda t, c: TfidfTextModel.fit(t, c, params))
+    expected = TfidfTextModel.fit(texts, codes, params)
+    # LinearSVC's coordinate descent visits rows in a random order: equal up to its tolerance
+    assert np.abs(oof - expected_oof).max() < 1e-3
+    assert (oof.argmax(1) == expected_oof.argmax(1)).all()
+    built = model.pipeline.named_steps["tfidf"].transformer_list
+    fitted = expected.pipeline.named_steps["tfidf"].transformer_list
+    for (_, ours), (_, theirs) in zip(built, fitted, strict=True):
+        assert ours.vocabulary_ == theirs.vocabulary_
+        np.testing.assert_allclose(ours.idf_, theirs.idf_, rtol=1e-6)
+    probe = [*texts[:50], "une chaise en bois pour enfant", ""]
+    assert np.abs(model.scores(probe) - expected.scores(probe)).max() < 1e-3
+
+
+def test_a_second_run_fits_only_the_folds_not_cached_and_says_so(sample_texts, tmp_path, caplog):
+    texts, codes, folds = sample_texts
+    _, first = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
+    assert len(list(tmp_path.glob("tfidf-folds-*.npz"))) == 3
+    # A run killed after two folds: the third fold's result is lost, the other two are kept.
+    sorted(tmp_path.glob("tfidf-folds-*.npz"))[0].unlink()
+    with caplog.at_level(logging.INFO, logger="rakuten_classifier.modeling.tfidf_cross_fit"):
+        _, second = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
+    assert "2 of 3 folds already done" in caplog.text
+    assert np.abs(second - first).max() < 1e-3
+    # Other labels are other folds' results: nothing is reused.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rakuten_classifier.modeling.tfidf_cross_fit"):
+        cross_fit_tfidf(texts, codes[::-1], folds, cache_dir=tmp_path, jobs=1)
+    assert "already done" not in caplog.text
