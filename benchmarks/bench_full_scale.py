@@ -1,7 +1,8 @@
 """Benchmark: the challenge's size end to end on this machine — load, train all, predict, serve start-up.
 
     .venv/bin/python benchmarks/bench_full_scale.py [--sizes 10000 40000 84916] [--test-rows 13812]
-                                                  [--work-dir DIR] [--steps load train predict serve] [--json]
+                                                  [--work-dir DIR] [--steps load train predict serve]
+                                                  [--kill-after-shards N] [--json]
 
 For each size it builds, in seconds, a catalogue in the challenge layout from the real sample
 (../shared/rakuten-sample): each product is a sample product of a category drawn with the sample's
@@ -9,11 +10,16 @@ category shares, its title and description varied with words drawn from a vocabu
 with the rows (so the TF-IDF vocabulary grows as a real catalogue's does), and, for 85 % of the
 products, its photo a hard link to a real sample photo of the same category under the product's own
 file name. Then, each in a fresh data root and BentoML store, it runs the project's own commands and
-records wall time and peak memory (the resident set of the whole process tree, sampled every 0.2 s):
+records wall time and peak memory (the resident set of the whole process tree, sampled every 0.5 s):
 
     rakuten data load --data-dir CATALOGUE        rakuten train all
     rakuten predict --data-dir CATALOGUE (the --test-rows products of X_test_update.csv)
-    bentoml serve service:RakutenClassifier        (until /readyz answers 200)
+    bentoml serve service:RakutenClassifier        (until /readyz answers 200; then /health and the
+                                                    /ui gallery are timed and sized)
+
+With --kill-after-shards N, a first `train all` is killed (SIGKILL, its whole process group) once N
+image-feature shards are written, and the measured `train all` is its restart: the report gives both
+times, their sum and what the restart said it reused. The stored models' sizes are reported too.
 
 The catalogue repeats the sample's products, so its held-out F1 shows that the pipeline works at
 that size, not what real listings would score.
@@ -126,8 +132,10 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_measured(command: list[str], env: dict, log: Path, until=None, timeout: float = 7200) -> dict:
-    """Run ``command`` (or, with ``until``, start it and stop it once until() is true); seconds and peak tree RSS.
+def run_measured(
+    command: list[str], env: dict, log: Path, until=None, timeout: float = 7200, stop: int = signal.SIGTERM
+) -> dict:
+    """Run ``command`` (or, with ``until``, start it and send ``stop`` once until() is true); seconds and peak tree RSS.
 
     Its stderr goes to ``log``, its stdout beside it (``.out``)."""
     started = time.perf_counter()
@@ -141,11 +149,11 @@ def run_measured(command: list[str], env: dict, log: Path, until=None, timeout: 
                 if until is not None and until():
                     done = True
                     break
-                time.sleep(0.2)
+                time.sleep(0.5)
             seconds = time.perf_counter() - started
         finally:
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                os.killpg(child.pid, stop)
                 try:
                     child.wait(60)
                 except subprocess.TimeoutExpired:
@@ -154,6 +162,17 @@ def run_measured(command: list[str], env: dict, log: Path, until=None, timeout: 
     if not ok:
         raise RuntimeError(f"{' '.join(command)} failed (see {log}):\n{log.read_text()[-3000:]}")
     return {"seconds": round(seconds, 1), "peak_rss_gib": round(peak / 2**30, 2)}
+
+
+def run_killed(command: list[str], env: dict, log: Path, features: Path, shards: int) -> dict:
+    """Start ``command``; SIGKILL its process group once ``shards`` image-feature shards are in ``features``."""
+
+    def written() -> bool:
+        return len([p for p in features.glob("*-center-*.npz") if ".tmp." not in p.name]) >= shards
+
+    figures = run_measured(command, env, log, until=written, stop=signal.SIGKILL)
+    figures["shards_when_killed"] = shards
+    return figures
 
 
 def _ready(url: str):
@@ -165,6 +184,34 @@ def _ready(url: str):
             return False
 
     return check
+
+
+def _ready_then(url: str, answers: dict):
+    """until() for serve: once /readyz answers, time /health and the /ui gallery (neither may grow with the rows)."""
+    ready = _ready(url)
+
+    def check() -> bool:
+        if not ready():
+            return False
+        for name, path in (("health", "/health"), ("ui_examples", "/ui/examples")):
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"{url}{path}", timeout=120) as answer:
+                body = answer.read()
+            answers[f"{name}_s"] = round(time.perf_counter() - started, 2)
+            answers[f"{name}_bytes"] = len(body)
+        return True
+
+    return check
+
+
+def _store_sizes(models: Path) -> dict:
+    """MiB on disk of each stored model (its newest version): what training wrote for serving to load."""
+    sizes = {}
+    for model in sorted(p for p in models.iterdir() if p.is_dir()):
+        versions = [v for v in model.iterdir() if v.is_dir()]
+        newest = max(versions, key=lambda v: v.stat().st_mtime)
+        sizes[model.name] = round(sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) / 2**20, 1)
+    return sizes
 
 
 def _free_port() -> int:
@@ -191,8 +238,21 @@ def run_size(rows: int, args: argparse.Namespace) -> dict:
     rakuten = str(VENV_BIN / "rakuten")
     if "load" in args.steps:
         result["load"] = run_measured([rakuten, "data", "load", "--data-dir", str(catalogue)], env, folder / "load.log")
+    if "train" in args.steps and args.kill_after_shards:
+        result["train_killed"] = run_killed(
+            [rakuten, "train", "all", "--json"],
+            env,
+            folder / "train-killed.log",
+            root / "features",
+            args.kill_after_shards,
+        )
     if "train" in args.steps:
         result["train"] = run_measured([rakuten, "train", "all", "--json"], env, folder / "train.log")
+        if "train_killed" in result:
+            killed = result["train_killed"]["seconds"]
+            result["train"]["killed_plus_restart_s"] = round(killed + result["train"]["seconds"], 1)
+            resumed = [line for line in (folder / "train.log").read_text().splitlines() if "already" in line]
+            result["train"]["restart_said"] = resumed
         trained = json.loads((folder / "train.out").read_text())
         result["held_out_weighted_f1"] = {
             "text": trained["text"]["metrics"]["test"]["weighted_f1"],
@@ -205,8 +265,14 @@ def run_size(rows: int, args: argparse.Namespace) -> dict:
         result["predict"]["products_per_s"] = round(args.test_rows / result["predict"]["seconds"], 1)
     if "serve" in args.steps:
         port = _free_port()
+        url = f"http://127.0.0.1:{port}"
         command = [str(VENV_BIN / "bentoml"), "serve", "service:RakutenClassifier", "--port", str(port)]
-        result["serve"] = run_measured(command, env, folder / "serve.log", until=_ready(f"http://127.0.0.1:{port}"))
+        env["RAKUTEN_UI_EXAMPLES_DIR"] = str(catalogue)
+        answers: dict = {}
+        result["serve"] = run_measured(command, env, folder / "serve.log", until=_ready_then(url, answers))
+        result["serve"].update(answers)
+    if "train" in args.steps:
+        result["store_mib"] = _store_sizes(root / "bentoml" / "models")
     for step in ("load", "train", "predict"):
         if step in result:
             counted = args.test_rows if step == "predict" else rows
@@ -220,6 +286,12 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=13_812)
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "rakuten-full-scale")
+    parser.add_argument(
+        "--kill-after-shards",
+        type=int,
+        default=0,
+        help="first SIGKILL a `train all` once this many image-feature shards are written, then time the restart",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (SAMPLE / X_TRAIN_FILE).is_file():

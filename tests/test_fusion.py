@@ -108,7 +108,9 @@ def test_learned_combiner_learns_which_modality_to_trust_for_each_category():
     text[good_text] = _noisy_proba(rng, labels[good_text], 4.0)
     image[good_image] = _noisy_proba(rng, labels[good_image], 4.0)
     folds = np.arange(900) % 5
-    name, config, table = select_fusion(text, image, labels, folds, seed=0)
+    name, fitted, table = select_fusion(text, image, labels, folds, seed=0)
+    assert set(fitted) == set(table)  # every candidate scored and refit on all rows
+    config = fitted[name]
     assert name.startswith(("per-class", "stacked"))  # a learned combiner, not a single weight
     assert table["per-class l2=0.001"]["weighted_f1"] > table["geometric"]["weighted_f1"] + 0.05
     assert config["text_weight"] == 0.5  # the neutral point of an override

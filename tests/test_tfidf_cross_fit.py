@@ -43,18 +43,29 @@ def test_counting_once_gives_the_per_fold_fits_scores_and_the_full_fits_model(sa
     assert np.abs(model.scores(probe) - expected.scores(probe)).max() < 1e-3
 
 
-def test_a_second_run_fits_only_the_folds_not_cached_and_says_so(sample_texts, tmp_path, caplog):
+def test_a_run_killed_midway_fits_only_what_was_not_done_and_says_so(sample_texts, tmp_path, caplog):
     texts, codes, folds = sample_texts
-    _, first = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
+    logger = "rakuten_classifier.modeling.tfidf_cross_fit"
+    first_model, first = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
     assert len(list(tmp_path.glob("tfidf-folds-*.npz"))) == 3
-    # A run killed after two folds: the third fold's result is lost, the other two are kept.
+    assert len(list(tmp_path.glob("tfidf-final-*.joblib"))) == 1
+    # Everything done (a run killed after the text step): nothing is counted or fitted again.
+    with caplog.at_level(logging.INFO, logger=logger):
+        model, again = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
+    assert "3 of 3 folds and the final model already done" in caplog.text
+    assert "counted" not in caplog.text
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(model.scores(texts[:20]), first_model.scores(texts[:20]))
+    # A run killed during the fits: one fold and the final model lost, the other two folds kept.
     sorted(tmp_path.glob("tfidf-folds-*.npz"))[0].unlink()
-    with caplog.at_level(logging.INFO, logger="rakuten_classifier.modeling.tfidf_cross_fit"):
+    next(tmp_path.glob("tfidf-final-*.joblib")).unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=logger):
         _, second = cross_fit_tfidf(texts, codes, folds, cache_dir=tmp_path, jobs=1)
-    assert "2 of 3 folds already done" in caplog.text
+    assert "2 of 3 folds but not the final model already done" in caplog.text
     assert np.abs(second - first).max() < 1e-3
     # Other labels are other folds' results: nothing is reused.
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="rakuten_classifier.modeling.tfidf_cross_fit"):
+    with caplog.at_level(logging.INFO, logger=logger):
         cross_fit_tfidf(texts, codes[::-1], folds, cache_dir=tmp_path, jobs=1)
     assert "already done" not in caplog.text

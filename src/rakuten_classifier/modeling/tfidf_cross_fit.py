@@ -7,18 +7,21 @@ learning rows are counted once, with every n-gram kept, and each fold takes its 
 those counts the way TfidfVectorizer.fit would from its own rows: the terms its rows contain, cut to
 ``max_features`` by the same rule, the idf of its rows (``tests/test_tfidf_cross_fit.py`` checks it
 against a vectoriser fitted on the fold). The folds' and the final model's LinearSVC fits then run
-in ``jobs`` processes side by side, and each fold's held-out scores are cached: a run killed during
-cross-fitting fits only the folds that were not done.
+in ``jobs`` processes side by side, and each fold's held-out scores and the final model are cached
+as they are done: a run killed during cross-fitting fits only what was not done, and a run killed
+later (during image features) counts and fits nothing again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
@@ -136,19 +139,44 @@ def cross_fit_tfidf(
     """The TF-IDF model fitted on every row (temperature 1) and each row's out-of-fold margins (n, 27).
 
     Equivalent to fitting ``TfidfTextModel.fit`` once per fold and once on all rows. With a
-    ``cache_dir``, each fold's held-out margins are kept there, keyed by the texts, labels, folds and
-    parameters, so a second run (a run killed midway, or the same data again) fits only the folds
-    not cached.
+    ``cache_dir``, each fold's held-out margins and the final model are kept there as they are done,
+    keyed by the texts, labels, folds and parameters, so a second run (a run killed midway, or the
+    same data again) fits only what is not cached, and counts nothing when everything is.
     """
     params = params or TfidfParams()
     texts = list(texts)
     y = label_indices([int(code) for code in labels])
     folds = np.asarray(folds)
     fold_ids = [int(f) for f in np.unique(folds)]
+    key = _fold_key(texts, y, folds, params)
+    cached: dict[str, np.ndarray] = {}
+    final: TfidfTextModel | None = None
+    final_file = Path(cache_dir) / f"tfidf-final-{key}.joblib" if cache_dir is not None else None
+    if cache_dir is not None:
+        cached = read_shards(Path(cache_dir), f"tfidf-folds-{key}", {str(f) for f in fold_ids}, FOLD_FIELDS)
+        final = _read_final(final_file, params)
+        if cached or final is not None:
+            log.info(
+                "text cross-fitting: %d of %d folds %s already done (cached in %s)",
+                len(cached),
+                len(fold_ids),
+                "and the final model" if final is not None else "but not the final model",
+                cache_dir,
+            )
+    oof = np.full((len(texts), len(CATEGORY_CODES)), np.nan)
+    for f in fold_ids:
+        if str(f) in cached:
+            oof[folds == f] = cached[str(f)]
+    to_fit: list[int | None] = [f for f in fold_ids if str(f) not in cached]
+    if final is None:
+        to_fit.append(None)  # the final model, on every row
+    if not to_fit:
+        assert final is not None
+        return final, oof
     templates = text_pipeline(params).named_steps["tfidf"].transformer_list
     vectorizer_templates: list[TfidfVectorizer] = [step for _, step in templates]
     weighted = repeat_title(texts, params.title_repeat)
-    jobs = jobs or parallel_jobs(len(fold_ids) + 1)
+    jobs = jobs or parallel_jobs(len(to_fit))
     with Parallel(n_jobs=min(jobs, len(templates))) as parallel:
         counts: list[_Counts] = parallel(delayed(_count)(t, weighted) for t in vectorizer_templates)
     log.info(
@@ -156,23 +184,10 @@ def cross_fit_tfidf(
         len(texts),
         " + ".join(f"{c.matrix.shape[1]:,}" for c in counts),
     )
-    key = _fold_key(texts, y, folds, params)
-    cached: dict[str, np.ndarray] = {}
-    if cache_dir is not None:
-        cached = read_shards(Path(cache_dir), f"tfidf-folds-{key}", {str(f) for f in fold_ids}, FOLD_FIELDS)
-        if cached:
-            log.info(
-                "text cross-fitting: %d of %d folds already done (cached in %s)", len(cached), len(fold_ids), cache_dir
-            )
-    to_fit = [f for f in fold_ids if str(f) not in cached]
-    everything = np.arange(len(texts))
-    tasks = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in to_fit]
-    tasks.append((everything, np.empty(0, dtype=np.int64)))  # the final model, on every row
-    oof = np.full((len(texts), len(CATEGORY_CODES)), np.nan)
-    for f in fold_ids:
-        if str(f) in cached:
-            oof[folds == f] = cached[str(f)]
-    final: tuple[list[_Vocabulary], LinearSVC] | None = None
+    everything, nothing = np.arange(len(texts)), np.empty(0, dtype=np.int64)
+    tasks = [
+        (everything, nothing) if f is None else (np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in to_fit
+    ]
     with (
         Parallel(n_jobs=min(jobs, len(tasks)), return_as="generator") as parallel,
         tqdm(total=len(tasks), desc="text model fits (folds + final)", unit="fit", disable=None) as progress,
@@ -180,23 +195,41 @@ def cross_fit_tfidf(
         results = parallel(
             delayed(_fit)(vectorizer_templates, counts, y, train, held, params.C) for train, held in tasks
         )
-        for fold, (vocabularies, svm, scores) in zip([*to_fit, None], results, strict=True):
+        for fold, (vocabularies, svm, scores) in zip(to_fit, results, strict=True):
             progress.update(1)
-            if fold is None:
-                final = (vocabularies, svm)
+            if fold is not None:
+                oof[folds == fold] = scores
+                if cache_dir is not None:
+                    write_shard(Path(cache_dir), f"tfidf-folds-{key}", [str(fold)], scores[None], FOLD_FIELDS)
                 continue
-            oof[folds == fold] = scores
-            if cache_dir is not None:
-                write_shard(Path(cache_dir), f"tfidf-folds-{key}", [str(fold)], scores[None], FOLD_FIELDS)
-    assert final is not None  # the last task is always the final model
-    vocabularies, svm = final
-    union = FeatureUnion(
-        [
-            (name, _fitted_vectorizer(template, c, v))
-            for (name, template), c, v in zip(templates, counts, vocabularies, strict=True)
-        ]
-    )
-    pipeline = text_pipeline(params)
-    pipeline.steps[1] = ("tfidf", union)
-    pipeline.steps[2] = ("svm", svm)
-    return TfidfTextModel(pipeline, 1.0, params), oof
+            union = FeatureUnion(
+                [
+                    (name, _fitted_vectorizer(template, c, v))
+                    for (name, template), c, v in zip(templates, counts, vocabularies, strict=True)
+                ]
+            )
+            pipeline = text_pipeline(params)
+            pipeline.steps[1] = ("tfidf", union)
+            pipeline.steps[2] = ("svm", svm)
+            final = TfidfTextModel(pipeline, 1.0, params)
+            if final_file is not None:
+                _write_final(final_file, final)
+    assert final is not None
+    return final, oof
+
+
+def _read_final(path: Path | None, params: TfidfParams) -> TfidfTextModel | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return TfidfTextModel(joblib.load(path), 1.0, params)
+    except Exception as exc:  # a truncated or foreign file: refit rather than fail
+        log.warning("cached text model %s unreadable (%s); refitted", path, exc)
+        return None
+
+
+def _write_final(path: Path, model: TfidfTextModel) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    joblib.dump(model.pipeline, partial)
+    os.replace(partial, path)  # a reader never sees half a model

@@ -19,8 +19,8 @@ import pandas as pd
 from ..categories import CATEGORY_CODES
 from ..config import Settings, get_settings
 from ..data.reader import DataError
-from ..modeling.fusion import fuse, has_both
-from ..modeling.fusion_selection import candidates, select_fusion
+from ..modeling.fusion import fuse
+from ..modeling.fusion_selection import select_fusion
 from ..modeling.scores import classification_scores
 from ..monitoring.drift import build_profile, reference_features, save_profile
 from ..registry import (
@@ -74,9 +74,10 @@ def train_fusion(
         oof_text = load_oof(text_tag, learning["productid"])
         oof_image = load_oof(image_tag, learning["productid"])
         labels = learning["label_index"].to_numpy()
-        name, config, selection = select_fusion(
+        name, fitted, selection = select_fusion(
             oof_text, oof_image, labels, learning_folds(data, settings), settings.seed
         )
+        config = fitted[name]
         for candidate, scores in selection.items():
             mlflow.log_metric(f"oof_{candidate.replace(' ', '_').replace('=', '')}_weighted_f1", scores["weighted_f1"])
         seconds = time.perf_counter() - started
@@ -90,9 +91,7 @@ def train_fusion(
         }
         # For the record only (the choice above never saw these): every candidate refit on all
         # out-of-fold rows, scored on the held-out rows.
-        both = has_both(oof_text, oof_image)
-        for candidate, fit in candidates(settings.seed).items():
-            other = config if candidate == name else fit(oof_text[both], oof_image[both], labels[both])
+        for candidate, other in fitted.items():
             selection[candidate]["test_weighted_f1"] = classification_scores(
                 test_labels, fuse(test_text, test_image, other).argmax(axis=1)
             )["weighted_f1"]

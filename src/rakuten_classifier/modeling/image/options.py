@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 
 from ...config import get_settings
@@ -41,9 +42,9 @@ class ImageTrainingOptions:
     # log-loss is lowest, 'finetune' starts its head from the smallest.
     c_grid: tuple[float, ...] = DEFAULT_C_GRID
     seed: int = field(default_factory=lambda: get_settings().seed)
-    # CPU threads of the forward passes (0: torch's default); a CPU centre-crop view runs on that many
-    # single-threaded torch threads, anything else on a DataLoader.
-    torch_threads: int = 2
+    # CPU threads of the forward passes (0: torch's default; default: one per core); a CPU centre-crop
+    # view runs on that many single-threaded ONNX Runtime calls side by side, anything else on a DataLoader.
+    torch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     # DataLoader decoding processes and batch size (augmented views, or a GPU).
     num_workers: int = 2
     batch_size: int = 64
