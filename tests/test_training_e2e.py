@@ -74,7 +74,7 @@ def test_image_features_are_cached_in_the_configured_feature_cache(trained, sess
     assert Settings(data_root=session_data_root).features_dir == Path(SESSION_FEATURE_CACHE)
     # Named for the backbone and its pooled blocks ("+" made file-safe): the default model's multi-stage features.
     shards = [path.name for path in Path(SESSION_FEATURE_CACHE).glob("efficientnet_lite1_b12.16.21-*.npz")]
-    assert any("-center-flip-" in name for name in shards), shards  # both test-time views of the images
+    # The centre view (the mirror is a training view only with train_mirror or tta: off by default).
     assert any("-center-" in name and "-flip-" not in name for name in shards), shards
     assert not (session_data_root / "features").exists()
 
