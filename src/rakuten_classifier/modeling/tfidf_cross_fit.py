@@ -70,9 +70,9 @@ def _count(vectorizer: TfidfVectorizer, texts: list[str]) -> _Counts:
     return _Counts(counter.get_feature_names_out(), matrix)
 
 
-def _vocabulary(vectorizer: TfidfVectorizer, counts: _Counts, rows: np.ndarray) -> _Vocabulary:
-    """The columns and idf a ``vectorizer`` fitted on ``rows`` would keep (CountVectorizer._limit_features)."""
-    matrix = counts.matrix[rows]
+def _fit_vocabulary(vectorizer: TfidfVectorizer, matrix: sp.csr_matrix) -> tuple[_Vocabulary, sp.csr_matrix]:
+    """The columns and idf ``vectorizer`` fitted on the rows counted in ``matrix`` would keep
+    (CountVectorizer._limit_features), and those rows' TF-IDF."""
     document_frequency = np.bincount(matrix.indices, minlength=matrix.shape[1])
     mask = document_frequency >= max(1, int(vectorizer.min_df))
     limit = vectorizer.max_features
@@ -84,7 +84,7 @@ def _vocabulary(vectorizer: TfidfVectorizer, counts: _Counts, rows: np.ndarray) 
         mask = kept
     columns = np.flatnonzero(mask)
     transformer = TfidfTransformer(norm=vectorizer.norm, sublinear_tf=vectorizer.sublinear_tf)
-    return _Vocabulary(columns, transformer.fit(matrix[:, columns]))
+    return _Vocabulary(columns, transformer), transformer.fit_transform(matrix[:, columns])
 
 
 def _tfidf(counts: list[_Counts], vocabularies: list[_Vocabulary], rows: np.ndarray) -> sp.csr_matrix:
@@ -101,8 +101,9 @@ def _fit(
     c: float,
 ) -> tuple[list[_Vocabulary], LinearSVC, np.ndarray]:
     """One fold (or, with no held-out rows, the final model): vocabularies, SVM and held-out margins."""
-    vocabularies = [_vocabulary(t, c_, train) for t, c_ in zip(templates, counts, strict=True)]
-    svm = LinearSVC(C=c).fit(_tfidf(counts, vocabularies, train), y[train])
+    fitted = [_fit_vocabulary(t, c_.matrix[train]) for t, c_ in zip(templates, counts, strict=True)]
+    vocabularies = [vocabulary for vocabulary, _ in fitted]
+    svm = LinearSVC(C=c).fit(sp.hstack([x for _, x in fitted], format="csr"), y[train])
     if len(held_out) == 0:
         return vocabularies, svm, np.empty((0, len(CATEGORY_CODES)))
     return vocabularies, svm, class_scores(svm.decision_function(_tfidf(counts, vocabularies, held_out)), svm.classes_)
@@ -115,6 +116,26 @@ def _fitted_vectorizer(template: TfidfVectorizer, counts: _Counts, vocabulary: _
     vectorizer.fixed_vocabulary_ = False
     vectorizer._tfidf = vocabulary.transformer  # what TfidfVectorizer.fit sets: no public setter takes a fitted one
     return vectorizer
+
+
+def _model(
+    params: TfidfParams,
+    templates: list[tuple[str, TfidfVectorizer]],
+    counts: list[_Counts],
+    vocabularies: list[_Vocabulary],
+    svm: LinearSVC,
+) -> TfidfTextModel:
+    """The fitted pipeline TfidfTextModel.fit would build, from the final fit's vocabularies and SVM."""
+    union = FeatureUnion(
+        [
+            (name, _fitted_vectorizer(template, c, v))
+            for (name, template), c, v in zip(templates, counts, vocabularies, strict=True)
+        ]
+    )
+    pipeline = text_pipeline(params)
+    pipeline.steps[1] = ("tfidf", union)
+    pipeline.steps[2] = ("svm", svm)
+    return TfidfTextModel(pipeline, 1.0, params)
 
 
 def _fold_key(texts: list[str], y: np.ndarray, folds: np.ndarray, params: TfidfParams) -> str:
@@ -202,16 +223,7 @@ def cross_fit_tfidf(
                 if cache_dir is not None:
                     write_shard(Path(cache_dir), f"tfidf-folds-{key}", [str(fold)], scores[None], FOLD_FIELDS)
                 continue
-            union = FeatureUnion(
-                [
-                    (name, _fitted_vectorizer(template, c, v))
-                    for (name, template), c, v in zip(templates, counts, vocabularies, strict=True)
-                ]
-            )
-            pipeline = text_pipeline(params)
-            pipeline.steps[1] = ("tfidf", union)
-            pipeline.steps[2] = ("svm", svm)
-            final = TfidfTextModel(pipeline, 1.0, params)
+            final = _model(params, templates, counts, vocabularies, svm)
             if final_file is not None:
                 _write_final(final_file, final)
     assert final is not None
