@@ -254,6 +254,8 @@ def run_size(rows: int, args: argparse.Namespace) -> dict:
             resumed = [line for line in (folder / "train.log").read_text().splitlines() if "already" in line]
             result["train"]["restart_said"] = resumed
         trained = json.loads((folder / "train.out").read_text())
+        # each model's fit as the step timed it (its held-out scoring and storing are in the total only)
+        result["train"]["fit_s"] = {step: trained[step]["seconds"] for step in ("text", "image", "fusion")}
         result["held_out_weighted_f1"] = {
             "text": trained["text"]["metrics"]["test"]["weighted_f1"],
             "image": trained["image"]["metrics"]["test"]["weighted_f1"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -15,6 +16,7 @@ from rakuten_classifier.data.corrections import Correction, CorrectionError, rec
 from rakuten_classifier.data.origin import CORRECTION, combined_origin
 from rakuten_classifier.data.schema import corrections, get_engine, loads, products
 from rakuten_classifier.data.split import split_of_one_row
+from rakuten_classifier.data.store import stored_splits
 from rakuten_classifier.pipeline.retrain import new_labelled_rows
 
 
@@ -195,4 +197,42 @@ def test_the_gallery_shows_held_out_products_and_a_stored_split_wins(sample_dir,
     again = web.examples()
     assert examples[0]["productid"] not in {e["productid"] for e in again}
     assert np.isin([e["productid"] for e in again], list(held_out)).all()
+    web._examples_from.cache_clear()
+
+
+def test_the_gallery_reads_a_loaded_folder_only_as_far_as_its_examples(sample_dir, tmp_path, monkeypatch):
+    from rakuten_classifier.data.reader import X_TRAIN_FILE, Y_TRAIN_FILE
+    from rakuten_classifier.data.store import load_into_db
+    from rakuten_classifier.serving import web
+
+    # A copy of the sample whose last line is broken: a whole read of it fails, so examples found in a
+    # loaded copy can only come from reading the first products (a challenge-size folder then costs what
+    # the sample does).
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    (folder / "images").symlink_to(sample_dir / "images")
+    for name in (X_TRAIN_FILE, Y_TRAIN_FILE):
+        (folder / name).write_bytes((sample_dir / name).read_bytes())
+    settings = get_settings()
+    load_into_db(folder, settings.database_url, settings.seed, settings.val_fraction, settings.test_fraction)
+    with (folder / X_TRAIN_FILE).open("a", encoding="utf-8") as x_file:
+        x_file.write('999999,"broken",,not-a-productid,1\n')
+    with (folder / Y_TRAIN_FILE).open("a", encoding="utf-8") as y_file:
+        y_file.write("999999,10\n")
+    assert len(pd.read_csv(folder / X_TRAIN_FILE)) > web.GALLERY_CHUNK_ROWS  # the broken line is in a later chunk
+
+    monkeypatch.setenv(web.EXAMPLES_ENV, str(folder))
+    web._examples_from.cache_clear()
+    examples = web.examples()
+    stored = stored_splits(settings.database_url)
+    assert len(examples) == web.EXAMPLE_COUNT
+    assert {stored[e["productid"]] for e in examples} == {"test"}
+
+    # Once the store lacks the folder's products, the split rule needs every row: the broken line is read.
+    engine = get_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(products.delete())
+    engine.dispose()
+    web._examples_from.cache_clear()
+    assert web.examples() == []
     web._examples_from.cache_clear()

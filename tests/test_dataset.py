@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier.data.reader import DataError, read_challenge_dir
+from rakuten_classifier.data.reader import DataError, read_challenge_dir, read_labelled_chunks
 from rakuten_classifier.data.split import assign_splits
 
 
@@ -26,6 +26,26 @@ def small_dir(sample_dir, tmp_path):
     x.to_csv(tmp_path / "X_train_update.csv")
     y.to_csv(tmp_path / "Y_train_CVw08PX.csv")
     return tmp_path
+
+
+def test_labelled_chunks_are_the_whole_reads_labelled_rows_in_order(sample_dir):
+    whole = read_challenge_dir(sample_dir).labelled.reset_index(drop=True)
+    chunks = list(read_labelled_chunks(sample_dir, 500))
+    assert [len(c) for c in chunks] == [500, 500, 500, len(whole) - 1500]
+    joined = pd.concat(chunks, ignore_index=True)
+    columns = ["row_index", "productid", "imageid", "designation", "description", "prdtypecode", "image_path"]
+    pd.testing.assert_frame_equal(joined[columns], whole[columns])
+
+
+def test_a_bad_row_stops_the_chunks_at_its_own_chunk(small_dir):
+    x_path = small_dir / "X_train_update.csv"
+    x = pd.read_csv(x_path, index_col=0, dtype=str, keep_default_na=False)
+    x.iloc[-1, x.columns.get_loc("productid")] = "not-a-productid"
+    x.to_csv(x_path)
+    chunks = read_labelled_chunks(small_dir, 50)
+    assert len(next(chunks)) == 50  # the rows before the bad one's chunk are read
+    with pytest.raises(DataError, match="productid"):
+        next(chunks)
 
 
 def test_missing_images_are_counted_not_fatal(small_dir):

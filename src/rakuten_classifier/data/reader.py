@@ -14,6 +14,7 @@ Raw files are only read, never edited. Missing images are counted, never fatal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,21 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _csv_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """_read_csv, ``rows`` lines at a time: a bad line raises DataError when its chunk is reached."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with pd.read_csv(
+            path, index_col=0, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=rows
+        ) as chunks:
+            yield from chunks
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable CSV ({exc})") from exc
+
+
 def _integer_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
     bad = values.isna() | (values != values.round())
@@ -77,7 +93,11 @@ def _integer_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _read_products(path: Path, source: str) -> pd.DataFrame:
-    frame = _read_csv(path)
+    return _products_of(_read_csv(path), path, source)
+
+
+def _products_of(frame: pd.DataFrame, path: Path, source: str) -> pd.DataFrame:
+    """A products CSV's rows (all of it, or a chunk) checked and typed."""
     missing = [c for c in PRODUCT_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; expected {list(PRODUCT_COLUMNS)}")
@@ -112,7 +132,11 @@ def _integer_index(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _read_labels(path: Path, products: pd.DataFrame, x_path: Path) -> pd.Series:
-    labels = _read_csv(path)
+    return _labels_of(_read_csv(path), path, products, x_path)
+
+
+def _labels_of(labels: pd.DataFrame, path: Path, products: pd.DataFrame, x_path: Path) -> pd.Series:
+    """The labels CSV's rows (all of it, or the chunk beside ``products``) checked against the products."""
     if "prdtypecode" not in labels.columns:
         raise DataError(f"{path}: missing column 'prdtypecode'")
     _integer_index(labels, path)
@@ -153,12 +177,7 @@ def read_challenge_dir(data_dir: str | Path) -> ChallengeData:
         raise DataError(f"{data_dir}: neither {X_TRAIN_FILE} nor {X_TEST_FILE} is there")
     products = pd.concat(frames, ignore_index=True)
     products["prdtypecode"] = products["prdtypecode"].astype("Int64")
-    paths = [
-        image_path(data_dir, s, i, p)
-        for s, i, p in zip(products["source"], products["imageid"], products["productid"], strict=True)
-    ]
-    exists = np.fromiter((p.is_file() for p in paths), dtype=bool, count=len(paths))
-    products["image_path"] = [str(p) if e else None for p, e in zip(paths, exists, strict=True)]
+    exists = _resolve_images(products, data_dir)
     origin = folder_origin(data_dir)
     products["origin"] = origin
     found = int(exists.sum())
@@ -168,3 +187,29 @@ def read_challenge_dir(data_dir: str | Path) -> ChallengeData:
             "%s: %d of %d image files are missing; those products use text alone", data_dir, missing, len(products)
         )
     return ChallengeData(products=products, images_found=found, images_missing=missing, origin=origin)
+
+
+def _resolve_images(products: pd.DataFrame, data_dir: Path) -> np.ndarray:
+    """Set products["image_path"] (None where the file is absent); which rows have one."""
+    paths = [
+        image_path(data_dir, s, i, p)
+        for s, i, p in zip(products["source"], products["imageid"], products["productid"], strict=True)
+    ]
+    exists = np.fromiter((p.is_file() for p in paths), dtype=bool, count=len(paths))
+    products["image_path"] = [str(p) if e else None for p, e in zip(paths, exists, strict=True)]
+    return exists
+
+
+def read_labelled_chunks(data_dir: str | Path, rows: int) -> Iterator[pd.DataFrame]:
+    """The labelled products of a challenge folder, ``rows`` at a time in file order, each chunk checked as
+    read_challenge_dir checks the whole file (checks that need every row, such as a productid's uniqueness,
+    hold within a chunk), with its image paths resolved. A reader that needs only the first few products
+    reads only as far as they are."""
+    data_dir = Path(data_dir)
+    x_path, y_path = data_dir / X_TRAIN_FILE, data_dir / Y_TRAIN_FILE
+    for frame, labels in zip(_csv_chunks(x_path, rows), _csv_chunks(y_path, rows), strict=False):
+        products = _products_of(frame, x_path, "train")
+        products["prdtypecode"] = _labels_of(labels, y_path, products, x_path).to_numpy()
+        products["prdtypecode"] = products["prdtypecode"].astype("Int64")  # as read_challenge_dir types it
+        _resolve_images(products, data_dir)
+        yield products

@@ -47,17 +47,19 @@ def _insert_rows(conn: sa.Connection, rows: Iterable[list[dict]]) -> None:
         conn.execute(products.insert(), chunk)
 
 
-def _splits(conn: sa.Connection) -> dict[int, str]:
-    return {
-        int(productid): split for productid, split in conn.execute(sa.select(products.c.productid, products.c.split))
-    }
+def _splits(conn: sa.Connection, productids: Iterable[int] | None = None) -> dict[int, str]:
+    query = sa.select(products.c.productid, products.c.split)
+    if productids is not None:
+        query = query.where(products.c.productid.in_([int(p) for p in productids]))
+    return {int(productid): split for productid, split in conn.execute(query)}
 
 
-def stored_splits(url: str) -> dict[int, str]:
-    """productid -> split of every product in the store: a product keeps its split wherever it is read."""
+def stored_splits(url: str, productids: Iterable[int] | None = None) -> dict[int, str]:
+    """productid -> split of every product in the store (or of those among ``productids`` that are there):
+    a product keeps its split wherever it is read."""
     engine = get_engine(url)
     with engine.connect() as conn:
-        splits = _splits(conn)
+        splits = _splits(conn, productids)
     engine.dispose()
     return splits
 

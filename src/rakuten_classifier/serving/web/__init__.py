@@ -6,8 +6,10 @@ operator's "wrong category?", /corrections (admin token). The gallery's examples
 from a folder in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR (read with
 `read_challenge_dir`): the first EXAMPLE_COUNT held-out products (split 'test': the models never
 learned from them, so their answers are as sure as a new product's) that have an image. A product in
-the store keeps its stored split; the others get the split rule's (data/split.py). Without the
-variable, or when the folder cannot be read, there are no examples and the page hides the gallery.
+the store keeps its stored split; the others get the split rule's (data/split.py). The folder is read
+only as far as the examples go when the store holds its products, so a challenge-size folder costs
+what the sample does. Without the variable, or when the folder cannot be read, there are no examples
+and the page hides the gallery.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -24,11 +27,15 @@ from ...categories import CATEGORY_CODES, category_name
 from ...config import get_settings
 from .. import corrections
 
+if TYPE_CHECKING:  # pandas is imported where examples are read: the entry alone, no model worker
+    import pandas as pd
+
 log = logging.getLogger("rakuten.web")
 
 INDEX_HTML = Path(__file__).resolve().parent / "index.html"
 EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
 EXAMPLE_COUNT = 8
+GALLERY_CHUNK_ROWS = 1000  # products read at a time while looking for the examples
 router = APIRouter()  # included by the entry service's FastAPI app
 router.include_router(corrections.router)  # the page's "wrong category?" posts to /corrections
 
@@ -40,29 +47,69 @@ def _text(value: object) -> str:
     return "" if value is None or pd.isna(value) else str(value)
 
 
-@functools.lru_cache(maxsize=4)
-def _examples_from(folder: str) -> tuple[dict, ...]:
-    """The first EXAMPLE_COUNT held-out products of `folder` with an image (with their image path)."""
-    # pandas and SQLAlchemy: only the entry reads examples, no model worker
+def _held_out_rows(folder: str) -> pd.DataFrame:
+    """The first EXAMPLE_COUNT held-out labelled products of `folder` that have an image.
+
+    While the store holds every product read so far (the folder was loaded: the usual case), their stored
+    splits decide and the folder is read GALLERY_CHUNK_ROWS at a time only as far as the examples go, so
+    the cost does not grow with the catalogue. A product the store lacks gets the split rule's split, which
+    is stratified over all of the folder's rows: then the whole folder is read once.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ...data.reader import read_challenge_dir
-    from ...data.split import assign_splits
     from ...data.store import stored_splits
 
-    settings = get_settings()
+    url = get_settings().database_url
     try:
-        products = read_challenge_dir(folder).products
-    except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
-        log.warning("%s=%s is not readable (%s); the /ui gallery is empty", EXAMPLES_ENV, folder, exc)
-        return ()
-    try:
-        stored = stored_splits(settings.database_url)
+        rows = _rows_the_store_splits(folder, url)
+        if rows is not None:
+            return rows
+        stored = stored_splits(url)
     except (SQLAlchemyError, OSError) as exc:  # the store unreachable: the split rule alone decides
         log.warning("the store's splits are not readable (%s); the /ui gallery uses the split rule", exc)
         stored = {}
+    return _rows_the_split_rule_splits(folder, stored)
+
+
+def _rows_the_store_splits(folder: str, url: str) -> pd.DataFrame | None:
+    """The examples by their stored splits, reading `folder` a chunk at a time; None at the first product the
+    store lacks."""
+    import pandas as pd
+
+    from ...data.reader import read_labelled_chunks
+    from ...data.store import stored_splits
+
+    picked: list[pd.DataFrame] = []
+    for chunk in read_labelled_chunks(folder, GALLERY_CHUNK_ROWS):
+        stored = stored_splits(url, chunk["productid"])
+        if len(stored) < len(chunk):
+            return None
+        held_out = chunk[(chunk["productid"].map(stored) == "test") & chunk["image_path"].notna()]
+        picked.append(held_out)
+        if sum(len(rows) for rows in picked) >= EXAMPLE_COUNT:
+            break
+    return pd.concat(picked).head(EXAMPLE_COUNT) if picked else pd.DataFrame()
+
+
+def _rows_the_split_rule_splits(folder: str, stored: dict[int, str]) -> pd.DataFrame:
+    """The examples by the split rule over every product of `folder` (a stored split wins)."""
+    from ...data.reader import read_challenge_dir
+    from ...data.split import assign_splits
+
+    settings = get_settings()
+    products = read_challenge_dir(folder).products
     splits = assign_splits(products, settings.seed, settings.val_fraction, settings.test_fraction, stored)
-    rows = products[(splits == "test") & products["image_path"].notna()].head(EXAMPLE_COUNT)
+    return products[(splits == "test") & products["image_path"].notna()].head(EXAMPLE_COUNT)
+
+
+@functools.lru_cache(maxsize=4)
+def _examples_from(folder: str) -> tuple[dict, ...]:
+    """The gallery's examples from `folder` (with their image path); none when it cannot be read."""
+    try:
+        rows = _held_out_rows(folder)
+    except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
+        log.warning("%s=%s is not readable (%s); the /ui gallery is empty", EXAMPLES_ENV, folder, exc)
+        return ()
     examples = []
     for n, row in enumerate(rows.itertuples(index=False)):
         code = None if _text(row.prdtypecode) == "" else int(row.prdtypecode)
