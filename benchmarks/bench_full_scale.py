@@ -137,15 +137,18 @@ def run_measured(
 ) -> dict:
     """Run ``command`` (or, with ``until``, start it and send ``stop`` once until() is true); seconds and peak tree RSS.
 
-    Its stderr goes to ``log``, its stdout beside it (``.out``)."""
+    Its stderr goes to ``log``, its stdout beside it (``.out``), and each memory sample (seconds, GiB of the
+    process tree) to ``.rss`` beside it: read with the log's timestamps, it shows which step holds the peak."""
     started = time.perf_counter()
-    with log.open("w") as err, log.with_suffix(".out").open("w") as out:
+    with log.open("w") as err, log.with_suffix(".out").open("w") as out, log.with_suffix(".rss").open("w") as rss:
         child = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=out, stderr=err, start_new_session=True)
         watched = psutil.Process(child.pid)
         peak, done = 0, False
         try:
             while child.poll() is None and time.perf_counter() - started < timeout:
-                peak = max(peak, _tree_rss(watched))
+                sample = _tree_rss(watched)
+                peak = max(peak, sample)
+                rss.write(f"{time.perf_counter() - started:.1f}\t{sample / 2**30:.3f}\n")
                 if until is not None and until():
                     done = True
                     break

@@ -6,7 +6,7 @@ import pytest
 from rakuten_classifier.modeling.cross_fitting import assign_folds
 from rakuten_classifier.modeling.fusion import fuse, fuse_probabilities
 from rakuten_classifier.modeling.fusion_fitting import fit_stacker, learn_text_weight
-from rakuten_classifier.modeling.fusion_selection import nested_scores, select_fusion
+from rakuten_classifier.modeling.fusion_selection import fitting_rows, nested_scores, select_fusion
 from rakuten_classifier.pipeline.gate import promotion_decision
 
 TEXT = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
@@ -140,6 +140,29 @@ def test_nested_scores_never_fit_a_combiner_on_the_fold_it_scores():
     assert len(fitted_on) == 4
     for fold, rows in enumerate(fitted_on):
         assert rows.isdisjoint(np.flatnonzero(folds == fold))
+
+
+def test_combiners_fit_on_at_most_the_row_limit_and_every_row_is_scored():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 6, 1000)
+    text, image = _noisy_proba(rng, labels, 2.0), _noisy_proba(rng, labels, 1.0)
+    image[:100] = np.nan  # rows without an image are never fitted on
+    folds = np.arange(1000) % 4
+    sizes: list[int] = []
+
+    def fit(text_rows, image_rows, label_rows):
+        assert not np.isnan(image_rows).any()
+        sizes.append(len(text_rows))
+        return {"method": "geometric", "text_weight": 0.5}
+
+    scores = nested_scores(text, image, labels, folds, fit, fit_rows=300, seed=0)
+    assert sizes == [300] * 4 and scores["n"] == 1000 and scores["n_with_image"] == 900
+    sizes.clear()
+    nested_scores(text, image, labels, folds, fit)  # no limit: each fit sees its 3 other folds' rows
+    assert sizes == [int(((folds != f) & (np.arange(1000) >= 100)).sum()) for f in range(4)]
+    kept = fitting_rows(np.arange(1000) >= 100, 300, seed=0)
+    assert kept.sum() == 300 and not kept[:100].any()
+    np.testing.assert_array_equal(kept, fitting_rows(np.arange(1000) >= 100, 300, seed=0))  # seeded
 
 
 def test_stacker_probabilities_are_a_distribution_and_learn_the_signal():

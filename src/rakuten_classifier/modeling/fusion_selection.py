@@ -59,12 +59,37 @@ def _weighted_f1(labels: np.ndarray, proba: np.ndarray) -> float:
     return round(weighted_f1(labels, proba.argmax(axis=1)), 4)
 
 
-def nested_scores(text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fitter) -> dict:
-    """Weighted F1 of a candidate whose every row is fused by a combiner fitted without that row's fold."""
+def fitting_rows(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """The mask ``rows`` thinned to a seeded random ``limit`` of its rows when it holds more (None: all of them).
+
+    A combiner has at most 2k^2 + k parameters (1,485 for 27 categories), so a few ten thousand rows fit it
+    as well as all of them, while its fits took minutes at the challenge's size and grew faster than the
+    rows (the stacked one's iterations grow with them): docs/benchmarks.md.
+    """
+    chosen = np.flatnonzero(rows)
+    if limit is None or len(chosen) <= limit:
+        return rows
+    kept = np.zeros_like(rows)
+    kept[np.random.default_rng(seed).choice(chosen, limit, replace=False)] = True
+    return kept
+
+
+def nested_scores(
+    text: np.ndarray,
+    image: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    fit: Fitter,
+    fit_rows: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Weighted F1 of a candidate whose every row is fused by a combiner fitted without that row's fold
+    (on at most ``fit_rows`` of the other folds' rows, :func:`fitting_rows`); every row is scored."""
     both = has_both(text, image)
     fused = np.array(text, dtype=np.float64)
     for fold in np.unique(folds):
-        train, held_out = both & (folds != fold), both & (folds == fold)
+        train = fitting_rows(both & (folds != fold), fit_rows, seed + int(fold))
+        held_out = both & (folds == fold)
         if held_out.any():
             config = fit(text[train], image[train], labels[train])
             fused[held_out] = fuse(text[held_out], image[held_out], config)
@@ -77,21 +102,34 @@ def nested_scores(text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds
 
 
 def _scored_and_fitted(
-    text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fitter
+    text: np.ndarray,
+    image: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    fit: Fitter,
+    fit_rows: int | None,
+    seed: int,
 ) -> tuple[dict, dict]:
-    both = has_both(text, image)
-    return nested_scores(text, image, labels, folds, fit), fit(text[both], image[both], labels[both])
+    rows = fitting_rows(has_both(text, image), fit_rows, seed)
+    scores = nested_scores(text, image, labels, folds, fit, fit_rows, seed)
+    return scores, fit(text[rows], image[rows], labels[rows])
 
 
 def select_fusion(
-    text: np.ndarray, image: np.ndarray, labels: np.ndarray, folds: np.ndarray, seed: int, jobs: int | None = None
+    text: np.ndarray,
+    image: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    seed: int,
+    jobs: int | None = None,
+    fit_rows: int | None = None,
 ) -> tuple[str, dict[str, dict], dict[str, dict]]:
-    """(name of the chosen candidate, every candidate refit on every out-of-fold row with both modalities,
+    """(name of the chosen candidate, every candidate refit on the out-of-fold rows with both modalities,
     nested scores of every candidate).
 
-    Ties go to the earlier, simpler candidate. The candidates are scored and refit side by side in
-    ``jobs`` processes (default: one per core): at the challenge's size (67,924 learning rows) the
-    stacked ones take minutes each.
+    Ties go to the earlier, simpler candidate. Each fit sees at most ``fit_rows`` rows (a seeded sample,
+    :func:`fitting_rows`; None: all). The candidates are scored and refit side by side in ``jobs``
+    processes (default: one per core).
     """
     from joblib import Parallel, delayed
 
@@ -100,7 +138,9 @@ def select_fusion(
         raise ValueError("no learning row has both modalities; cannot choose a fusion")
     fitters = candidates(seed)
     with Parallel(n_jobs=jobs or parallel_jobs(len(fitters))) as parallel:
-        results = parallel(delayed(_scored_and_fitted)(text, image, labels, folds, fit) for fit in fitters.values())
+        results = parallel(
+            delayed(_scored_and_fitted)(text, image, labels, folds, fit, fit_rows, seed) for fit in fitters.values()
+        )
     table = {name: scores for name, (scores, _) in zip(fitters, results, strict=True)}
     fitted = {name: config for name, (_, config) in zip(fitters, results, strict=True)}
     best = max(table, key=lambda name: table[name]["weighted_f1_with_image"])

@@ -103,7 +103,10 @@ def _fit(
     """One fold (or, with no held-out rows, the final model): vocabularies, SVM and held-out margins."""
     fitted = [_fit_vocabulary(t, c_.matrix[train]) for t, c_ in zip(templates, counts, strict=True)]
     vocabularies = [vocabulary for vocabulary, _ in fitted]
-    svm = LinearSVC(C=c).fit(sp.hstack([x for _, x in fitted], format="csr"), y[train])
+    x = sp.hstack([part for _, part in fitted], format="csr")
+    del fitted  # each analyser's part: a second copy of x while the SVM fits (GBs at the challenge's size)
+    svm = LinearSVC(C=c).fit(x, y[train])
+    del x
     if len(held_out) == 0:
         return vocabularies, svm, np.empty((0, len(CATEGORY_CODES)))
     return vocabularies, svm, class_scores(svm.decision_function(_tfidf(counts, vocabularies, held_out)), svm.classes_)

@@ -75,7 +75,12 @@ def train_fusion(
         oof_image = load_oof(image_tag, learning["productid"])
         labels = learning["label_index"].to_numpy()
         name, fitted, selection = select_fusion(
-            oof_text, oof_image, labels, learning_folds(data, settings), settings.seed
+            oof_text,
+            oof_image,
+            labels,
+            learning_folds(data, settings),
+            settings.seed,
+            fit_rows=settings.fusion_fit_rows,
         )
         config = fitted[name]
         for candidate, scores in selection.items():
