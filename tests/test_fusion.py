@@ -156,12 +156,14 @@ def test_combiners_fit_on_at_most_the_row_limit_and_every_row_is_scored():
         return {"method": "geometric", "text_weight": 0.5}
 
     scores = nested_scores(text, image, labels, folds, fit, fit_rows=300, seed=0)
-    assert sizes == [300] * 4 and scores["n"] == 1000 and scores["n_with_image"] == 900
+    assert sizes == [300] * 4
+    assert (scores["n"], scores["n_with_image"]) == (1000, 900)
     sizes.clear()
     nested_scores(text, image, labels, folds, fit)  # no limit: each fit sees its 3 other folds' rows
     assert sizes == [int(((folds != f) & (np.arange(1000) >= 100)).sum()) for f in range(4)]
     kept = fitting_rows(np.arange(1000) >= 100, 300, seed=0)
-    assert kept.sum() == 300 and not kept[:100].any()
+    assert kept.sum() == 300
+    assert not kept[:100].any()
     np.testing.assert_array_equal(kept, fitting_rows(np.arange(1000) >= 100, 300, seed=0))  # seeded
 
 

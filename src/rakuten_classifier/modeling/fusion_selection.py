@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .cross_fitting import parallel_jobs
 from .fusion import PER_CLASS, STACKED, fuse, has_both
@@ -137,10 +138,16 @@ def select_fusion(
     if both.sum() == 0:
         raise ValueError("no learning row has both modalities; cannot choose a fusion")
     fitters = candidates(seed)
-    with Parallel(n_jobs=jobs or parallel_jobs(len(fitters))) as parallel:
-        results = parallel(
+    with (
+        Parallel(n_jobs=jobs or parallel_jobs(len(fitters)), return_as="generator") as parallel,
+        tqdm(total=len(fitters), desc="fusion candidates (nested CV + refit)", unit="fit", disable=None) as progress,
+    ):
+        results = []
+        for result in parallel(
             delayed(_scored_and_fitted)(text, image, labels, folds, fit, fit_rows, seed) for fit in fitters.values()
-        )
+        ):
+            results.append(result)
+            progress.update(1)
     table = {name: scores for name, (scores, _) in zip(fitters, results, strict=True)}
     fitted = {name: config for name, (_, config) in zip(fitters, results, strict=True)}
     best = max(table, key=lambda name: table[name]["weighted_f1_with_image"])

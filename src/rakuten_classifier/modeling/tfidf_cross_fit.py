@@ -201,8 +201,16 @@ def cross_fit_tfidf(
     vectorizer_templates: list[TfidfVectorizer] = [step for _, step in templates]
     weighted = repeat_title(texts, params.title_repeat)
     jobs = jobs or parallel_jobs(len(to_fit))
-    with Parallel(n_jobs=min(jobs, len(templates))) as parallel:
-        counts: list[_Counts] = parallel(delayed(_count)(t, weighted) for t in vectorizer_templates)
+    with (
+        Parallel(n_jobs=min(jobs, len(templates)), return_as="generator") as parallel,
+        tqdm(
+            total=len(templates), desc="text n-gram counting (words, characters)", unit="analyser", disable=None
+        ) as bar,
+    ):
+        counts: list[_Counts] = []
+        for counted in parallel(delayed(_count)(t, weighted) for t in vectorizer_templates):
+            counts.append(counted)
+            bar.update(1)
     log.info(
         "text n-grams counted once for %d rows: %s terms",
         len(texts),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..calibration import ABSENT_LOGIT, fit_temperature
 from ..cross_fitting import parallel_jobs
@@ -112,13 +113,19 @@ def cross_fit_head(
     fold_ids = np.unique(folds)
     tasks = [(c, fold) for c in c_grid for fold in fold_ids]
     started = time.perf_counter()
-    with Parallel(n_jobs=jobs or parallel_jobs(len(tasks))) as parallel:
-        logits = parallel(
+    with (
+        Parallel(n_jobs=jobs or parallel_jobs(len(tasks)), return_as="generator") as parallel,
+        tqdm(total=len(tasks), desc="image head C grid (C x fold)", unit="fit", disable=None) as progress,
+    ):
+        logits = []
+        for fold_logits in parallel(
             delayed(_fold_logits)(
                 train_views, eval_views, y, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), c, seed
             )
             for c, fold in tasks
-        )
+        ):
+            logits.append(fold_logits)
+            progress.update(1)
     oof_by_c = {c: np.full((len(y), NUM_CLASSES), np.nan) for c in c_grid}
     for (c, fold), fold_logits in zip(tasks, logits, strict=True):
         oof_by_c[c][folds == fold] = fold_logits
