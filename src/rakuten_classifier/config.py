@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     text_encoder: str = Field(
         "none", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
     )
-    # The fusion's combiners have at most 1,485 parameters; fitted on every out-of-fold row, the fusion step
-    # took 4 s at 10,000 products and 40 s at 40,000 (faster than the rows grow): docs/benchmarks.md.
+    # The fusion's combiners have at most 1,485 parameters; fitted on every out-of-fold row, its selection
+    # took 4 s at 10,000 products and 35 s at 40,000 (faster than the rows grow), 74 s at 84,916 against
+    # 33 s with this limit (2026-12-06, docs/benchmarks.md).
     fusion_fit_rows: int = Field(
         20_000, ge=1_000, description="most out-of-fold rows a fusion combiner is fitted on (a seeded sample above it)"
     )
