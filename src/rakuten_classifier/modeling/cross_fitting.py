@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
+
+T = TypeVar("T")
 
 
 def assign_folds(label_indices: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -52,6 +55,23 @@ def parallel_jobs(tasks: int) -> int:
     """Processes for independent fits (folds, the final model): one per core, at most one per fit.
 
     Each process holds its own fit's data, so memory grows with the cores used: at the challenge's
-    size a text fold is about 1.5 GB (docs/benchmarks.md).
+    size a text fold is about 2.2 GB (docs/benchmarks.md).
     """
     return max(1, min(os.cpu_count() or 1, tasks))
+
+
+def run_side_by_side(calls: Sequence[Callable[[], T]], jobs: int | None, desc: str, unit: str = "fit") -> list[T]:
+    """Each call's result, in order, the calls run in ``jobs`` processes (default :func:`parallel_jobs`)
+    with a progress bar that ticks as each finishes."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    results: list[T] = []
+    with (
+        Parallel(n_jobs=jobs or parallel_jobs(len(calls)), return_as="generator") as parallel,
+        tqdm(total=len(calls), desc=desc, unit=unit, disable=None) as progress,
+    ):
+        for result in parallel(delayed(call)() for call in calls):
+            results.append(result)
+            progress.update(1)
+    return results

@@ -9,11 +9,11 @@ out-of-fold row. Rows without an image are decided by the text for every candida
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .cross_fitting import parallel_jobs
+from .cross_fitting import run_side_by_side
 from .fusion import PER_CLASS, STACKED, fuse, has_both
 from .fusion_fitting import fit_per_class_weights, fit_stacker, learn_text_weight
 from .scores import weighted_f1
@@ -132,22 +132,15 @@ def select_fusion(
     :func:`fitting_rows`; None: all). The candidates are scored and refit side by side in ``jobs``
     processes (default: one per core).
     """
-    from joblib import Parallel, delayed
-
     both = has_both(text, image)
     if both.sum() == 0:
         raise ValueError("no learning row has both modalities; cannot choose a fusion")
     fitters = candidates(seed)
-    with (
-        Parallel(n_jobs=jobs or parallel_jobs(len(fitters)), return_as="generator") as parallel,
-        tqdm(total=len(fitters), desc="fusion candidates (nested CV + refit)", unit="fit", disable=None) as progress,
-    ):
-        results = []
-        for result in parallel(
-            delayed(_scored_and_fitted)(text, image, labels, folds, fit, fit_rows, seed) for fit in fitters.values()
-        ):
-            results.append(result)
-            progress.update(1)
+    results = run_side_by_side(
+        [partial(_scored_and_fitted, text, image, labels, folds, fit, fit_rows, seed) for fit in fitters.values()],
+        jobs,
+        "fusion candidates (nested CV + refit)",
+    )
     table = {name: scores for name, (scores, _) in zip(fitters, results, strict=True)}
     fitted = {name: config for name, (_, config) in zip(fitters, results, strict=True)}
     best = max(table, key=lambda name: table[name]["weighted_f1_with_image"])

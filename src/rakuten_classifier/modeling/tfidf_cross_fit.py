@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -31,7 +32,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from ..categories import CATEGORY_CODES, label_indices
-from .cross_fitting import parallel_jobs
+from .cross_fitting import parallel_jobs, run_side_by_side
 from .shard_cache import read_shards, write_shard
 from .text import TfidfParams, TfidfTextModel, class_scores, repeat_title, text_pipeline
 
@@ -201,16 +202,12 @@ def cross_fit_tfidf(
     vectorizer_templates: list[TfidfVectorizer] = [step for _, step in templates]
     weighted = repeat_title(texts, params.title_repeat)
     jobs = jobs or parallel_jobs(len(to_fit))
-    with (
-        Parallel(n_jobs=min(jobs, len(templates)), return_as="generator") as parallel,
-        tqdm(
-            total=len(templates), desc="text n-gram counting (words, characters)", unit="analyser", disable=None
-        ) as bar,
-    ):
-        counts: list[_Counts] = []
-        for counted in parallel(delayed(_count)(t, weighted) for t in vectorizer_templates):
-            counts.append(counted)
-            bar.update(1)
+    counts: list[_Counts] = run_side_by_side(
+        [partial(_count, t, weighted) for t in vectorizer_templates],
+        min(jobs, len(templates)),
+        "text n-gram counting (words, characters)",
+        unit="analyser",
+    )
     log.info(
         "text n-grams counted once for %d rows: %s terms",
         len(texts),

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..calibration import ABSENT_LOGIT, fit_temperature
-from ..cross_fitting import parallel_jobs
+from ..cross_fitting import run_side_by_side
 from .classifier import NUM_CLASSES, ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -106,26 +106,28 @@ def cross_fit_head(
     The fits of every (C, fold) run in ``jobs`` processes side by side (default: one per core), each
     on one BLAS thread. Returns (W, b, out-of-fold logits of that C, info with every C's out-of-fold figures).
     """
-    from joblib import Parallel, delayed
-
     if not c_grid:
         raise ValueError("c_grid is empty: no head to choose")
     fold_ids = np.unique(folds)
     tasks = [(c, fold) for c in c_grid for fold in fold_ids]
     started = time.perf_counter()
-    with (
-        Parallel(n_jobs=jobs or parallel_jobs(len(tasks)), return_as="generator") as parallel,
-        tqdm(total=len(tasks), desc="image head C grid (C x fold)", unit="fit", disable=None) as progress,
-    ):
-        logits = []
-        for fold_logits in parallel(
-            delayed(_fold_logits)(
-                train_views, eval_views, y, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), c, seed
+    logits = run_side_by_side(
+        [
+            partial(
+                _fold_logits,
+                train_views,
+                eval_views,
+                y,
+                np.flatnonzero(folds != f),
+                np.flatnonzero(folds == f),
+                c,
+                seed,
             )
-            for c, fold in tasks
-        ):
-            logits.append(fold_logits)
-            progress.update(1)
+            for c, f in tasks
+        ],
+        jobs,
+        "image head C grid (C x fold)",
+    )
     oof_by_c = {c: np.full((len(y), NUM_CLASSES), np.nan) for c in c_grid}
     for (c, fold), fold_logits in zip(tasks, logits, strict=True):
         oof_by_c[c][folds == fold] = fold_logits

@@ -2,14 +2,14 @@
 
 The page is one self-contained file (index.html: inline CSS and vanilla JS, no CDN, no build
 step) that calls the service's own /health, /predict_multimodal (with ``explain``) and, for an
-operator's "wrong category?", /corrections (admin token). The gallery's examples come
-from a folder in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR (read with
-`read_challenge_dir`): the first EXAMPLE_COUNT held-out products (split 'test': the models never
-learned from them, so their answers are as sure as a new product's) that have an image. A product in
-the store keeps its stored split; the others get the split rule's (data/split.py). The folder is read
-only as far as the examples go when the store holds its products, so a challenge-size folder costs
-what the sample does. Without the variable, or when the folder cannot be read, there are no examples
-and the page hides the gallery.
+operator's "wrong category?", /corrections (admin token). The gallery's examples come from a folder
+in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR: the first EXAMPLE_COUNT held-out products
+(split 'test': the models never learned from them, so their answers are as sure as a new product's)
+that have an image. A product in the store keeps its stored split; the others get the split rule's
+(data/split.py). The folder is read only as far as the examples go when the store holds its
+products (`read_labelled_chunks`), so a challenge-size folder costs what the sample does; otherwise
+it is read whole (`read_challenge_dir`). Without the variable, or when the folder cannot be read,
+there are no examples and the page hides the gallery.
 """
 
 from __future__ import annotations
@@ -80,13 +80,14 @@ def _rows_the_store_splits(folder: str, url: str) -> pd.DataFrame | None:
     from ...data.store import stored_splits
 
     picked: list[pd.DataFrame] = []
+    found = 0
     for chunk in read_labelled_chunks(folder, GALLERY_CHUNK_ROWS):
         stored = stored_splits(url, chunk["productid"])
         if len(stored) < len(chunk):
             return None
-        held_out = chunk[(chunk["productid"].map(stored) == "test") & chunk["image_path"].notna()]
-        picked.append(held_out)
-        if sum(len(rows) for rows in picked) >= EXAMPLE_COUNT:
+        picked.append(chunk[(chunk["productid"].map(stored) == "test") & chunk["image_path"].notna()])
+        found += len(picked[-1])
+        if found >= EXAMPLE_COUNT:
             break
     return pd.concat(picked).head(EXAMPLE_COUNT) if picked else pd.DataFrame()
 
