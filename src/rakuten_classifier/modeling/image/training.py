@@ -24,11 +24,13 @@ import torch
 from ...categories import CATEGORY_CODES, label_indices
 from ..calibration import fit_temperature, softmax
 from ..errors import ImageModelError
+from ..linear_head import cross_fit_head
+from ..scores import logit_scores
 from .backbones import backbone_spec
 from .classifier import ImageClassifier
 from .features import extract_features
 from .finetune import cross_fit_finetune
-from .head import cross_fit_head, metrics, set_head
+from .head import set_head
 from .model_config import NUM_CLASSES, VIEWS_RULE, ImageModelConfig
 from .networks import build_blocks, default_device
 from .options import ImageTrainingOptions
@@ -151,11 +153,17 @@ def fit_image_model(
         info["feature_cache_hits"] = hits
         info["features_s"] = round(time.perf_counter() - started, 2)
         head_started = time.perf_counter()
-        weight, bias, oof_logits, head_info = cross_fit_head(
-            [features[v] for v in train_views], [features[v] for v in test_views], y, kept_folds, options.c_grid, seed
+        head, oof_logits, c_table = cross_fit_head(
+            [features[v] for v in train_views],
+            [features[v] for v in test_views],
+            y,
+            kept_folds,
+            options.c_grid,
+            seed,
+            "image head",
         )
-        set_head(model, weight, bias)
-        info.update(head_info)
+        set_head(model, head)
+        info.update(c_grid=c_table, C=head.C)
         info["head_s"] = round(time.perf_counter() - head_started, 2)
     else:
         oof_logits = cross_fit_finetune(
@@ -165,7 +173,7 @@ def fit_image_model(
     temperature = fit_temperature(oof_logits, y)
     model.config.temperature = temperature
     info["temperature"] = round(temperature, 4)
-    info["oof"] = metrics(oof_logits, y, temperature)
+    info["oof"] = logit_scores(oof_logits, y, temperature)
     info["fit_s"] = round(time.perf_counter() - started, 2)
     log.info(
         "image model trained in %.1fs: out-of-fold weighted F1 %.3f, accuracy %.3f, temperature %.2f",
