@@ -54,7 +54,7 @@ def classification_scores(label_indices: np.ndarray, predicted_indices: np.ndarr
     if len(label_indices) == 0:
         return {"weighted_f1": None, "macro_f1": None, "accuracy": None, "n": 0}
     return {
-        "weighted_f1": round(float(f1_score(label_indices, predicted_indices, average="weighted", zero_division=0)), 4),
+        "weighted_f1": round(weighted_f1(label_indices, predicted_indices), 4),
         "macro_f1": round(float(f1_score(label_indices, predicted_indices, average="macro", zero_division=0)), 4),
         "accuracy": round(float(accuracy_score(label_indices, predicted_indices)), 4),
         "n": len(label_indices),

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..categories import label_indices
+from ..categories import CATEGORY_CODES, label_indices
 from .calibration import fit_temperature, softmax
+from .cross_fitting import out_of_fold
 from .fusion_fitting import learn_text_weight
 from .linear_head import cross_fit_head as cross_fit_linear_head
 from .scores import weighted_f1
@@ -92,12 +93,12 @@ def nested_combination(
 ) -> np.ndarray:
     """Out-of-fold probabilities of the combined channels: each fold's rows combined by a Combination
     fitted on the other folds' out-of-fold scores."""
-    proba = np.full(np.shape(tfidf_scores), np.nan)
-    for fold in np.unique(folds):
-        held_out, train = folds == fold, folds != fold
+
+    def fit_predict(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         combination = fit_combination(tfidf_scores[train], encoder_scores[train], y[train], method)
-        proba[held_out] = combination.proba(tfidf_scores[held_out], encoder_scores[held_out])
-    return proba
+        return combination.proba(tfidf_scores[held_out], encoder_scores[held_out])
+
+    return out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
 
 
 def cross_fit_with_encoder(
