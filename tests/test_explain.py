@@ -14,7 +14,6 @@ from sklearn.svm import LinearSVC
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.modeling.calibration import ABSENT_LOGIT, softmax
 from rakuten_classifier.modeling.explain import (
-    combine_views,
     image_explanation,
     modality_shares,
     text_explanation,
@@ -23,6 +22,7 @@ from rakuten_classifier.modeling.explain import (
 from rakuten_classifier.modeling.fusion import PER_CLASS, STACKED, fuse, log_terms, total
 from rakuten_classifier.modeling.image.cam import ClassMapNet
 from rakuten_classifier.modeling.image.classifier import ImageClassifier, ImageModelConfig
+from rakuten_classifier.modeling.image.views import combine_views
 from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, repeat_title
 
 K = len(CATEGORY_CODES)
@@ -242,7 +242,7 @@ def test_a_mirrored_views_map_is_flipped_back_onto_the_photo():
 def test_the_onnx_graph_gives_the_class_maps_as_an_optional_second_output(sample_dir, tmp_path):
     from PIL import Image
 
-    from rakuten_classifier.modeling.explain import NO_CLASS_MAPS, image_maps
+    from rakuten_classifier.modeling.image.class_maps import NO_CLASS_MAPS, image_maps
     from rakuten_classifier.modeling.image.onnx_export import export_onnx
     from rakuten_classifier.modeling.image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
 

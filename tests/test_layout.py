@@ -21,6 +21,7 @@ TRAINING_MODULES = {
     f"{PACKAGE}.modeling.image.training",
     f"{PACKAGE}.modeling.image.finetune",
     f"{PACKAGE}.modeling.image.head",
+    f"{PACKAGE}.modeling.linear_head",
     f"{PACKAGE}.modeling.fusion_fitting",
     f"{PACKAGE}.modeling.fusion_selection",
     f"{PACKAGE}.modeling.text_encoder_fitting",

@@ -15,20 +15,20 @@ Fusion: the fused log-score of the chosen class split into a text, an image and 
 weighted probabilities.
 
 Image: the class activation map over every pooled block, whose mean plus the head's bias is the logit
-(:mod:`.image.cam`, :func:`image_explanation`).
+(:mod:`.image.cam`, :func:`image_explanation`); the image model's worker gathers the maps of an
+answer (:mod:`.image.class_maps`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from ..categories import CATEGORY_CODES
 from ..data.preprocessing import TITLE_SEPARATOR
-from .calibration import ABSENT_LOGIT, softmax
+from .calibration import ABSENT_LOGIT
 from .fusion import log_terms
 
 if TYPE_CHECKING:  # the entry service explains the fusion without loading the text model's libraries
@@ -208,25 +208,6 @@ def modality_shares(
     }
 
 
-def combine_views(maps: list[np.ndarray], mirrored: list[bool]) -> np.ndarray:
-    """Class maps (27, h, w) of the test-time views of one image, averaged on the image's own orientation
-    (a mirrored view's map flipped back), as the logits are averaged over the views."""
-    return np.mean([m[..., ::-1] if flip else m for m, flip in zip(maps, mirrored, strict=True)], axis=0)
-
-
-def crop_box(width: int, height: int, resize: int, crop: int) -> list[float]:
-    """The part of a width x height photo a centre view sees (short side resized to ``resize``, then
-    centre-cropped to ``crop``), as [left, top, right, bottom] fractions of the photo."""
-    scale = resize / min(width, height)
-    seen_w, seen_h = min(1.0, crop / (width * scale)), min(1.0, crop / (height * scale))
-    return [
-        round((1 - seen_w) / 2, 4),
-        round((1 - seen_h) / 2, 4),
-        round((1 + seen_w) / 2, 4),
-        round((1 + seen_h) / 2, 4),
-    ]
-
-
 def image_explanation(maps: np.ndarray, logits: np.ndarray, class_index: int, temperature: float) -> dict:
     """The class activation map of one class from the views' averaged maps (27, h, w) and logits (27,).
 
@@ -245,31 +226,3 @@ def image_explanation(maps: np.ndarray, logits: np.ndarray, class_index: int, te
         "logit": logit,
         "temperature": temperature,
     }
-
-
-NO_CLASS_MAPS = "this image model version has no class maps (exported before them): retrain it to see them"
-
-
-def image_maps(model, images: list, view_executor: Executor | None = None) -> list[dict]:
-    """For each decoded image, its probabilities (``proba``) and what explains any class of it: the class
-    maps of all 27 classes and the logits (both averaged over the test-time views), the temperature,
-    and the part of the photo a view sees (``crop``: see :func:`crop_box`). A model that cannot give
-    class maps answers its probabilities and a ``note``."""
-    found = model.class_maps(images, view_executor=view_executor)
-    if found is None:
-        return [
-            {"proba": proba, "note": NO_CLASS_MAPS}
-            for proba in model.predict_proba(images, view_executor=view_executor)
-        ]
-    logits, maps = found
-    temperature, geometry = float(model.config.temperature), model.geometry
-    return [
-        {
-            "proba": proba,
-            "maps": np.round(class_maps, DIGITS).tolist(),
-            "logits": row.tolist(),
-            "temperature": temperature,
-            "crop": crop_box(image.width, image.height, geometry.resize, geometry.crop),
-        }
-        for proba, class_maps, row, image in zip(softmax(logits, temperature), maps, logits, images, strict=True)
-    ]

@@ -1,4 +1,4 @@
-"""Scores and reports: weighted F1 (the challenge metric), macro F1, accuracy, confusion matrix."""
+"""Scores and reports: weighted F1 (the challenge metric), macro F1, accuracy, log-loss, confusion matrix."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from ..categories import CATEGORY_CODES
+from .calibration import log_softmax
 
 
 def weighted_f1(label_indices: np.ndarray, predicted_indices: np.ndarray) -> float:
@@ -29,12 +30,31 @@ def weighted_f1(label_indices: np.ndarray, predicted_indices: np.ndarray) -> flo
     return float(per_class @ support / support.sum())
 
 
+def log_loss(scores: np.ndarray, label_indices: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes under softmax(scores / temperature), in float64."""
+    labels = np.asarray(label_indices, dtype=np.int64)
+    log_proba = log_softmax(np.asarray(scores, dtype=np.float64) / temperature)
+    return float(-log_proba[np.arange(len(labels)), labels].mean())
+
+
+def logit_scores(scores: np.ndarray, label_indices: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+    """Weighted F1, accuracy and log-loss (at ``temperature``) of (n, 27) scores against class indices, and n."""
+    labels = np.asarray(label_indices, dtype=np.int64)
+    predicted = np.asarray(scores).argmax(1)
+    return {
+        "weighted_f1": weighted_f1(labels, predicted),
+        "accuracy": float(np.mean(predicted == labels)),
+        "log_loss": log_loss(scores, labels, temperature),
+        "n": len(labels),
+    }
+
+
 def classification_scores(label_indices: np.ndarray, predicted_indices: np.ndarray) -> dict:
     """weighted_f1, macro_f1, accuracy and n for predictions given as class indices."""
     if len(label_indices) == 0:
         return {"weighted_f1": None, "macro_f1": None, "accuracy": None, "n": 0}
     return {
-        "weighted_f1": round(float(f1_score(label_indices, predicted_indices, average="weighted", zero_division=0)), 4),
+        "weighted_f1": round(weighted_f1(label_indices, predicted_indices), 4),
         "macro_f1": round(float(f1_score(label_indices, predicted_indices, average="macro", zero_division=0)), 4),
         "accuracy": round(float(accuracy_score(label_indices, predicted_indices)), 4),
         "n": len(label_indices),

@@ -3,10 +3,11 @@
 Embeddings are cached per text (``.npz`` shards under the feature cache, each row keyed by the SHA-256
 of the text the encoder saw, the shards named by the encoder's version and weights), so the
 cross-fitting folds embed each text once and a retraining after new rows embeds the new rows alone.
-The head's regularisation is chosen on out-of-fold log-loss, as the image head's is; the combination
-with the TF-IDF model (two temperatures and a weight) is fitted on out-of-fold scores, and the
-out-of-fold probabilities handed to the fusion are nested: each fold's rows combined by a combination
-fitted on the other folds, as the fusion itself is chosen. Training only: serving never imports this.
+The head is the image model's (modeling/linear_head.py), its regularisation chosen on out-of-fold
+log-loss; the combination with the TF-IDF model (two temperatures and a weight) is fitted on
+out-of-fold scores, and the out-of-fold probabilities handed to the fusion are nested: each fold's
+rows combined by a combination fitted on the other folds, as the fusion itself is chosen. Training
+only: serving never imports this.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..categories import CATEGORY_CODES, label_indices
-from .calibration import ABSENT_LOGIT, fit_temperature, softmax
+from .calibration import fit_temperature, softmax
 from .cross_fitting import out_of_fold
 from .fusion_fitting import learn_text_weight
+from .linear_head import cross_fit_head as cross_fit_linear_head
 from .scores import weighted_f1
 from .shard_cache import read_shards, write_shard
 from .text import TfidfParams, TfidfTextModel
@@ -67,51 +69,16 @@ class CachedSentenceEncoder(SentenceEncoder):
         return np.stack([cached[key] for key in keys]).astype(np.float32, copy=False)
 
 
-def fit_head(embeddings: np.ndarray, y: np.ndarray, c: float, seed: int) -> EncoderHead:
-    """Class-balanced multinomial logistic regression on standardised embeddings, folded into (W, b);
-    a category absent from ``y`` gets ABSENT_LOGIT."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    x = np.asarray(embeddings, dtype=np.float64)
-    mean, scale = x.mean(0), x.std(0)
-    scale[scale < 1e-9] = 1.0
-    model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed)
-    # BLAS on one thread: its products here are small, and on a busy 2-core box a 2-thread BLAS spins
-    # waiting for a preempted partner (one fit on 1,300 rows: 2.5 s against 0.3 s, 2026-12-04).
-    with threadpool_limits(limits=1, user_api="blas"):
-        model.fit((x - mean) / scale, y)
-    weight = np.zeros((len(CATEGORY_CODES), x.shape[1]))
-    bias = np.full(len(CATEGORY_CODES), ABSENT_LOGIT)
-    weight[model.classes_] = model.coef_ / scale
-    bias[model.classes_] = model.intercept_ - (model.coef_ / scale) @ mean
-    return EncoderHead(weight, bias, c)
-
-
 def cross_fit_head(
     embeddings: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int, c_grid: Sequence[float] = HEAD_C_GRID
 ) -> tuple[EncoderHead, np.ndarray, dict]:
-    """The head refit on every row at the C whose temperature-scaled out-of-fold log-loss is lowest.
+    """The linear head (:mod:`.linear_head`) refit on every embedding at the C whose temperature-scaled
+    out-of-fold log-loss is lowest.
 
-    Returns (head, its out-of-fold scores, {C: out-of-fold log-loss and weighted F1}).
+    Returns (head, its out-of-fold scores, {C: out-of-fold weighted F1, accuracy and calibrated log-loss}).
     """
-    table: dict[str, dict] = {}
-    best: tuple[float, float, np.ndarray] | None = None
-    for c in c_grid:
-
-        def fit_predict(train: np.ndarray, held_out: np.ndarray, c: float = c) -> np.ndarray:
-            return fit_head(embeddings[train], y[train], c, seed).scores(embeddings[held_out])
-
-        oof = out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
-        proba = softmax(oof, fit_temperature(oof, y))
-        loss = float(-np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)).mean())
-        table[f"{c:g}"] = {"log_loss": round(loss, 4), "weighted_f1": round(weighted_f1(y, oof.argmax(1)), 4)}
-        if best is None or loss < best[0]:
-            best = (loss, c, oof)
-    if best is None:
-        raise ValueError("c_grid is empty: no head to choose")
-    _, c, oof = best
-    return fit_head(embeddings, y, c, seed), oof, table
+    head, oof, table = cross_fit_linear_head([embeddings], [embeddings], y, folds, c_grid, seed, "text encoder head")
+    return EncoderHead(head.weight_, head.bias_, head.C), oof, table
 
 
 def fit_combination(tfidf_scores: np.ndarray, encoder_scores: np.ndarray, y: np.ndarray, method: str) -> Combination:
@@ -126,12 +93,12 @@ def nested_combination(
 ) -> np.ndarray:
     """Out-of-fold probabilities of the combined channels: each fold's rows combined by a Combination
     fitted on the other folds' out-of-fold scores."""
-    proba = np.full(np.shape(tfidf_scores), np.nan)
-    for fold in np.unique(folds):
-        held_out, train = folds == fold, folds != fold
+
+    def fit_predict(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         combination = fit_combination(tfidf_scores[train], encoder_scores[train], y[train], method)
-        proba[held_out] = combination.proba(tfidf_scores[held_out], encoder_scores[held_out])
-    return proba
+        return combination.proba(tfidf_scores[held_out], encoder_scores[held_out])
+
+    return out_of_fold(fit_predict, folds, len(CATEGORY_CODES))
 
 
 def cross_fit_with_encoder(

@@ -17,7 +17,8 @@ import typing as t
 from concurrent.futures import Executor
 
 from ..data.preprocessing import ImageError, load_image
-from ..modeling.explain import image_maps, text_explanation
+from ..modeling.explain import text_explanation
+from ..modeling.image.class_maps import image_maps
 from ..monitoring.signals import image_brightness
 from .hot_swap import ModelVersions
 

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ..data.preprocessing import load_image, product_text
 from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
-from ..modeling.explain import image_maps, text_explanation
+from ..modeling.explain import text_explanation
+from ..modeling.image.class_maps import image_maps
 from ..modeling.loading import served_image_model_for, text_model_for
 from ..registry import Trio, read_fusion_config, require_production_trio
 from .answers import build_answer, explained_class, image_part

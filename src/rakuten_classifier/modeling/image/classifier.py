@@ -23,13 +23,12 @@ from torch import nn
 
 from ...data.preprocessing import Geometry
 from ..errors import ImageModelError
-from ..explain import combine_views
 from .backbones import backbone_spec
 from .cam import ClassMapNet
 from .features import extract_features, network_tag, run_network
 from .model_config import NUM_CLASSES, ImageModelConfig, read_config, write_config
 from .networks import FeatureNet, GlobalAvgPool, build_blocks, default_device, pooled_features
-from .views import View, center_batch, eval_views
+from .views import View, center_batch, combine_views, eval_views
 
 WEIGHTS_FILE = "image_model.pt"
 

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from ..cross_fitting import out_of_fold
 from ..errors import ImageModelError
+from ..linear_head import LinearHead
 from .classifier import ImageClassifier
 from .features import run_network
-from .head import fit_logistic_head, set_head
+from .head import set_head
 from .options import ImageTrainingOptions
 from .transforms import View
 
@@ -93,7 +94,7 @@ def _train_tail(
             ).numpy()
             for v in trunk_views
         ]
-    set_head(model, *fit_logistic_head(pooled, y, min(options.c_grid), seed))
+    set_head(model, LinearHead(min(options.c_grid), seed).fit(pooled, y))
     trainable = nn.Sequential(tail, model.pool, model.head)
     dataset = _CachedViews(trunk_views, torch.as_tensor(y), seed)
     loader = DataLoader(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))

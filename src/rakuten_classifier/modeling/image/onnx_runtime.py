@@ -18,10 +18,9 @@ import numpy as np
 from ...data.preprocessing import Geometry
 from ..calibration import softmax
 from ..errors import ImageModelError
-from ..explain import combine_views
 from .backbones import backbone_spec
 from .model_config import NUM_CLASSES, ImageModelConfig, read_config
-from .views import View, center_batch, eval_views
+from .views import View, center_batch, combine_views, eval_views
 
 ONNX_FILE = "image_model.onnx"
 CLASS_MAPS = "class_maps"  # the graph's second output (graphs exported before it lack it)

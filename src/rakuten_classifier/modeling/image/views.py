@@ -1,4 +1,5 @@
-"""Test-time views and the pixels of a centre view, without torch: what serving and feature extraction share.
+"""Test-time views, without torch: the pixels of a centre view, the part of the photo it sees, and the views'
+class maps averaged back onto the photo. What serving, feature extraction and both image runtimes share.
 
 Every image is decoded with :func:`~rakuten_classifier.data.preprocessing.load_image` and turned into
 pixels by :func:`~rakuten_classifier.data.preprocessing.image_pixels`, so training's features and the
@@ -45,3 +46,22 @@ def center_pixels(source: str | Path | bytes | Image.Image, view: View, geometry
 def center_batch(sources: Sequence, view: View, geometry: Geometry) -> np.ndarray:
     """(n, 3, crop, crop) float32 pixels of a centre view of every image."""
     return np.stack([center_pixels(source, view, geometry) for source in sources])
+
+
+def combine_views(maps: list[np.ndarray], mirrored: list[bool]) -> np.ndarray:
+    """Class maps (27, h, w) of the test-time views of one image, averaged on the image's own orientation
+    (a mirrored view's map flipped back), as the logits are averaged over the views."""
+    return np.mean([m[..., ::-1] if flip else m for m, flip in zip(maps, mirrored, strict=True)], axis=0)
+
+
+def crop_box(width: int, height: int, resize: int, crop: int) -> list[float]:
+    """The part of a width x height photo a centre view sees (short side resized to ``resize``, then
+    centre-cropped to ``crop``), as [left, top, right, bottom] fractions of the photo."""
+    scale = resize / min(width, height)
+    seen_w, seen_h = min(1.0, crop / (width * scale)), min(1.0, crop / (height * scale))
+    return [
+        round((1 - seen_w) / 2, 4),
+        round((1 - seen_h) / 2, 4),
+        round((1 + seen_w) / 2, 4),
+        round((1 + seen_h) / 2, 4),
+    ]
