@@ -96,16 +96,16 @@ def image_probabilities(data: TrainingData, folds: np.ndarray, settings: Setting
         with np.load(path) as stored:
             if np.array_equal(stored["learning_ids"], learning["productid"].to_numpy()):
                 return {"oof": stored["oof"], "test": stored["test"]}
+    from rakuten_classifier.modeling.image.options import ImageTrainingOptions
     from rakuten_classifier.modeling.image.training import fit_image_model
     from rakuten_classifier.pipeline.scoring import image_proba_for_paths
-    from rakuten_classifier.pipeline.steps import image_training_options
 
     features = settings.features_dir
     model, oof, _ = fit_image_model(
         learning["image_path"].tolist(),
         learning["prdtypecode"].astype(int).tolist(),
         folds,
-        image_training_options(settings),
+        ImageTrainingOptions.from_settings(settings),
         cache_dir=features,
     )
     held_out = image_proba_for_paths(model, test["image_path"].tolist(), features)

@@ -106,7 +106,7 @@ def test_an_unknown_encoder_or_combination_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown sentence encoder 'bert'; choose one of \['e5-small', 'use-m3'\]"):
         EncoderParams(encoder="bert")
     with pytest.raises(ValueError, match="combination must be one of"):
-        EncoderParams(combination="median")
+        EncoderParams("none", combination="median")
     assert not EncoderParams(encoder="none").enabled
 
 
@@ -179,10 +179,11 @@ def test_explaining_a_model_with_an_encoder_says_the_words_explain_the_tfidf_sco
 def test_the_encoder_channel_is_a_train_option_whose_default_is_the_setting(monkeypatch, capsys):
     monkeypatch.setenv("RAKUTEN_TEXT_ENCODER", "e5-small")
     get_settings.cache_clear()
-    assert encoder_params(build_parser().parse_args(["train", "all"])) == EncoderParams("e5-small")
+    settings = get_settings()
+    assert encoder_params(build_parser().parse_args(["train", "all"]), settings) == EncoderParams("e5-small")
     args = build_parser().parse_args(["train", "text", "--text-encoder", "none"])
-    assert not encoder_params(args).enabled  # TF-IDF alone
+    assert not encoder_params(args, settings).enabled  # TF-IDF alone
     args = build_parser().parse_args(["retrain", "--text-encoder-max-chars", "120", "--text-combination", "geometric"])
-    assert encoder_params(args) == EncoderParams("e5-small", 120, "geometric")
+    assert encoder_params(args, settings) == EncoderParams("e5-small", 120, "geometric")
     assert main(["train", "text", "--backbone", "some/model", "--text-encoder", "use-m3"]) == 2
     assert "apply to the TF-IDF text model only" in capsys.readouterr().err

@@ -103,7 +103,9 @@ def tiny_bert(tmp_path) -> Path:
 
 
 def test_transformer_from_tiny_config_trains_saves_and_reloads(tiny_bert, tmp_path):
-    params = TransformerParams(backbone=str(tiny_bert), epochs=3, batch_size=8, learning_rate=1e-3, max_length=32)
+    params = TransformerParams(
+        backbone=str(tiny_bert), epochs=3, batch_size=8, learning_rate=1e-3, max_length=32, seed=0
+    )
     model = TransformerTextModel.fit(TEXTS, LABELS, params)
     proba = model.predict_proba(TEXTS[:6])
     assert proba.shape == (6, len(CATEGORY_CODES))

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
@@ -26,7 +26,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from ..categories import CATEGORY_CODES, label_indices
-from ..config import get_settings
+from ..config import Settings
 from ..data.preprocessing import TITLE_SEPARATOR
 from .calibration import ABSENT_LOGIT, fit_temperature, softmax
 from .cross_fitting import out_of_fold
@@ -171,7 +171,8 @@ class TfidfTextModel:
 
 @dataclass
 class TransformerParams:
-    """Fine-tuning options of the transformer text model (each field's "help" is the CLI's, cli.py)."""
+    """Fine-tuning options of the transformer text model (each field's "help" is the CLI's, cli.py); the seed
+    has no default here: `from_settings` takes the settings'."""
 
     backbone: str = field(
         default="jhu-clsp/mmBERT-base", metadata={"help": "Hugging Face hub id or local folder of the model"}
@@ -182,9 +183,12 @@ class TransformerParams:
     max_length: int = field(default=128, metadata={"help": "tokens kept per text"})
     sample_fraction: float = field(default=1.0, metadata={"help": "share of the training texts used (seeded)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    seed: int = field(
-        default_factory=lambda: get_settings().seed, metadata={"help": "seed of the fine-tuning (RAKUTEN_SEED)"}
-    )
+    seed: int = field(kw_only=True, metadata={"help": "seed of the fine-tuning (RAKUTEN_SEED)"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **given: Any) -> TransformerParams:
+        """The fields ``given``, the seed from ``settings`` unless given, the rest the defaults."""
+        return cls(**{"seed": settings.seed, **given})
 
 
 class TransformerTextModel:

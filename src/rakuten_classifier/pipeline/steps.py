@@ -124,9 +124,9 @@ def train_text(
     settings = settings or get_settings()
     data = data or load_training_data(data_dir, db_url, settings)
     params: TransformerParams | TfidfParams
-    encoder_params = encoder or EncoderParams()
+    encoder_params = encoder or EncoderParams.from_settings(settings)
     if backbone:
-        params = replace(transformer or TransformerParams(), backbone=backbone)
+        params = replace(transformer or TransformerParams.from_settings(settings), backbone=backbone)
     else:
         params = tfidf or TfidfParams()
 
@@ -160,11 +160,6 @@ def train_text(
     )
 
 
-def image_training_options(settings: Settings, **given: Any) -> ImageTrainingOptions:
-    """The image step's options: those ``given``, the seed and backbone from the settings, the rest the defaults."""
-    return ImageTrainingOptions(**{"seed": settings.seed, "backbone": settings.image_backbone, **given})
-
-
 def train_image(
     data: TrainingData | None = None,
     *,
@@ -180,7 +175,7 @@ def train_image(
     from ..modeling.image.training import fit_image_model
 
     settings = settings or get_settings()
-    training_options = options or image_training_options(settings)
+    training_options = options or ImageTrainingOptions.from_settings(settings)
     data = data or load_training_data(data_dir, db_url, settings)
     learning, test = data.learning(), data.split("test")
     without_image = int(learning["image_path"].isna().sum())

@@ -55,7 +55,7 @@ def fit_image_model(
     paths: Sequence,
     labels: Sequence[int],
     folds: np.ndarray,
-    options: ImageTrainingOptions | None = None,
+    options: ImageTrainingOptions,
     *,
     cache_dir: str | Path | None = None,
 ) -> tuple[ImageClassifier, np.ndarray, dict]:
@@ -66,7 +66,6 @@ def fit_image_model(
     info dict (counts, out-of-fold metrics, temperature, chosen hyper-parameters, timings).
     Deterministic for a given ``options.seed`` (on CPU). Pooled features are cached under ``cache_dir``.
     """
-    options = options or ImageTrainingOptions()
     backbone, mode, seed = options.backbone, options.mode, options.seed
     if len(paths) != len(labels) or len(paths) != len(folds):
         raise ImageModelError(f"{len(paths)} image paths for {len(labels)} labels and {len(folds)} fold numbers")
