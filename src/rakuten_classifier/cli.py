@@ -10,7 +10,7 @@ from datetime import UTC
 from pathlib import Path
 
 from . import model_options
-from .config import get_settings
+from .config import Settings, get_settings
 from .data.reader import DataError
 
 log = logging.getLogger("rakuten")
@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--min-new-rows",
         type=int,
-        default=1000,
-        help="labelled rows loaded since the production models were trained (default 1000)",
+        help="labelled rows loaded since the production models were trained (default: RAKUTEN_RETRAIN_MIN_NEW_ROWS, "
+        f"{Settings.model_fields['retrain_min_new_rows'].default})",
     )
     retrain.add_argument("--no-drift", action="store_true", help="do not let drift alone trigger a retrain")
     retrain.add_argument("--force", action="store_true", help="train whatever the checks say (the gate still applies)")
