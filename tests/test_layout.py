@@ -95,3 +95,10 @@ def test_no_module_over_400_lines(path):
     limit = 300 if path.name == "service.py" else 400
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= limit, f"{path.name}: {lines} lines"
+
+
+def test_the_text_model_imports_nothing_of_the_image_model():
+    text = {name for name in MODULES if name.startswith(f"{PACKAGE}.modeling.text")}
+    assert text
+    image = {name for name in _reachable(text) if name.startswith(f"{PACKAGE}.modeling.image")}
+    assert not image, sorted(image)

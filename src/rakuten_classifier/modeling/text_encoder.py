@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
+from ..digest import sha256_of
 from .calibration import softmax
 from .errors import ModelLoadError
 from .fusion import fuse_probabilities
-from .image.weights import sha256_of
 
 # Texts per encoder call when embedding many: enough to amortise a call, small enough to spread a few
 # hundred texts over two threads.
