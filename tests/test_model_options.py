@@ -11,8 +11,9 @@ from rakuten_classifier.cli import build_parser, main
 from rakuten_classifier.config import Settings, get_settings
 from rakuten_classifier.model_options import given_fields, image_options, tfidf_params, transformer_params
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
-from rakuten_classifier.modeling.text import TfidfParams, TransformerParams
+from rakuten_classifier.modeling.text import TfidfParams
 from rakuten_classifier.modeling.text_encoder import EncoderParams
+from rakuten_classifier.modeling.text_transformer import TransformerParams
 from rakuten_classifier.pipeline import steps
 
 
@@ -108,13 +109,13 @@ def test_train_text_builds_its_options_from_the_settings_it_is_given(sample_dir,
         built.update(encoder=encoder, seed=seed)
         raise Built
 
-    def transformer(texts, labels, params):
+    def fine_tune(texts, labels, params):
         built.update(transformer_seed=params.seed)
         raise Built
 
     monkeypatch.setattr(steps, "_cross_fit_step", fitting)
     monkeypatch.setattr(steps, "cross_fit_with_encoder", cross_fit_with_encoder)
-    monkeypatch.setattr(steps.TransformerTextModel, "fit", staticmethod(transformer))
+    monkeypatch.setattr(steps, "fine_tune_transformer", fine_tune)
     data = steps.load_training_data(sample_dir, settings=given)
     with pytest.raises(Built):
         steps.train_text(data, settings=given)

@@ -20,7 +20,7 @@ from rakuten_classifier.model_options import encoder_params
 from rakuten_classifier.modeling.cross_fitting import assign_folds
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.scores import weighted_f1
-from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfParams, load_text_model
+from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfParams
 from rakuten_classifier.modeling.text_encoder import (
     ENCODERS,
     EncoderMismatch,
@@ -30,6 +30,7 @@ from rakuten_classifier.modeling.text_encoder import (
     verify_encoder,
 )
 from rakuten_classifier.modeling.text_encoder_fitting import CachedSentenceEncoder, cross_fit_with_encoder
+from rakuten_classifier.modeling.text_loading import load_text_model
 from rakuten_classifier.pipeline.training_data import load_training_data
 
 TEXTS = [
@@ -150,7 +151,7 @@ def test_a_saved_model_predicts_the_same_without_torch_and_refuses_another_encod
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     program = (
         "import json, sys; from pathlib import Path; import numpy as np; "
-        "from rakuten_classifier.modeling.text import load_text_model; "
+        "from rakuten_classifier.modeling.text_loading import load_text_model; "
         f"folder = Path({str(tmp_path)!r}); model = load_text_model(folder); "
         "proba = model.predict_proba(json.loads((folder / 'texts.json').read_text())); "
         "np.testing.assert_allclose(proba, np.load(folder / 'expected.npy'), atol=1e-9); "

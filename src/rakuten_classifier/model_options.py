@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from .config import Settings
     from .modeling.image.options import ImageTrainingOptions
-    from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text import TfidfParams
     from .modeling.text_encoder import EncoderParams
+    from .modeling.text_transformer import TransformerParams
 
 
 class Option(NamedTuple):
@@ -67,8 +68,9 @@ def add_model_options(parser: argparse.ArgumentParser, settings: Settings) -> No
     """The options of the text (TF-IDF or transformer) and image models, their defaults from ``settings``."""
     from .modeling.image.backbones import BACKBONES
     from .modeling.image.options import MODES, ImageTrainingOptions
-    from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text import TfidfParams
     from .modeling.text_encoder import COMBINATION_METHODS, ENCODERS, NO_ENCODER, EncoderParams
+    from .modeling.text_transformer import TransformerParams
 
     tfidf = parser.add_argument_group("text TF-IDF + linear SVM (the default text model)")
     add_dataclass_options(
@@ -126,7 +128,7 @@ def add_model_options(parser: argparse.ArgumentParser, settings: Settings) -> No
 
 def transformer_params(args: argparse.Namespace, settings: Settings) -> TransformerParams | None:
     """The transformer text model's parameters when ``--backbone`` selects it, else None."""
-    from .modeling.text import TransformerParams
+    from .modeling.text_transformer import TransformerParams
 
     given = given_fields(args, TransformerParams)
     if not args.backbone:

@@ -129,7 +129,7 @@ def _model(
     vocabularies: list[_Vocabulary],
     svm: LinearSVC,
 ) -> TfidfTextModel:
-    """The fitted pipeline TfidfTextModel.fit would build, from the final fit's vocabularies and SVM."""
+    """The fitted pipeline text_pipeline(params).fit would build, from the final fit's vocabularies and SVM."""
     union = FeatureUnion(
         [
             (name, _fitted_vectorizer(template, c, v))
@@ -163,7 +163,7 @@ def cross_fit_tfidf(
 ) -> tuple[TfidfTextModel, np.ndarray]:
     """The TF-IDF model fitted on every row (temperature 1) and each row's out-of-fold margins (n, 27).
 
-    Equivalent to fitting ``TfidfTextModel.fit`` once per fold and once on all rows. With a
+    Equivalent to fitting ``text_pipeline(params)`` once per fold and once on all rows. With a
     ``cache_dir``, each fold's held-out margins and the final model are kept there as they are done,
     keyed by the texts, labels, folds and parameters, so a second run (a run killed midway, or the
     same data again) fits only what is not cached, and counts nothing when everything is.

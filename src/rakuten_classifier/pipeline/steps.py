@@ -25,16 +25,12 @@ from ..config import Settings, get_settings
 from ..data.origin import origin_warning
 from ..data.reader import DataError
 from ..modeling.image.options import ImageTrainingOptions
-from ..modeling.text import (
-    TextModel,
-    TfidfParams,
-    TransformerParams,
-    TransformerTextModel,
-    calibrate,
-    cross_fit_text_model,
-)
+from ..modeling.text import TextModel, TfidfParams
+from ..modeling.text_cross_fit import calibrate, cross_fit_text_model
 from ..modeling.text_encoder import EncoderParams
 from ..modeling.text_encoder_fitting import cross_fit_with_encoder
+from ..modeling.text_transformer import TransformerParams
+from ..modeling.text_transformer_fitting import fine_tune_transformer
 from ..modeling.tfidf_cross_fit import cross_fit_tfidf
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
@@ -135,7 +131,7 @@ def train_text(
         model: TextModel
         info: dict = {}
         if isinstance(params, TransformerParams):
-            model, oof = cross_fit_text_model(texts, codes, folds, partial(TransformerTextModel.fit, params=params))
+            model, oof = cross_fit_text_model(texts, codes, folds, partial(fine_tune_transformer, params=params))
         elif encoder_params.enabled:
             model, oof, info = cross_fit_with_encoder(
                 texts, codes, folds, params, encoder_params, settings.features_dir, settings.seed
