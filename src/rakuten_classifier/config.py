@@ -5,21 +5,12 @@ Every path the project uses is derived here from ``data_root``; nothing else har
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=1)
-def _warn_deprecated_train_token() -> None:
-    """Logged once per process, however often the settings are read."""
-    log.warning("RAKUTEN_TRAIN_TOKEN is deprecated: it guards every administrative route; set RAKUTEN_ADMIN_TOKEN")
 
 
 class Settings(BaseSettings):
@@ -75,9 +66,6 @@ class Settings(BaseSettings):
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
     admin_token: SecretStr | None = Field(
         None, description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*; unset = disabled"
-    )
-    train_token: SecretStr | None = Field(
-        None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -151,15 +139,6 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         """An empty RAKUTEN_UI_EXAMPLES_DIR means no examples, not the current folder."""
         return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _read_the_deprecated_admin_token_name(self) -> Settings:
-        """RAKUTEN_TRAIN_TOKEN, the admin token's old name, still sets it (RAKUTEN_ADMIN_TOKEN wins), with a warning."""
-        if self.train_token is not None:
-            _warn_deprecated_train_token()
-            if self.admin_token is None:
-                self.admin_token = self.train_token
-        return self
 
     @property
     def raw_dir(self) -> Path:

@@ -97,5 +97,4 @@ class TransformerTextModel:
         path = directory / "hf_model"
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).to(device)
-        params = {k: v for k, v in config["params"].items() if k != "extra"}  # saved before `extra` was dropped
-        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**params))
+        return cls(model, tokenizer, float(config["temperature"]), TransformerParams(**config["params"]))
