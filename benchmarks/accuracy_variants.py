@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,9 @@ from rakuten_classifier.modeling.fusion_selection import candidates, nested_scor
 from rakuten_classifier.modeling.image.backbones import BACKBONES
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
 from rakuten_classifier.modeling.image.training import fit_image_model
-from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, cross_fit_text_model
+from rakuten_classifier.modeling.text import TfidfParams
+from rakuten_classifier.modeling.text_cross_fit import calibrate
+from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 from rakuten_classifier.pipeline.protocol import learning_folds
 from rakuten_classifier.pipeline.scoring import image_proba_for_paths
 from rakuten_classifier.pipeline.training_data import load_training_data
@@ -85,12 +86,8 @@ def main() -> int:
     chosen_text = None
     for name, params in TEXT_VARIANTS.items():
         started = time.perf_counter()
-        text_model, oof = cross_fit_text_model(
-            learning["text"],
-            learning["prdtypecode"],
-            folds,
-            partial(TfidfTextModel.fit, params=params),
-        )
+        codes = learning["prdtypecode"].astype(int).tolist()
+        text_model, oof = calibrate(*cross_fit_tfidf(learning["text"].tolist(), codes, folds, params), codes)
         fit_s = time.perf_counter() - started
         test_proba = text_model.predict_proba(test["text"].tolist())
         one = test["text"].iloc[0]

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_training.py [--sizes 1000 10000 84916] [--images 512] [--json]
 
-Text: TfidfTextModel.fit on the first N rows of a synthetic catalogue (85 % fit, 15 % for the
-temperature), each size in its own process so that peak memory is that size's own.
+Text: one fit of the TF-IDF model's pipeline (text_pipeline, scikit-learn's own fit) on the first N rows
+of a synthetic catalogue, each size in its own process so that peak memory is that size's own.
 Image: MobileNetV2 features of real sample images (decode + resize + forward) through the project's
 CPU path and through a DataLoader, against the raw forward pass on already-preprocessed tensors.
 """
@@ -29,15 +29,16 @@ def _peak_rss_mib() -> int:
 
 def text_child(rows: int) -> dict:
     """One text fit (run in a child process)."""
+    from rakuten_classifier.categories import label_indices
     from rakuten_classifier.data.preprocessing import product_text
     from rakuten_classifier.data.reader import read_challenge_dir
-    from rakuten_classifier.modeling.text import TfidfTextModel
+    from rakuten_classifier.modeling.text import TfidfParams, text_pipeline
 
     products = read_challenge_dir(CATALOGUE).labelled.head(rows)
     texts = [product_text(d, s) for d, s in zip(products["designation"], products["description"], strict=True)]
     labels = products["prdtypecode"].astype(int).tolist()
     started = time.perf_counter()
-    TfidfTextModel.fit(texts, labels)
+    text_pipeline(TfidfParams()).fit(texts, label_indices(labels))
     return {"rows": rows, "fit_s": round(time.perf_counter() - started, 2), "peak_rss_mib": _peak_rss_mib()}
 
 

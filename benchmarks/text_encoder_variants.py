@@ -43,7 +43,7 @@ from rakuten_classifier.modeling.calibration import fit_temperature, softmax
 from rakuten_classifier.modeling.fusion import fuse, has_both
 from rakuten_classifier.modeling.fusion_selection import candidates, nested_scores
 from rakuten_classifier.modeling.scores import weighted_f1
-from rakuten_classifier.modeling.text import TfidfTextModel, out_of_fold_scores
+from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, text_pipeline
 from rakuten_classifier.modeling.text_encoder import COMBINATION_METHODS, Combination, EncoderHead, SentenceEncoder
 from rakuten_classifier.modeling.text_encoder_fitting import (
     CachedSentenceEncoder,
@@ -51,6 +51,7 @@ from rakuten_classifier.modeling.text_encoder_fitting import (
     fit_combination,
     nested_combination,
 )
+from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 from rakuten_classifier.pipeline.protocol import learning_folds
 from rakuten_classifier.pipeline.training_data import TrainingData, load_training_data
 
@@ -96,16 +97,16 @@ def image_probabilities(data: TrainingData, folds: np.ndarray, settings: Setting
         with np.load(path) as stored:
             if np.array_equal(stored["learning_ids"], learning["productid"].to_numpy()):
                 return {"oof": stored["oof"], "test": stored["test"]}
+    from rakuten_classifier.modeling.image.options import ImageTrainingOptions
     from rakuten_classifier.modeling.image.training import fit_image_model
     from rakuten_classifier.pipeline.scoring import image_proba_for_paths
-    from rakuten_classifier.pipeline.steps import image_training_options
 
     features = settings.features_dir
     model, oof, _ = fit_image_model(
         learning["image_path"].tolist(),
         learning["prdtypecode"].astype(int).tolist(),
         folds,
-        image_training_options(settings),
+        ImageTrainingOptions.from_settings(settings),
         cache_dir=features,
     )
     held_out = image_proba_for_paths(model, test["image_path"].tolist(), features)
@@ -142,8 +143,7 @@ def accuracy(args: argparse.Namespace, settings: Settings, data: TrainingData) -
     both = has_both(np.zeros_like(image["oof"]), image["oof"])
 
     started = time.perf_counter()
-    tfidf_oof = out_of_fold_scores(texts, codes, folds, TfidfTextModel.fit)
-    tfidf = TfidfTextModel.fit(texts, codes)
+    tfidf, tfidf_oof = cross_fit_tfidf(texts, codes, folds)
     tfidf_s = time.perf_counter() - started
     tfidf_proba = softmax(tfidf_oof, fit_temperature(tfidf_oof, y))
     name, nested, fit = best_fusion(tfidf_proba, image["oof"], y, folds, settings.seed)
@@ -196,7 +196,11 @@ def cost(args: argparse.Namespace, data: TrainingData) -> list[dict]:
     learning, test = data.learning(), data.split("test")
     texts = data.products["text"].sample(SPEED_TEXTS, random_state=0).tolist()
     served = test["text"].tolist()[:SERVED_TEXTS]
-    tfidf = TfidfTextModel.fit(learning["text"].tolist(), learning["prdtypecode"].astype(int).tolist())
+    tfidf = TfidfTextModel(
+        text_pipeline(TfidfParams()).fit(learning["text"].tolist(), learning["label_index"].to_numpy()),
+        1.0,
+        TfidfParams(),
+    )
     rows = [
         {"variant": "TF-IDF alone (today)", "serving_ms": median_ms(lambda i: tfidf.predict_proba([served[i]]), 40)}
     ]

@@ -54,7 +54,6 @@ def isolated_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("RAKUTEN_DB_URL", raising=False)
     monkeypatch.delenv("RAKUTEN_ADMIN_TOKEN", raising=False)
-    monkeypatch.delenv("RAKUTEN_TRAIN_TOKEN", raising=False)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -178,7 +178,8 @@ def test_the_gallery_shows_held_out_products_and_a_stored_split_wins(sample_dir,
     from rakuten_classifier.pipeline.training_data import load_training_data
     from rakuten_classifier.serving import web
 
-    monkeypatch.setenv(web.EXAMPLES_ENV, str(sample_dir))
+    monkeypatch.setenv("RAKUTEN_UI_EXAMPLES_DIR", str(sample_dir))
+    get_settings.cache_clear()
     web._examples_from.cache_clear()
     held_out = set(load_training_data(sample_dir).split("test")["productid"])
     examples = web.examples()
@@ -221,7 +222,8 @@ def test_the_gallery_reads_a_loaded_folder_only_as_far_as_its_examples(sample_di
         y_file.write("999999,10\n")
     assert len(pd.read_csv(folder / X_TRAIN_FILE)) > web.GALLERY_CHUNK_ROWS  # the broken line is in a later chunk
 
-    monkeypatch.setenv(web.EXAMPLES_ENV, str(folder))
+    monkeypatch.setenv("RAKUTEN_UI_EXAMPLES_DIR", str(folder))
+    get_settings.cache_clear()
     web._examples_from.cache_clear()
     examples = web.examples()
     stored = stored_splits(settings.database_url)

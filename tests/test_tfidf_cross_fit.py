@@ -11,7 +11,8 @@ from rakuten_classifier.categories import label_indices
 from rakuten_classifier.data.preprocessing import product_text
 from rakuten_classifier.data.reader import read_challenge_dir
 from rakuten_classifier.modeling.cross_fitting import assign_folds
-from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, out_of_fold_scores
+from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, text_pipeline
+from rakuten_classifier.modeling.text_cross_fit import out_of_fold_scores
 from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 
 
@@ -23,14 +24,19 @@ def sample_texts(sample_dir):
     return texts, codes, assign_folds(label_indices(codes), 3, seed=0)
 
 
+def _fitted_on(texts: list[str], codes: list[int], params: TfidfParams) -> TfidfTextModel:
+    """scikit-learn's own fit of the training pipeline (each vectoriser analysing its rows): the reference."""
+    return TfidfTextModel(text_pipeline(params).fit(texts, label_indices(codes)), 1.0, params)
+
+
 # max_features=2,000 makes the vocabulary cut bind (the sample's 600 texts hold ~60,000 n-grams).
 @pytest.mark.parametrize("max_features", [500_000, 2_000])
 def test_counting_once_gives_the_per_fold_fits_scores_and_the_full_fits_model(sample_texts, max_features):
     texts, codes, folds = sample_texts
     params = TfidfParams(max_features=max_features)
     model, oof = cross_fit_tfidf(texts, codes, folds, params, jobs=2)
-    expected_oof = out_of_fold_scores(texts, codes, folds, lambda t, c: TfidfTextModel.fit(t, c, params))
-    expected = TfidfTextModel.fit(texts, codes, params)
+    expected_oof = out_of_fold_scores(texts, codes, folds, lambda t, c: _fitted_on(t, c, params))
+    expected = _fitted_on(texts, codes, params)
     # LinearSVC's coordinate descent visits rows in a random order: equal up to its tolerance
     assert np.abs(oof - expected_oof).max() < 1e-3
     assert (oof.argmax(1) == expected_oof.argmax(1)).all()

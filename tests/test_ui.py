@@ -16,6 +16,8 @@ import httpx
 import pytest
 from conftest import REPO_ROOT, VENV_BIN, run_json, server_env
 
+from rakuten_classifier.config import get_settings
+
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
@@ -298,21 +300,23 @@ def test_examples_come_from_the_configured_folder(sample_dir, monkeypatch):
     from rakuten_classifier.serving import web
 
     web._examples_from.cache_clear()
-    monkeypatch.setenv(web.EXAMPLES_ENV, str(sample_dir))
+    monkeypatch.setenv("RAKUTEN_UI_EXAMPLES_DIR", str(sample_dir))
+    get_settings.cache_clear()
     examples = web.examples()
     assert len(examples) == 8
     assert all(Path(e["image_path"]).is_file() and e["designation"] for e in examples)
     assert [e["n"] for e in examples] == list(range(8))
 
 
-@pytest.mark.parametrize("value", [None, "/nonexistent/rakuten-examples"])
+@pytest.mark.parametrize("value", [None, " ", "/nonexistent/rakuten-examples"])
 def test_no_examples_without_a_readable_folder(value, monkeypatch):
     from rakuten_classifier.serving import web
 
     web._examples_from.cache_clear()
     if value is None:
-        monkeypatch.delenv(web.EXAMPLES_ENV, raising=False)
+        monkeypatch.delenv("RAKUTEN_UI_EXAMPLES_DIR", raising=False)
     else:
-        monkeypatch.setenv(web.EXAMPLES_ENV, value)
+        monkeypatch.setenv("RAKUTEN_UI_EXAMPLES_DIR", value)
+    get_settings.cache_clear()
     assert web.examples() == []
     assert web.example_image_response(0).status_code == 404

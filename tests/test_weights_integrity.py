@@ -10,6 +10,7 @@ import pytest
 import torch.hub
 
 from rakuten_classifier.cli import main
+from rakuten_classifier.digest import sha256_of
 from rakuten_classifier.modeling.image import weights
 from rakuten_classifier.modeling.image.networks import build_blocks
 from rakuten_classifier.modeling.image.weights import (
@@ -18,7 +19,6 @@ from rakuten_classifier.modeling.image.weights import (
     CheckpointMismatch,
     install_packaged_weights,
     packaged_mobilenet_v2,
-    sha256_of,
     verify_checkpoint,
 )
 

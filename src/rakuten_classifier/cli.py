@@ -10,7 +10,7 @@ from datetime import UTC
 from pathlib import Path
 
 from . import model_options
-from .config import get_settings
+from .config import Settings, get_settings
 from .data.reader import DataError
 
 log = logging.getLogger("rakuten")
@@ -55,44 +55,50 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from .pipeline.training_data import load_training_data
 
     # Built first, so a wrong option fails before any data is read.
+    settings = get_settings()
     transformer, tfidf, encoder, image_options = (
-        model_options.transformer_params(args),
+        model_options.transformer_params(args, settings),
         model_options.tfidf_params(args),
-        model_options.encoder_params(args),
-        model_options.image_options(args),
+        model_options.encoder_params(args, settings),
+        model_options.image_options(args, settings),
     )
     if args.target == "all":
         return steps.train_all(
             args.data_dir,
             args.db,
+            settings=settings,
             text_backbone=args.backbone,
             transformer=transformer,
             tfidf=tfidf,
             encoder=encoder,
             image_options=image_options,
         )
-    data = load_training_data(args.data_dir, args.db)
+    data = load_training_data(args.data_dir, args.db, settings)
     if args.target == "text":
-        return steps.train_text(data, backbone=args.backbone, transformer=transformer, tfidf=tfidf, encoder=encoder)
+        return steps.train_text(
+            data, backbone=args.backbone, transformer=transformer, tfidf=tfidf, encoder=encoder, settings=settings
+        )
     if args.target == "image":
-        return steps.train_image(data, options=image_options)
-    return steps.train_fusion(data)
+        return steps.train_image(data, options=image_options, settings=settings)
+    return steps.train_fusion(data, settings=settings)
 
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
     """rakuten retrain."""
     from .pipeline.retrain import retrain
 
+    settings = get_settings()
     return retrain(
+        settings,
         min_new_rows=args.min_new_rows,
         use_drift=not args.no_drift,
         force=args.force,
         dry_run=args.dry_run,
         text_backbone=args.backbone,
-        transformer=model_options.transformer_params(args),
+        transformer=model_options.transformer_params(args, settings),
         tfidf=model_options.tfidf_params(args),
-        encoder=model_options.encoder_params(args),
-        image_options=model_options.image_options(args),
+        encoder=model_options.encoder_params(args, settings),
+        image_options=model_options.image_options(args, settings),
     )
 
 
@@ -160,6 +166,11 @@ def cmd_models(args: argparse.Namespace) -> dict:
     return {"production": vars(production) if production else None, **listing}
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model options of `train` and `retrain`, their defaults from the process's settings."""
+    model_options.add_model_options(parser, get_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="rakuten", description=__doc__)
@@ -189,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="a challenge folder (split computed in memory)")
     source.add_argument("--db", help="SQLAlchemy URL of a loaded store (default: the configured database)")
-    model_options.defer(train, model_options.add_model_options)
+    model_options.defer(train, add_model_options)
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)
 
@@ -199,13 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--min-new-rows",
         type=int,
-        default=1000,
-        help="labelled rows loaded since the production models were trained (default 1000)",
+        help="labelled rows loaded since the production models were trained (default: RAKUTEN_RETRAIN_MIN_NEW_ROWS, "
+        f"{Settings.model_fields['retrain_min_new_rows'].default})",
     )
     retrain.add_argument("--no-drift", action="store_true", help="do not let drift alone trigger a retrain")
     retrain.add_argument("--force", action="store_true", help="train whatever the checks say (the gate still applies)")
     retrain.add_argument("--dry-run", action="store_true", help="report the checks, train nothing")
-    model_options.defer(retrain, model_options.add_model_options)
+    model_options.defer(retrain, add_model_options)
     retrain.add_argument("--json", action="store_true")
     retrain.set_defaults(handler=cmd_retrain)
 

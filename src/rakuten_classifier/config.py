@@ -5,27 +5,19 @@ Every path the project uses is derived here from ``data_root``; nothing else har
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=1)
-def _warn_deprecated_train_token() -> None:
-    """Logged once per process, however often the settings are read."""
-    log.warning("RAKUTEN_TRAIN_TOKEN is deprecated: it guards every administrative route; set RAKUTEN_ADMIN_TOKEN")
 
 
 class Settings(BaseSettings):
     """Project configuration; override any field with ``RAKUTEN_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="RAKUTEN_", env_file=".env", extra="ignore")
+    # populate_by_name: a field read under another environment name (mlflow_tracking_uri) is still set by its name.
+    model_config = SettingsConfigDict(env_prefix="RAKUTEN_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_root: Path = Field(Path("data"), description="Folder holding raw/, synthetic/, the SQLite db")
     db_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_root>/rakuten.db")
@@ -56,15 +48,24 @@ class Settings(BaseSettings):
     fusion_fit_rows: int = Field(
         20_000, ge=1_000, description="most out-of-fold rows a fusion combiner is fitted on (a seeded sample above it)"
     )
+    # Retraining (pipeline/retrain.py, `rakuten retrain --min-new-rows`, POST /train {"retrain": true}).
+    retrain_min_new_rows: int = Field(
+        1000, ge=1, description="labelled rows loaded since the production models were trained that call a retrain"
+    )
+    # MLflow's own variable MLFLOW_TRACKING_URI is read too (RAKUTEN_MLFLOW_TRACKING_URI wins).
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow store; default the MLFLOW_TRACKING_URI env var, else sqlite under data_root"
+        None,
+        validation_alias=AliasChoices("RAKUTEN_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking store; default SQLite at <data_root>/mlflow.db",
+    )
+    mlflow_artifact_location: str | None = Field(
+        None,
+        description="where a new MLflow experiment keeps its artifacts; default <data_root>/mlartifacts with a "
+        "SQLite store, else the tracking server's",
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
     admin_token: SecretStr | None = Field(
         None, description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*; unset = disabled"
-    )
-    train_token: SecretStr | None = Field(
-        None, exclude=True, repr=False, description="Deprecated name of admin_token (RAKUTEN_TRAIN_TOKEN), still read"
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -113,6 +114,9 @@ class Settings(BaseSettings):
     image_service_url: str | None = Field(
         None, description="URL of a separately run ImageModelService (or its load balancer); unset: started locally"
     )
+    ui_examples_dir: Path | None = Field(
+        None, description="folder in the challenge layout whose held-out products are /ui's examples; unset: none"
+    )
     reload_seconds: float = Field(5.0, gt=0, description="poll period for newly promoted models")
     health_timeout_s: float = Field(
         1.0, gt=0, le=10, description="how long /health waits for each model service before saying degraded"
@@ -130,14 +134,11 @@ class Settings(BaseSettings):
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
     accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
 
-    @model_validator(mode="after")
-    def _read_the_deprecated_admin_token_name(self) -> Settings:
-        """RAKUTEN_TRAIN_TOKEN, the admin token's old name, still sets it (RAKUTEN_ADMIN_TOKEN wins), with a warning."""
-        if self.train_token is not None:
-            _warn_deprecated_train_token()
-            if self.admin_token is None:
-                self.admin_token = self.train_token
-        return self
+    @field_validator("ui_examples_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty RAKUTEN_UI_EXAMPLES_DIR means no examples, not the current folder."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def raw_dir(self) -> Path:
@@ -174,6 +175,20 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The SQLAlchemy URL actually used."""
         return self.db_url or f"sqlite:///{self.sqlite_file.as_posix()}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking store actually used."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_root / 'mlflow.db').resolve().as_posix()}"
+
+    @property
+    def mlflow_artifacts(self) -> str | None:
+        """Where a new experiment keeps its artifacts (None: the tracking server decides)."""
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        if self.mlflow_uri.startswith("sqlite:"):
+            return (self.data_root / "mlartifacts").resolve().as_uri()
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -1,10 +1,10 @@
 """The model options of `rakuten train` and `rakuten retrain`, built from the dataclasses the training code takes.
 
-As transformers' HfArgumentParser does: each option's type and default come from its dataclass field
-(the one place they are set: an option not given is not passed, so the field's default applies), its
-help from the field's "help" metadata (or from `Option.help` where the dataclass has none). The
-options are added when the sub-command parses (`DeferringParser`): importing the image options
-loads torch, which the other commands never need.
+As transformers' HfArgumentParser does: each option's type comes from its dataclass field and its default
+from the one default object (the dataclass built from the settings, as the training steps build it: an
+option not given is not passed, so that default applies), its help from the field's "help" metadata (or
+from `Option.help` where the dataclass has none). The options are added when the sub-command parses
+(`DeferringParser`): importing the image options loads torch, which the other commands never need.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .config import get_settings
-
 if TYPE_CHECKING:
+    from .config import Settings
     from .modeling.image.options import ImageTrainingOptions
-    from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text import TfidfParams
     from .modeling.text_encoder import EncoderParams
+    from .modeling.text_transformer import TransformerParams
 
 
 class Option(NamedTuple):
@@ -31,16 +31,18 @@ class Option(NamedTuple):
     choices: tuple[str, ...] | None = None
 
 
-def add_dataclass_options(group: argparse._ArgumentGroup, cls: type, options: dict[str, Option]) -> None:
-    """One option per field of dataclass ``cls`` named in ``options``; its value lands in the parsed
-    arguments as ``<class name>.<field>``, only when given (see `given_fields`)."""
+def add_dataclass_options(group: argparse._ArgumentGroup, defaults: Any, options: dict[str, Option]) -> None:
+    """One option per field of the dataclass of ``defaults`` named in ``options``, whose help states the
+    field's value in ``defaults``; its value lands in the parsed arguments as ``<class name>.<field>``,
+    only when given (see `given_fields`)."""
+    cls = type(defaults)
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name not in options:
             continue
         option = options[field.name]
         kind = next(arg for arg in typing.get_args(hints[field.name]) or (hints[field.name],) if arg is not type(None))
-        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        default = getattr(defaults, field.name)
         described = field.metadata.get("help") or option.help or ""
         if default is not None:  # None: the dataclass decides (the help says how)
             described += f" (default: {default})"
@@ -62,17 +64,18 @@ def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {key.removeprefix(prefix): value for key, value in vars(args).items() if key.startswith(prefix)}
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the text (TF-IDF or transformer) and image models."""
+def add_model_options(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """The options of the text (TF-IDF or transformer) and image models, their defaults from ``settings``."""
     from .modeling.image.backbones import BACKBONES
     from .modeling.image.options import MODES, ImageTrainingOptions
-    from .modeling.text import TfidfParams, TransformerParams
+    from .modeling.text import TfidfParams
     from .modeling.text_encoder import COMBINATION_METHODS, ENCODERS, NO_ENCODER, EncoderParams
+    from .modeling.text_transformer import TransformerParams
 
     tfidf = parser.add_argument_group("text TF-IDF + linear SVM (the default text model)")
     add_dataclass_options(
         tfidf,
-        TfidfParams,
+        TfidfParams(),
         {
             "C": Option("--text-c", "SVM regularisation C"),
             "max_features": Option("--text-max-features", "TF-IDF vocabulary size"),
@@ -80,7 +83,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     add_dataclass_options(
         tfidf,
-        EncoderParams,
+        EncoderParams.from_settings(settings),
         {
             "encoder": Option("--text-encoder", choices=(*ENCODERS, NO_ENCODER)),
             "max_chars": Option("--text-encoder-max-chars"),
@@ -94,7 +97,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     add_dataclass_options(
         text,
-        TransformerParams,
+        TransformerParams.from_settings(settings),
         {
             "epochs": Option("--epochs"),
             "batch_size": Option("--batch-size"),
@@ -107,7 +110,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     image = parser.add_argument_group("image model")
     add_dataclass_options(
         image,
-        ImageTrainingOptions,
+        ImageTrainingOptions.from_settings(settings),
         {
             "backbone": Option("--image-backbone", "the ImageNet backbone", tuple(BACKBONES)),
             "mode": Option(
@@ -123,16 +126,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def transformer_params(args: argparse.Namespace) -> TransformerParams | None:
+def transformer_params(args: argparse.Namespace, settings: Settings) -> TransformerParams | None:
     """The transformer text model's parameters when ``--backbone`` selects it, else None."""
-    from .modeling.text import TransformerParams
+    from .modeling.text_transformer import TransformerParams
 
     given = given_fields(args, TransformerParams)
     if not args.backbone:
         if given:
             raise ValueError(f"the transformer text model's options ({', '.join(given)}) need --backbone")
         return None
-    return TransformerParams(backbone=args.backbone, **given)
+    return TransformerParams.from_settings(settings, backbone=args.backbone, **given)
 
 
 def tfidf_params(args: argparse.Namespace) -> TfidfParams:
@@ -142,22 +145,21 @@ def tfidf_params(args: argparse.Namespace) -> TfidfParams:
     return TfidfParams(**given_fields(args, TfidfParams))
 
 
-def encoder_params(args: argparse.Namespace) -> EncoderParams:
+def encoder_params(args: argparse.Namespace, settings: Settings) -> EncoderParams:
     """The TF-IDF text model's encoder channel (the encoder from the settings unless given)."""
     from .modeling.text_encoder import EncoderParams
 
     given = given_fields(args, EncoderParams)
     if args.backbone and given:
         raise ValueError(f"the encoder channel's options ({', '.join(given)}) apply to the TF-IDF text model only")
-    return EncoderParams(**given)
+    return EncoderParams.from_settings(settings, **given)
 
 
-def image_options(args: argparse.Namespace) -> ImageTrainingOptions:
+def image_options(args: argparse.Namespace, settings: Settings) -> ImageTrainingOptions:
     """The image model's training options (seed and default backbone from the settings)."""
     from .modeling.image.options import ImageTrainingOptions
-    from .pipeline.steps import image_training_options
 
-    return image_training_options(get_settings(), **given_fields(args, ImageTrainingOptions))
+    return ImageTrainingOptions.from_settings(settings, **given_fields(args, ImageTrainingOptions))
 
 
 class DeferringParser(argparse.ArgumentParser):

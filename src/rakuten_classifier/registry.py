@@ -13,7 +13,6 @@ pipeline.gate.promotion_decision).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import bentoml
 
 from . import __version__
+from .digest import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _file_digests(directory: Path) -> dict[str, str]:
     digests = {}
     for path in sorted(directory.rglob("*")):
         if path.is_file() and path.name != MANIFEST_FILE and path.name != "model.yaml":
-            digests[path.relative_to(directory).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digests[path.relative_to(directory).as_posix()] = sha256_of(path)
     return digests
 
 

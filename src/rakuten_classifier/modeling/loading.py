@@ -30,7 +30,7 @@ def load_text(directory: str | Path) -> TextModel:
     (measured 2026-12-04), and the image workers and the entry import this module but never hold a
     text model (docs/serving.md, "What each worker imports").
     """
-    from .text import load_text_model
+    from .text_loading import load_text_model
 
     return load_text_model(directory)
 

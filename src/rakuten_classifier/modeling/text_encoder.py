@@ -20,14 +20,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..config import get_settings
+from ..config import Settings
+from ..digest import sha256_of
 from .calibration import softmax
 from .errors import ModelLoadError
 from .fusion import fuse_probabilities
-from .image.weights import sha256_of
 
 # Texts per encoder call when embedding many: enough to amortise a call, small enough to spread a few
 # hundred texts over two threads.
@@ -196,10 +197,10 @@ class SentenceEncoder:
 
 @dataclass
 class EncoderParams:
-    """The encoder channel of the TF-IDF text model (each field's "help" is the CLI's)."""
+    """The encoder channel of the TF-IDF text model (each field's "help" is the CLI's); the encoder has no
+    default here: `from_settings` takes the settings' (``text_encoder``)."""
 
     encoder: str = field(
-        default_factory=lambda: get_settings().text_encoder,
         metadata={"help": f"sentence encoder beside TF-IDF ({NO_ENCODER!r}: TF-IDF alone; RAKUTEN_TEXT_ENCODER)"},
     )
     max_chars: int | None = field(
@@ -212,6 +213,11 @@ class EncoderParams:
         default="arithmetic", metadata={"help": "mean of the TF-IDF and encoder probabilities: arithmetic or geometric"}
     )
     threads: int = field(default=2, metadata={"help": "threads embedding the training texts"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **given: Any) -> EncoderParams:
+        """The fields ``given``, the encoder from ``settings`` unless given, the rest the defaults."""
+        return cls(**{"encoder": settings.text_encoder, **given})
 
     def __post_init__(self) -> None:
         if self.enabled:

@@ -129,7 +129,7 @@ def _model(
     vocabularies: list[_Vocabulary],
     svm: LinearSVC,
 ) -> TfidfTextModel:
-    """The fitted pipeline TfidfTextModel.fit would build, from the final fit's vocabularies and SVM."""
+    """The fitted pipeline text_pipeline(params).fit would build, from the final fit's vocabularies and SVM."""
     union = FeatureUnion(
         [
             (name, _fitted_vectorizer(template, c, v))
@@ -163,7 +163,7 @@ def cross_fit_tfidf(
 ) -> tuple[TfidfTextModel, np.ndarray]:
     """The TF-IDF model fitted on every row (temperature 1) and each row's out-of-fold margins (n, 27).
 
-    Equivalent to fitting ``TfidfTextModel.fit`` once per fold and once on all rows. With a
+    Equivalent to fitting ``text_pipeline(params)`` once per fold and once on all rows. With a
     ``cache_dir``, each fold's held-out margins and the final model are kept there as they are done,
     keyed by the texts, labels, folds and parameters, so a second run (a run killed midway, or the
     same data again) fits only what is not cached, and counts nothing when everything is.
@@ -172,84 +172,133 @@ def cross_fit_tfidf(
     texts = list(texts)
     y = label_indices([int(code) for code in labels])
     folds = np.asarray(folds)
+    cache = _FitCache(Path(cache_dir) if cache_dir is not None else None, _fold_key(texts, y, folds, params))
+    oof, final, to_fit = _read_done(cache, folds, params)
+    if not to_fit:
+        assert final is not None
+        return final, oof
+    jobs = jobs or parallel_jobs(len(to_fit))
+    templates = text_pipeline(params).named_steps["tfidf"].transformer_list
+    counts = _count_once(templates, repeat_title(texts, params.title_repeat), jobs)
+    refitted = _fit_the_rest(to_fit, folds, params, templates, counts, y, oof, cache, jobs)
+    final = refitted if final is None else final
+    assert final is not None
+    return final, oof
+
+
+@dataclass(frozen=True)
+class _FitCache:
+    """Where one cross-fitting's fold margins and final model are kept (``directory`` None: nowhere)."""
+
+    directory: Path | None
+    key: str
+
+    @property
+    def _final_file(self) -> Path | None:
+        return self.directory / f"tfidf-final-{self.key}.joblib" if self.directory is not None else None
+
+    def folds(self, fold_ids: list[int]) -> dict[str, np.ndarray]:
+        """The held-out margins of the folds already done, by fold id (as text)."""
+        if self.directory is None:
+            return {}
+        return read_shards(self.directory, f"tfidf-folds-{self.key}", {str(f) for f in fold_ids}, FOLD_FIELDS)
+
+    def write_fold(self, fold: int, scores: np.ndarray) -> None:
+        if self.directory is not None:
+            write_shard(self.directory, f"tfidf-folds-{self.key}", [str(fold)], scores[None], FOLD_FIELDS)
+
+    def final(self, params: TfidfParams) -> TfidfTextModel | None:
+        """The final model if it was done; an unreadable file is refitted rather than fatal."""
+        path = self._final_file
+        if path is None or not path.is_file():
+            return None
+        try:
+            return TfidfTextModel(joblib.load(path), 1.0, params)
+        except Exception as exc:  # a truncated or foreign file: refit rather than fail
+            log.warning("cached text model %s unreadable (%s); refitted", path, exc)
+            return None
+
+    def write_final(self, model: TfidfTextModel) -> None:
+        path = self._final_file
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        joblib.dump(model.pipeline, partial)
+        os.replace(partial, path)  # a reader never sees half a model
+
+
+def _read_done(
+    cache: _FitCache, folds: np.ndarray, params: TfidfParams
+) -> tuple[np.ndarray, TfidfTextModel | None, list[int | None]]:
+    """The out-of-fold margins of the folds already done (NaN elsewhere), the final model if done, and
+    what is left to fit: fold ids, and None for the final model."""
     fold_ids = [int(f) for f in np.unique(folds)]
-    key = _fold_key(texts, y, folds, params)
-    cached: dict[str, np.ndarray] = {}
-    final: TfidfTextModel | None = None
-    final_file = Path(cache_dir) / f"tfidf-final-{key}.joblib" if cache_dir is not None else None
-    if cache_dir is not None:
-        cached = read_shards(Path(cache_dir), f"tfidf-folds-{key}", {str(f) for f in fold_ids}, FOLD_FIELDS)
-        final = _read_final(final_file, params)
-        if cached or final is not None:
-            log.info(
-                "text cross-fitting: %d of %d folds %s already done (cached in %s)",
-                len(cached),
-                len(fold_ids),
-                "and the final model" if final is not None else "but not the final model",
-                cache_dir,
-            )
-    oof = np.full((len(texts), len(CATEGORY_CODES)), np.nan)
+    cached, final = cache.folds(fold_ids), cache.final(params)
+    if cached or final is not None:
+        log.info(
+            "text cross-fitting: %d of %d folds %s already done (cached in %s)",
+            len(cached),
+            len(fold_ids),
+            "and the final model" if final is not None else "but not the final model",
+            cache.directory,
+        )
+    oof = np.full((len(folds), len(CATEGORY_CODES)), np.nan)
     for f in fold_ids:
         if str(f) in cached:
             oof[folds == f] = cached[str(f)]
     to_fit: list[int | None] = [f for f in fold_ids if str(f) not in cached]
     if final is None:
         to_fit.append(None)  # the final model, on every row
-    if not to_fit:
-        assert final is not None
-        return final, oof
-    templates = text_pipeline(params).named_steps["tfidf"].transformer_list
-    vectorizer_templates: list[TfidfVectorizer] = [step for _, step in templates]
-    weighted = repeat_title(texts, params.title_repeat)
-    jobs = jobs or parallel_jobs(len(to_fit))
+    return oof, final, to_fit
+
+
+def _count_once(templates: list[tuple[str, TfidfVectorizer]], weighted: list[str], jobs: int) -> list[_Counts]:
+    """Each analyser's n-gram counts of every row (the analysers side by side)."""
     counts: list[_Counts] = run_side_by_side(
-        [partial(_count, t, weighted) for t in vectorizer_templates],
+        [partial(_count, template, weighted) for _, template in templates],
         min(jobs, len(templates)),
         "text n-gram counting (words, characters)",
         unit="analyser",
     )
     log.info(
         "text n-grams counted once for %d rows: %s terms",
-        len(texts),
+        len(weighted),
         " + ".join(f"{c.matrix.shape[1]:,}" for c in counts),
     )
-    everything, nothing = np.arange(len(texts)), np.empty(0, dtype=np.int64)
+    return counts
+
+
+def _fit_the_rest(
+    to_fit: list[int | None],
+    folds: np.ndarray,
+    params: TfidfParams,
+    templates: list[tuple[str, TfidfVectorizer]],
+    counts: list[_Counts],
+    y: np.ndarray,
+    oof: np.ndarray,
+    cache: _FitCache,
+    jobs: int,
+) -> TfidfTextModel | None:
+    """Fit the folds ``to_fit`` (their held-out margins into ``oof``) and the final model (None in ``to_fit``)
+    side by side, caching each as it is done; returns the final model if it was fitted."""
+    everything, nothing = np.arange(len(folds)), np.empty(0, dtype=np.int64)
     tasks = [
         (everything, nothing) if f is None else (np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in to_fit
     ]
+    vectorizers = [template for _, template in templates]
+    final = None
     with (
         Parallel(n_jobs=min(jobs, len(tasks)), return_as="generator") as parallel,
         tqdm(total=len(tasks), desc="text model fits (folds + final)", unit="fit", disable=None) as progress,
     ):
-        results = parallel(
-            delayed(_fit)(vectorizer_templates, counts, y, train, held, params.C) for train, held in tasks
-        )
+        results = parallel(delayed(_fit)(vectorizers, counts, y, train, held, params.C) for train, held in tasks)
         for fold, (vocabularies, svm, scores) in zip(to_fit, results, strict=True):
             progress.update(1)
             if fold is not None:
                 oof[folds == fold] = scores
-                if cache_dir is not None:
-                    write_shard(Path(cache_dir), f"tfidf-folds-{key}", [str(fold)], scores[None], FOLD_FIELDS)
+                cache.write_fold(fold, scores)
                 continue
             final = _model(params, templates, counts, vocabularies, svm)
-            if final_file is not None:
-                _write_final(final_file, final)
-    assert final is not None
-    return final, oof
-
-
-def _read_final(path: Path | None, params: TfidfParams) -> TfidfTextModel | None:
-    if path is None or not path.is_file():
-        return None
-    try:
-        return TfidfTextModel(joblib.load(path), 1.0, params)
-    except Exception as exc:  # a truncated or foreign file: refit rather than fail
-        log.warning("cached text model %s unreadable (%s); refitted", path, exc)
-        return None
-
-
-def _write_final(path: Path, model: TfidfTextModel) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    joblib.dump(model.pipeline, partial)
-    os.replace(partial, path)  # a reader never sees half a model
+            cache.write_final(final)
+    return final

@@ -85,16 +85,20 @@ def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True)
 def retrain(
     settings: Settings | None = None,
     *,
-    min_new_rows: int = 1000,
+    min_new_rows: int | None = None,
     use_drift: bool = True,
     force: bool = False,
     dry_run: bool = False,
     **train_options,
 ) -> dict:
-    """Check the triggers; when one fires (or ``force``), train from the database and gate the promotion."""
+    """Check the triggers; when one fires (or ``force``), train from the database and gate the promotion.
+
+    ``min_new_rows`` defaults to the settings' ``retrain_min_new_rows``.
+    """
     import mlflow
 
     settings = settings or get_settings()
+    min_new_rows = settings.retrain_min_new_rows if min_new_rows is None else min_new_rows
     check = retrain_check(settings, min_new_rows, use_drift)
     if force:
         check["triggers"].append("forced")

@@ -25,16 +25,12 @@ from ..config import Settings, get_settings
 from ..data.origin import origin_warning
 from ..data.reader import DataError
 from ..modeling.image.options import ImageTrainingOptions
-from ..modeling.text import (
-    TextModel,
-    TfidfParams,
-    TransformerParams,
-    TransformerTextModel,
-    calibrate,
-    cross_fit_text_model,
-)
+from ..modeling.text import TextModel, TfidfParams
+from ..modeling.text_cross_fit import calibrate, cross_fit_text_model
 from ..modeling.text_encoder import EncoderParams
 from ..modeling.text_encoder_fitting import cross_fit_with_encoder
+from ..modeling.text_transformer import TransformerParams
+from ..modeling.text_transformer_fitting import fine_tune_transformer
 from ..modeling.tfidf_cross_fit import cross_fit_tfidf
 from ..registry import IMAGE_MODEL, STAGE_CANDIDATE, TEXT_MODEL, model_info, save_to_store
 from .fusion_step import train_fusion
@@ -124,9 +120,9 @@ def train_text(
     settings = settings or get_settings()
     data = data or load_training_data(data_dir, db_url, settings)
     params: TransformerParams | TfidfParams
-    encoder_params = encoder or EncoderParams()
+    encoder_params = encoder or EncoderParams.from_settings(settings)
     if backbone:
-        params = replace(transformer or TransformerParams(), backbone=backbone)
+        params = replace(transformer or TransformerParams.from_settings(settings), backbone=backbone)
     else:
         params = tfidf or TfidfParams()
 
@@ -135,7 +131,7 @@ def train_text(
         model: TextModel
         info: dict = {}
         if isinstance(params, TransformerParams):
-            model, oof = cross_fit_text_model(texts, codes, folds, partial(TransformerTextModel.fit, params=params))
+            model, oof = cross_fit_text_model(texts, codes, folds, partial(fine_tune_transformer, params=params))
         elif encoder_params.enabled:
             model, oof, info = cross_fit_with_encoder(
                 texts, codes, folds, params, encoder_params, settings.features_dir, settings.seed
@@ -160,11 +156,6 @@ def train_text(
     )
 
 
-def image_training_options(settings: Settings, **given: Any) -> ImageTrainingOptions:
-    """The image step's options: those ``given``, the seed and backbone from the settings, the rest the defaults."""
-    return ImageTrainingOptions(**{"seed": settings.seed, "backbone": settings.image_backbone, **given})
-
-
 def train_image(
     data: TrainingData | None = None,
     *,
@@ -180,7 +171,7 @@ def train_image(
     from ..modeling.image.training import fit_image_model
 
     settings = settings or get_settings()
-    training_options = options or image_training_options(settings)
+    training_options = options or ImageTrainingOptions.from_settings(settings)
     data = data or load_training_data(data_dir, db_url, settings)
     learning, test = data.learning(), data.split("test")
     without_image = int(learning["image_path"].isna().sum())

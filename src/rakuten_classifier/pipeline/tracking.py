@@ -1,4 +1,5 @@
-"""MLflow tracking: a local SQLite store under the data root unless MLFLOW_TRACKING_URI says otherwise."""
+"""MLflow tracking: the store and artifact location of the settings (config.py: SQLite under the data root
+unless RAKUTEN_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI says otherwise)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,18 @@ EXPERIMENT = "rakuten-classifier"
 
 
 def tracking_uri(settings: Settings) -> str:
-    """The tracking store used: settings, then MLFLOW_TRACKING_URI, then sqlite under data_root."""
-    if settings.mlflow_tracking_uri:
-        return settings.mlflow_tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    settings.data_root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(settings.data_root / 'mlflow.db').resolve().as_posix()}"
+    """The tracking store of the settings; the data root is created for the default SQLite store."""
+    if settings.mlflow_tracking_uri is None:
+        settings.data_root.mkdir(parents=True, exist_ok=True)
+    return settings.mlflow_uri
 
 
 @contextlib.contextmanager
 def tracked_run(settings: Settings, run_name: str, tags: dict | None = None) -> Iterator[ActiveRun]:
-    """An MLflow run in the project's experiment (artifacts under data_root/mlartifacts locally)."""
+    """An MLflow run in the project's experiment (artifacts at ``settings.mlflow_artifacts``)."""
     import mlflow
 
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which tracking_uri() then reads as the
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which Settings then read as the
     # user's choice: a second run in the same process with another data root logged into the first
     # one's store (seen in the test suite). The variable is restored when the outermost run ends.
     exported = os.environ.get("MLFLOW_TRACKING_URI")
@@ -52,10 +50,7 @@ def _run(settings: Settings, run_name: str, tags: dict | None) -> Iterator[Activ
 
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        artifact_root = None
-        if tracking_uri(settings).startswith("sqlite:"):
-            artifact_root = (settings.data_root / "mlartifacts").resolve().as_uri()
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=settings.mlflow_artifacts)
     else:
         experiment_id = experiment.experiment_id
     # Inside another run (a retrain wrapping the training steps) the step becomes a child run.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
-from ...config import get_settings
+from ...config import Settings
 from ..errors import ImageModelError
 from .backbones import backbone_spec
 from .model_config import TEST_TIME_MIRROR
@@ -18,9 +19,13 @@ FINETUNE_ONLY = ("epochs", "lr", "unfreeze_blocks", "label_smoothing", "weight_d
 
 @dataclass(frozen=True)
 class ImageTrainingOptions:
-    """How `fit_image_model` trains; ``None`` on a finetune-only field means "the mode's default"."""
+    """How `fit_image_model` trains; ``None`` on a finetune-only field means "the mode's default".
 
-    backbone: str = field(default_factory=lambda: get_settings().image_backbone)
+    The backbone and the seed have no default here: `from_settings` takes the settings' (``image_backbone``,
+    ``seed``).
+    """
+
+    backbone: str
     mode: str = "frozen"
     pretrained: bool = True
     # Test-time augmentation: average the centre crop with its mirror (also at serving; the mirror is
@@ -41,7 +46,7 @@ class ImageTrainingOptions:
     # Inverse regularisation strengths of the logistic head: 'frozen' keeps the one whose out-of-fold
     # log-loss is lowest, 'finetune' starts its head from the smallest.
     c_grid: tuple[float, ...] = DEFAULT_C_GRID
-    seed: int = field(default_factory=lambda: get_settings().seed)
+    seed: int = field(kw_only=True)
     # CPU threads of the forward passes (0: torch's default; default: one per core); a CPU centre-crop
     # view runs on that many single-threaded ONNX Runtime calls side by side, anything else on a DataLoader.
     torch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -54,6 +59,11 @@ class ImageTrainingOptions:
     unfreeze_blocks: int | None = None
     label_smoothing: float | None = None
     weight_decay: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **given: Any) -> ImageTrainingOptions:
+        """The fields ``given``, the backbone and seed from ``settings`` unless given, the rest the defaults."""
+        return cls(**{"backbone": settings.image_backbone, "seed": settings.seed, **given})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

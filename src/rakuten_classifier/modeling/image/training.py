@@ -173,7 +173,7 @@ def fit_image_model(
     paths: Sequence,
     labels: Sequence[int],
     folds: np.ndarray,
-    options: ImageTrainingOptions | None = None,
+    options: ImageTrainingOptions,
     *,
     cache_dir: str | Path | None = None,
 ) -> tuple[ImageClassifier, np.ndarray, dict]:
@@ -184,7 +184,6 @@ def fit_image_model(
     info dict (counts, out-of-fold metrics, temperature, chosen hyper-parameters, timings).
     Deterministic for a given ``options.seed`` (on CPU). Pooled features are cached under ``cache_dir``.
     """
-    options = options or ImageTrainingOptions()
     started = time.perf_counter()
     rows = _rows_with_image(paths, labels, folds)
     if options.torch_threads:

@@ -10,12 +10,12 @@ unchecked, so the project checks it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import shutil
 from pathlib import Path
 
+from ...digest import sha256_of
 from ..errors import ImageModelError
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,10 @@ PACKAGED_SHA256 = {
     "efficientnet-lite1-77cc7160.pth": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
     "efficientnet-lite2-9656183e.pth": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
 }
-_CHUNK = 1 << 20
 
 
 class CheckpointMismatch(ImageModelError):
     """A pretrained checkpoint whose SHA-256 is not the recorded one (corrupt, truncated or replaced)."""
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_checkpoint(path: str | Path, name: str | None = None) -> Path:

@@ -1,22 +1,21 @@
 """The try-it web page served by the Bento at /ui, and its gallery of example products.
 
-The page is one self-contained file (index.html: inline CSS and vanilla JS, no CDN, no build
-step) that calls the service's own /health, /predict_multimodal (with ``explain``) and, for an
-operator's "wrong category?", /corrections (admin token). The gallery's examples come from a folder
-in the challenge layout named by RAKUTEN_UI_EXAMPLES_DIR: the first EXAMPLE_COUNT held-out products
-(split 'test': the models never learned from them, so their answers are as sure as a new product's)
-that have an image. A product in the store keeps its stored split; the others get the split rule's
-(data/split.py). The folder is read only as far as the examples go when the store holds its
-products (`read_labelled_chunks`), so a challenge-size folder costs what the sample does; otherwise
-it is read whole (`read_challenge_dir`). Without the variable, or when the folder cannot be read,
-there are no examples and the page hides the gallery.
+The page is one self-contained file (index.html: inline CSS and vanilla JS, no CDN, no build step) that
+calls the service's own /health, /predict_multimodal (with ``explain``) and, for an operator's "wrong
+category?", /corrections (admin token). The gallery's examples come from a folder in the challenge
+layout named by the setting ``ui_examples_dir`` (RAKUTEN_UI_EXAMPLES_DIR): the first EXAMPLE_COUNT
+held-out products (split 'test': the models never learned from them, so their answers are as sure as a
+new product's) that have an image. A product in the store keeps its stored split; the others get the
+split rule's (data/split.py). The folder is read only as far as the examples go when the store holds its
+products (`read_labelled_chunks`), so a challenge-size folder costs what the sample does; otherwise it
+is read whole (`read_challenge_dir`). Without the setting, or when the folder cannot be read, there are
+no examples and the page hides the gallery.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:  # pandas is imported where examples are read: the entry alone
 log = logging.getLogger("rakuten.web")
 
 INDEX_HTML = Path(__file__).resolve().parent / "index.html"
-EXAMPLES_ENV = "RAKUTEN_UI_EXAMPLES_DIR"
 EXAMPLE_COUNT = 8
 GALLERY_CHUNK_ROWS = 1000  # products read at a time while looking for the examples
 router = APIRouter()  # included by the entry service's FastAPI app
@@ -109,7 +107,7 @@ def _examples_from(folder: str) -> tuple[dict, ...]:
     try:
         rows = _held_out_rows(folder)
     except Exception as exc:  # DataError, OSError, a malformed CSV: no gallery, never a failure
-        log.warning("%s=%s is not readable (%s); the /ui gallery is empty", EXAMPLES_ENV, folder, exc)
+        log.warning("RAKUTEN_UI_EXAMPLES_DIR=%s is not readable (%s); the /ui gallery is empty", folder, exc)
         return ()
     examples = []
     for n, row in enumerate(rows.itertuples(index=False)):
@@ -131,8 +129,8 @@ def _examples_from(folder: str) -> tuple[dict, ...]:
 
 def examples() -> list[dict]:
     """The gallery's examples, with their image path (empty when RAKUTEN_UI_EXAMPLES_DIR is unset)."""
-    folder = os.environ.get(EXAMPLES_ENV, "").strip()
-    return list(_examples_from(folder)) if folder else []
+    folder = get_settings().ui_examples_dir
+    return list(_examples_from(str(folder))) if folder is not None else []
 
 
 @router.get("/ui")
