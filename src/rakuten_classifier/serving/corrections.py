@@ -51,13 +51,16 @@ async def _correction(request: Request) -> Correction:
 
 @router.post("/corrections")
 async def correction_response(request: Request) -> Response:
-    """Store the corrected product (201), or answer the correction already stored for this prediction (200)."""
-    from ..data.corrections import CorrectionError, record_correction
+    """Store the corrected product (201), or answer the correction already stored for this prediction (200);
+    409 when that prediction was corrected to another category, 400 for an unusable correction."""
+    from ..data.corrections import CorrectionConflict, CorrectionError, record_correction
 
     try:
         stored = await run_in_threadpool(record_correction, await _correction(request))
+    except CorrectionConflict as exc:
+        return error_response(ClientError(str(exc), 409))
     except CorrectionError as exc:
-        return error_response(ClientError(str(exc), exc.status))
+        return error_response(ClientError(str(exc), 400))
     except ClientError as exc:
         return error_response(exc)
     return JSONResponse(stored, status_code=201 if stored["created"] else 200)
