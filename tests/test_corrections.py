@@ -105,9 +105,11 @@ def test_the_serving_layer_answers_a_conflict_409_and_an_unusable_correction_400
     from fastapi.testclient import TestClient
 
     from rakuten_classifier.serving.corrections import router
+    from rakuten_classifier.serving.errors import ClientError, client_error_answer
 
-    app = FastAPI()
-    app.include_router(router)  # the route alone: the admin token is the guard's (tests/test_explain_http.py)
+    app = FastAPI()  # the route and the handler, as service.py wires them; the admin token is the guard's
+    app.include_router(router)
+    app.add_exception_handler(ClientError, client_error_answer)
     client = TestClient(app)
     form = {"designation": "Piscine tubulaire 3 m", "prdtypecode": "2583", "prediction_id": "abc"}
     assert client.post("/corrections", data=form).status_code == 201
