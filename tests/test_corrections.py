@@ -166,10 +166,10 @@ def test_retrain_counts_corrections_among_the_new_labelled_rows(photo):
     first = record_correction(_correction())
     for code in (10, 2583, 1160):
         record_correction(_correction(prdtypecode=code, image=photo))
-    trained_with_first = {"last_load_id": -first["productid"]}
-    counted = new_labelled_rows(url, trained_with_first)
+    counted = new_labelled_rows(url, np.array([first["productid"]]))  # the production models learned the first
     assert (counted["new_labelled_rows"], counted["new_corrected_rows"]) == (3, 3)
-    assert new_labelled_rows(url, {})["new_corrected_rows"] == 4
+    assert (counted["labelled_in_database"], counted["trained_rows"]) == (4, 1)
+    assert new_labelled_rows(url, np.array([], dtype=np.int64))["new_corrected_rows"] == 4
 
 
 def test_corrected_rows_are_real_products_to_the_training_data():
@@ -192,7 +192,6 @@ def test_training_data_from_the_store_holds_the_corrections_with_their_split(sam
     assert rows["prdtypecode"].tolist() == [10, 2583, 1160, 40]
     assert rows["text"].iloc[0] == "Piscine tubulaire 3 m\nbâche bleue"  # cleaned as every product text
     assert data.origin == "real"
-    assert data.provenance()["last_load_id"] == -stored[-1]["productid"]
 
 
 # ---------------------------------------------------------------- the /ui gallery

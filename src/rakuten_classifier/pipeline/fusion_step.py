@@ -41,7 +41,7 @@ from ..registry import (
     save_to_store,
 )
 from .gate import production_scores, promotion_decision
-from .protocol import common_metadata, learning_folds, load_oof, scores_and_log
+from .protocol import common_metadata, learning_folds, load_oof, save_trained_rows, scores_and_log
 from .scoring import image_proba, text_proba, trio_scores
 from .tracking import tracked_run
 from .training_data import TrainingData, load_training_data
@@ -159,12 +159,14 @@ def drift_profile(rows: pd.DataFrame, fused: np.ndarray, seed: int) -> dict:
     return build_profile(features, label_codes=rows["prdtypecode"], seed=seed)
 
 
-def store_version(config: dict, profile: dict, metadata: dict, promote: bool) -> str:
-    """Save the fusion version (its JSON and drift profile), labelled production when the gate promoted it."""
+def store_version(config: dict, profile: dict, data: TrainingData, metadata: dict, promote: bool) -> str:
+    """Save the fusion version (its JSON, drift profile and the products of its data), labelled production
+    when the gate promoted it."""
 
     def write(directory: Path) -> None:
         (directory / FUSION_FILE).write_text(json.dumps(config, indent=2))
         save_profile(profile, directory)
+        save_trained_rows(directory, data.products["productid"])
 
     stage = STAGE_PRODUCTION if promote else STAGE_CANDIDATE
     return save_to_store(FUSION_MODEL, write, {"method": config["method"], "stage": stage}, metadata)
@@ -202,9 +204,8 @@ def train_fusion(
         scores = {"test": metrics, "oof": choice.selection[choice.name]}
         metadata = common_metadata(data, run.info.run_id, params, scores, choice.seconds, settings.cv_folds)
         metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": verdict.reason})
-        metadata.update(data.provenance())
         config = fusion_config(choice, metrics, verdict, text_tag, image_tag, data.origin)
-        tag = store_version(config, drift_profile(test, fused, settings.seed), metadata, verdict.promote)
+        tag = store_version(config, drift_profile(test, fused, settings.seed), data, metadata, verdict.promote)
         mlflow.set_tag("model_tag", tag)
     log.info(
         "fusion %s (%s): out-of-fold weighted F1 %.4f, test %.4f; %s",
