@@ -37,10 +37,10 @@ from rakuten_classifier.registry import FUSION_FILE, read_fusion_config
 from rakuten_classifier.serving import web
 from rakuten_classifier.serving.classify import classify
 from rakuten_classifier.serving.clients import KEEP_CLIENT_SESSION, model_service_timeout, probe_services, with_retry
-from rakuten_classifier.serving.errors import ClientError, error_response
+from rakuten_classifier.serving.errors import ClientError, answers_client_errors, client_error_answer
 from rakuten_classifier.serving.hot_swap import ModelVersions, ProductionFollower, prepare_trio, production_at_start
 from rakuten_classifier.serving.http_guard import RequestGuard
-from rakuten_classifier.serving.jobs import JobConflict, JobManager
+from rakuten_classifier.serving.jobs import JobManager
 from rakuten_classifier.serving.metrics import set_model_info
 from rakuten_classifier.serving.model_workers import image_answers, load_versions, prepare_version, text_answers
 from rakuten_classifier.serving.schemas import (
@@ -133,6 +133,7 @@ class ImageModelService(ModelWorker):
 
 web_app = FastAPI(title="rakuten-classifier extras")
 web_app.include_router(web.router)  # /ui: the page, its examples and their images; POST /corrections (admin token)
+web_app.add_exception_handler(ClientError, client_error_answer)  # each route's ClientError: its JSON answer
 
 
 @bentoml.asgi_app(web_app, path="/")
@@ -194,7 +195,9 @@ class RakutenClassifier:
             self.observer.record(endpoint, product, answer, brightness, started)
         return [answer for answer, _ in results]
 
+    # Each API method's ClientError is its JSON answer (serving/errors.py).
     @bentoml.api(route="/predict_multimodal", input_spec=MultimodalInput)
+    @answers_client_errors
     async def predict_multimodal(
         self,
         designation: str = "",
@@ -205,52 +208,36 @@ class RakutenClassifier:
         explain: bool = False,
     ) -> dict:
         """Fused prediction from a title (and description) and/or a product photo."""
-        try:
-            product = form_product(designation, description, image)
-            return (await self._answer("multimodal", [product], text_weight, top_k, explain))[0]
-        except ClientError as exc:
-            return error_response(exc)  # type: ignore[return-value]  # BentoML sends a Response as is
+        product = form_product(designation, description, image)
+        return (await self._answer("multimodal", [product], text_weight, top_k, explain))[0]
 
     @bentoml.api(route="/predict_text", input_spec=TextInput)
+    @answers_client_errors
     async def predict_text(
         self, designation: str, description: str = "", top_k: int = 5, explain: bool = False
     ) -> dict:
         """Text-only prediction (JSON body)."""
-        try:
-            return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, explain))[0]
-        except ClientError as exc:
-            return error_response(exc)  # type: ignore[return-value]
+        return (await self._answer("text", [text_product(designation, description)], 1.0, top_k, explain))[0]
 
     @bentoml.api(route="/predict_image", input_spec=ImageInput)
+    @answers_client_errors
     async def predict_image(self, image: Path, top_k: int = 5, explain: bool = False) -> dict:
         """Image-only prediction (multipart image)."""
-        try:
-            return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, explain))[0]
-        except ClientError as exc:
-            return error_response(exc)  # type: ignore[return-value]
+        return (await self._answer("image", [form_product("", "", image)], 0.0, top_k, explain))[0]
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput)
+    @answers_client_errors
     async def predict_batch(
         self, items: list[BatchItem], text_weight: float | None = None, top_k: int = 5, explain: bool = False
     ) -> dict:
         """Bulk scoring: many products in one call, each with text and/or a base64 image."""
-        try:
-            return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, explain)}
-        except ClientError as exc:
-            return error_response(exc)  # type: ignore[return-value]
+        return {"predictions": await self._answer("batch", batch_products(items), text_weight, top_k, explain)}
 
     @bentoml.api(route="/train", input_spec=TrainInput)
+    @answers_client_errors
     async def train(self, data_dir: str | None = None, retrain: bool = False, ctx: bentoml.Context = None) -> dict:  # type: ignore[assignment]
         """Start the training pipeline in a separate process; answers the job id (409 if one runs)."""
-        # With a Context parameter BentoML takes the status from ctx.response, not from a Response.
-        try:
-            job_id = self.jobs.start(train_folder(data_dir, settings.data_root), retrain=retrain)
-        except ClientError as exc:
-            ctx.response.status_code = exc.status
-            return {"error": str(exc)}
-        except JobConflict as exc:
-            ctx.response.status_code = 409
-            return {"error": str(exc)}
+        job_id = self.jobs.start(train_folder(data_dir, settings.data_root), retrain=retrain)
         ctx.response.status_code = 202
         return {"job_id": job_id, "state": "running", "status_url": f"/jobs/{job_id}"}
 
@@ -263,10 +250,7 @@ class RakutenClassifier:
     @web_app.post("/feedback")
     def feedback(self, body: dict):
         """Record the true category of a logged prediction; live accuracy follows."""
-        try:
-            return self.observer.feedback(body)
-        except ClientError as exc:
-            return error_response(exc)
+        return self.observer.feedback(body)
 
     @web_app.get("/monitor/accuracy")
     def monitor_accuracy(self):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data import corrections as corrections_module
-from rakuten_classifier.data.corrections import Correction, CorrectionError, record_correction
+from rakuten_classifier.data.corrections import Correction, CorrectionConflict, CorrectionError, record_correction
 from rakuten_classifier.data.origin import CORRECTION, combined_origin
 from rakuten_classifier.data.schema import corrections, get_engine, loads, products
 from rakuten_classifier.data.split import split_of_one_row
@@ -78,9 +78,8 @@ def test_correcting_the_same_prediction_again_adds_nothing_and_another_category_
     assert again["productid"] == first["productid"]
     assert len(_rows(products)) == len(_rows(corrections)) == 1
     assert len(list(get_settings().corrections_dir.iterdir())) == 1
-    with pytest.raises(CorrectionError, match="already corrected to 2583") as refused:
+    with pytest.raises(CorrectionConflict, match="already corrected to 2583"):
         record_correction(_correction(prdtypecode=10, prediction_id="abc"))
-    assert refused.value.status == 409
     record_correction(_correction())  # no prediction id: a new row every time
     record_correction(_correction())
     assert len(_rows(products)) == 3
@@ -97,8 +96,34 @@ def test_correcting_the_same_prediction_again_adds_nothing_and_another_category_
 def test_an_unusable_correction_is_refused_and_leaves_nothing_behind(fields, message):
     with pytest.raises(CorrectionError, match=message) as refused:
         record_correction(_correction(**fields))
-    assert refused.value.status == 400
+    assert not isinstance(refused.value, CorrectionConflict)
     assert _rows(products) == _rows(loads) == []
+
+
+def test_the_serving_layer_answers_a_conflict_409_and_an_unusable_correction_400():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from rakuten_classifier.serving.corrections import router
+    from rakuten_classifier.serving.errors import ClientError, client_error_answer
+
+    app = FastAPI()  # the route and the handler, as service.py wires them; the admin token is the guard's
+    app.include_router(router)
+    app.add_exception_handler(ClientError, client_error_answer)
+    client = TestClient(app)
+    form = {"designation": "Piscine tubulaire 3 m", "prdtypecode": "2583", "prediction_id": "abc"}
+    assert client.post("/corrections", data=form).status_code == 201
+    assert client.post("/corrections", data=form).status_code == 200
+    conflict = client.post("/corrections", data={**form, "prdtypecode": "10"})
+    assert (conflict.status_code, conflict.json()) == (409, {"error": "prediction abc was already corrected to 2583"})
+    unknown = client.post("/corrections", data={**form, "prdtypecode": "1234", "prediction_id": "def"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"].startswith("unknown category 1234")
+    untitled = client.post("/corrections", data={"designation": " ", "prdtypecode": "2583"})
+    assert (untitled.status_code, untitled.json()["error"]) == (
+        400,
+        "a correction needs the product's title (designation) or its photo",
+    )
 
 
 def test_a_correction_that_fails_half_way_leaves_neither_a_row_nor_a_photo(photo, monkeypatch):
@@ -141,10 +166,10 @@ def test_retrain_counts_corrections_among_the_new_labelled_rows(photo):
     first = record_correction(_correction())
     for code in (10, 2583, 1160):
         record_correction(_correction(prdtypecode=code, image=photo))
-    trained_with_first = {"last_load_id": -first["productid"]}
-    counted = new_labelled_rows(url, trained_with_first)
+    counted = new_labelled_rows(url, np.array([first["productid"]]))  # the production models learned the first
     assert (counted["new_labelled_rows"], counted["new_corrected_rows"]) == (3, 3)
-    assert new_labelled_rows(url, {})["new_corrected_rows"] == 4
+    assert (counted["labelled_in_database"], counted["trained_rows"]) == (4, 1)
+    assert new_labelled_rows(url, np.array([], dtype=np.int64))["new_corrected_rows"] == 4
 
 
 def test_corrected_rows_are_real_products_to_the_training_data():
@@ -167,7 +192,6 @@ def test_training_data_from_the_store_holds_the_corrections_with_their_split(sam
     assert rows["prdtypecode"].tolist() == [10, 2583, 1160, 40]
     assert rows["text"].iloc[0] == "Piscine tubulaire 3 m\nbâche bleue"  # cleaned as every product text
     assert data.origin == "real"
-    assert data.provenance()["last_load_id"] == -stored[-1]["productid"]
 
 
 # ---------------------------------------------------------------- the /ui gallery

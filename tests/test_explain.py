@@ -249,10 +249,11 @@ def test_a_mirrored_views_map_is_flipped_back_onto_the_photo():
     np.testing.assert_array_equal(combine_views([maps, maps[..., ::-1]], [False, True]), maps)
 
 
-def test_the_onnx_graph_gives_the_class_maps_as_an_optional_second_output(sample_dir, tmp_path):
+def test_the_onnx_graph_gives_the_class_maps_as_a_second_output_and_one_without_them_is_refused(sample_dir, tmp_path):
     from PIL import Image
 
-    from rakuten_classifier.modeling.image.class_maps import NO_CLASS_MAPS, image_maps
+    from rakuten_classifier.modeling.errors import ImageModelError
+    from rakuten_classifier.modeling.image.class_maps import image_maps
     from rakuten_classifier.modeling.image.onnx_export import export_onnx
     from rakuten_classifier.modeling.image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
 
@@ -264,9 +265,7 @@ def test_the_onnx_graph_gives_the_class_maps_as_an_optional_second_output(sample
     served = OnnxImageClassifier.load(tmp_path)
     photos = [Image.open(p).convert("RGB") for p in sorted((sample_dir / "images" / "image_train").glob("*.jpg"))[:2]]
 
-    found = served.class_maps(photos)
-    assert found is not None
-    logits, maps = found
+    logits, maps = served.class_maps(photos)
     eager_logits, eager_maps = model.class_maps(photos)
     np.testing.assert_allclose(logits, eager_logits, atol=1e-4)
     np.testing.assert_allclose(maps, eager_maps, atol=1e-4)
@@ -278,17 +277,14 @@ def test_the_onnx_graph_gives_the_class_maps_as_an_optional_second_output(sample
     assert [e["crop"] for e in explained] == [[0.0625, 0.0625, 0.9375, 0.9375]] * 2
     np.testing.assert_allclose(explained[0]["maps"], maps[0], atol=1e-6)
 
-    # A graph exported before the class maps: the probabilities, and a note instead of maps.
+    # A graph exported before the class maps is refused at load, with what to do.
     import onnx
 
     graph = onnx.load(tmp_path / ONNX_FILE)
     graph.graph.output.pop()
     onnx.save(graph, tmp_path / ONNX_FILE)
-    older = OnnxImageClassifier.load(tmp_path)
-    assert older.class_maps(photos) is None
-    (first, _) = image_maps(older, photos)
-    assert first["note"] == NO_CLASS_MAPS
-    np.testing.assert_allclose(first["proba"], softmax(logits, model.config.temperature)[0], atol=1e-6)
+    with pytest.raises(ImageModelError, match=r"no class_maps output \(exported before the class maps\): retrain it"):
+        OnnxImageClassifier.load(tmp_path)
 
 
 # ---------------------------------------------------------------- the entry service's flow

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import bentoml
@@ -84,6 +85,33 @@ def test_verify_model_refuses_truncated_deleted_and_unmanifested_files(probes):
 
     with pytest.raises(CorruptModel, match="not in the model store"):
         verify_model("faults-probe:doesnotexist")
+
+
+def test_verify_model_refuses_an_image_version_without_its_onnx_graph(probes, monkeypatch):
+    # Under an image name of its own, so the session's image versions are untouched.
+    monkeypatch.setattr(registry, "IMAGE_MODEL", f"faults-image-{uuid.uuid4().hex[:8]}")
+    weights = {"image_model.pt": os.urandom(2048), "image_config.json": b"{}"}
+    with_graph = _probe_model(registry.IMAGE_MODEL, {**weights, registry.ONNX_FILE: os.urandom(1024)})
+    without_graph = _probe_model(registry.IMAGE_MODEL, weights)
+    probes.extend([with_graph, without_graph])
+    verify_model(with_graph)
+    with pytest.raises(CorruptModel, match=re.escape("no image_model.onnx, the graph serving runs")) as refused:
+        verify_model(without_graph)
+    assert str(refused.value).endswith("retrain it")
+    # Refused the same way as a damaged version: the newest trio that verifies is served instead.
+    monkeypatch.setattr(registry, "FUSION_MODEL", f"faults-fusion-{uuid.uuid4().hex[:8]}")
+    text = _probe_model("faults-text", {"pipeline.joblib": os.urandom(512)})
+    probes.append(text)
+    for image in (with_graph, without_graph):
+        config = json.dumps({"text_model": text, "image_model": image, "text_weight": 0.5}).encode()
+        labels = {"stage": registry.STAGE_PRODUCTION}
+        probes.append(_probe_model(registry.FUSION_MODEL, {registry.FUSION_FILE: config}, labels))
+        time.sleep(0.01)  # creation times order the production versions
+    served, refused_trios = registry.last_good_production()
+    assert served is not None
+    assert served.image == with_graph
+    assert list(refused_trios) == [probes[-1]]
+    assert "no image_model.onnx" in refused_trios[probes[-1]]
 
 
 def test_last_good_production_skips_a_corrupt_newest_trio(probes, monkeypatch):

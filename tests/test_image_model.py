@@ -379,7 +379,7 @@ def test_onnx_runtime_answers_like_torch_and_is_what_serving_loads(fitted, tmp_p
     views = single_thread_torch_pool(2)
     np.testing.assert_allclose(onnx.predict_proba(images, view_executor=views), expected, rtol=1e-4, atol=1e-6)
     assert onnx.predict_proba([]).shape == (0, len(CATEGORY_CODES))
-    # The serving loader follows RAKUTEN_IMAGE_RUNTIME, and torch serves a version without a graph.
+    # The serving loader follows RAKUTEN_IMAGE_RUNTIME; a version without a graph is refused, never served by torch.
     assert isinstance(load_served_image(tmp_path / "m"), OnnxImageClassifier)
     monkeypatch.setenv("RAKUTEN_IMAGE_RUNTIME", "torch")
     get_settings.cache_clear()
@@ -387,9 +387,8 @@ def test_onnx_runtime_answers_like_torch_and_is_what_serving_loads(fitted, tmp_p
     monkeypatch.delenv("RAKUTEN_IMAGE_RUNTIME")
     get_settings.cache_clear()
     (tmp_path / "m" / ONNX_FILE).unlink()
-    assert isinstance(load_served_image(tmp_path / "m"), ImageClassifier)
-    with pytest.raises(ImageModelError, match=r"no image_model\.onnx"):
-        OnnxImageClassifier.load(tmp_path / "m")
+    with pytest.raises(ImageModelError, match=r"no image_model\.onnx \(saved before the ONNX export\): retrain it"):
+        load_served_image(tmp_path / "m")
     (tmp_path / "m" / ONNX_FILE).write_bytes(b"not a graph")
     with pytest.raises(ImageModelError, match="not a loadable ONNX graph"):
         OnnxImageClassifier.load(tmp_path / "m")

@@ -134,15 +134,17 @@ def test_serving_imports_no_torch_where_torch_is_installed(lean_run):
     assert runs["torch_installed"]["torch_modules"] == []
     assert runs["torch_installed"]["image_runtime"] == "OnnxImageClassifier"
     np.testing.assert_array_equal(runs["torch_installed"]["image_proba"], runs["without_torch"]["image_proba"])
-    # With torch installed, a version without a graph is served by torch rather than refused.
-    assert runs["torch_installed"]["legacy_image_refused"] == ""
+    # A version without a graph is refused with torch installed too: torch never stands in for the graph.
+    assert (
+        "no image_model.onnx (saved before the ONNX export): retrain it"
+        in runs["torch_installed"]["legacy_image_refused"]
+    )
 
 
 def test_what_needs_torch_is_refused_with_a_message_that_says_what_to_do(lean_run):
     runs, _ = lean_run
     served = runs["without_torch"]
-    assert "saved before the ONNX export" in served["legacy_image_refused"]
-    assert "retrain, or install the training requirements" in served["legacy_image_refused"]
+    assert "no image_model.onnx (saved before the ONNX export): retrain it" in served["legacy_image_refused"]
     assert "transformer text model runs on torch" in served["transformer_text_refused"]
     assert "serve a TF-IDF text model" in served["transformer_text_refused"]
     assert "RAKUTEN_IMAGE_RUNTIME=torch asks for torch" in served["torch_runtime_refused"]

@@ -76,6 +76,9 @@ def _records(rows: list[tuple[str, int, float]], fusion_tag: str) -> list[dict]:
 def production_without_new_rows(tmp_path, monkeypatch):
     """A production fusion version (under a name of its own: the session's pointer is untouched) whose
     drift profile is ordinary traffic and whose training used every labelled row in the database."""
+    from rakuten_classifier.data.store import read_products
+    from rakuten_classifier.pipeline.protocol import save_trained_rows
+
     monkeypatch.setattr(registry, "FUSION_MODEL", f"claims-fusion-{uuid.uuid4().hex[:8]}")
     settings = get_settings()
     write_synthetic_catalogue(tmp_path / "synth", rows=120, seed=3, image_size=32)
@@ -90,10 +93,9 @@ def production_without_new_rows(tmp_path, monkeypatch):
         config = {"text_model": "rakuten-text:unused", "image_model": "rakuten-image:unused", "classes": CATEGORY_CODES}
         (directory / registry.FUSION_FILE).write_text(json.dumps(config))
         save_profile(profile, directory)
+        save_trained_rows(directory, read_products(settings.database_url)["productid"])  # as train_fusion does
 
-    # Provenance as train_fusion records it when training from the database: the newest load used.
-    metadata = {"last_load_id": 1, "labelled_rows": 120}
-    tag = registry.save_to_store(registry.FUSION_MODEL, write, {"stage": registry.STAGE_PRODUCTION}, metadata)
+    tag = registry.save_to_store(registry.FUSION_MODEL, write, {"stage": registry.STAGE_PRODUCTION}, {})
     yield tag
     bentoml.models.delete(tag)
 

@@ -53,7 +53,6 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
     assert fusion["image_model"] == trained["image"]["tag"]
     done = subprocess.run(program("model_metadata", fusion["tag"]), env=env, capture_output=True, text=True, check=True)
     provenance = json.loads(done.stdout)
-    assert provenance["last_load_id"] == 1  # recorded only when the rows came from the database
     assert provenance["learned_from"]["rows"] == 1638 - fusion["metrics"]["fused"]["n"]
     assert fusion["metrics"]["fused"]["weighted_f1"] > 0.7
     assert not (data_root / "rakuten.db").exists()  # no SQLite fallback anywhere
@@ -102,4 +101,5 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
     assert (tmp_path / "drift.html").is_file()
     check = rakuten("retrain", "--dry-run", "--min-new-rows", "1")
     assert check["labelled_in_database"] == 1638
+    assert check["new_labelled_rows"] == 0  # all of them were the fusion version's data
     assert check["drift"]["window"] == 40

@@ -1,7 +1,8 @@
 """`rakuten retrain`: the documented loop (load new rows, retrain) on the real sample, in its own store.
 
 Both gate outcomes are exercised: more data gives a model that is not worse and is promoted; a
-deliberately crippled text model is trained but refused, and production stays where it was.
+deliberately crippled text model is trained but refused, and production stays where it was. And the
+rows it counts as new are those no production model learned from, however the models were trained.
 """
 
 import json
@@ -25,6 +26,43 @@ def _first_rows_folder(sample_dir, folder):
     labels.iloc[:FIRST_ROWS].to_csv(folder / "Y_train_CVw08PX.csv")
     (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
     return folder
+
+
+def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trained_from_a_folder(
+    trained, sample_dir, tmp_path, capsys
+):
+    """Issue 34, item 7: the production trio was trained from the sample's folder (the session's
+    `train_all(data_dir=...)`, as `rakuten train all --data-dir`), and the store holds that folder's
+    rows, loaded later, and an operator's correction, which no model learned from."""
+    from rakuten_classifier.cli import main
+    from rakuten_classifier.data.corrections import Correction, record_correction
+
+    def rakuten(*args: str) -> dict:
+        assert main([*args, "--json"]) == 0, capsys.readouterr().err
+        return json.loads(capsys.readouterr().out)
+
+    def dry_run() -> dict:
+        return rakuten("retrain", "--dry-run", "--no-drift", "--min-new-rows", "1")
+
+    # Part of the folder first: fewer rows in the store than in the production models' data, none new.
+    assert (
+        rakuten("data", "load", "--data-dir", str(_first_rows_folder(sample_dir, tmp_path / "first")))["inserted"]
+        == FIRST_ROWS
+    )
+    check = dry_run()
+    assert check["production"]["fusion"] == trained["fusion"]["tag"]
+    assert (check["labelled_in_database"], check["trained_rows"]) == (FIRST_ROWS, 1638)
+    assert (check["new_labelled_rows"], check["triggers"]) == (0, [])
+
+    record_correction(Correction("Piscine tubulaire hors sol 3 m", "bâche bleue", 2583, "operator"))
+    check = dry_run()
+    assert (check["new_labelled_rows"], check["new_corrected_rows"]) == (1, 1)  # the issue's case said 0
+    assert check["triggers"] == ["1 new labelled rows >= 1"]
+
+    # The rest of the same folder: every row of it was in the models' data; the correction is still the only new row.
+    assert rakuten("data", "load", "--data-dir", str(sample_dir))["inserted"] == 1638 - FIRST_ROWS
+    check = dry_run()
+    assert (check["labelled_in_database"], check["new_labelled_rows"], check["new_corrected_rows"]) == (1639, 1, 1)
 
 
 def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path):

@@ -98,8 +98,7 @@ class Settings(BaseSettings):
         True, description="test-time views on parallel threads, one runtime thread each (false: in turn, torch_threads)"
     )
     # ONNX Runtime ran EfficientNet-Lite1 (both views) 2.7x faster than torch eager on 2 cores with
-    # probabilities within 1e-6 of torch's (docs/benchmarks.md, "Image runtime"). A version saved
-    # without its ONNX graph is served by torch where torch is installed (refused by the serving set alone).
+    # probabilities within 1e-6 of torch's (docs/benchmarks.md, "Image runtime").
     image_runtime: Literal["onnxruntime", "torch"] = Field(
         "onnxruntime", description="runtime of the served image model (training and evaluation use torch)"
     )

@@ -31,6 +31,8 @@ TEXT_MODEL = "rakuten-text"
 IMAGE_MODEL = "rakuten-image"
 FUSION_MODEL = "rakuten-fusion"
 FUSION_FILE = "fusion.json"
+# The image model's exported graph (modeling/image/onnx_export.py): what serving runs, so every image version holds it.
+ONNX_FILE = "image_model.onnx"
 # Written last into every model folder: SHA-256 of each file, so a truncated or edited model is refused.
 MANIFEST_FILE = "manifest.json"
 STAGE_PRODUCTION = "production"
@@ -71,11 +73,13 @@ def save_to_store(name: str, write: Callable[[Path], None], labels: dict, metada
 
 
 class CorruptModel(RuntimeError):
-    """A stored model whose files do not match its manifest (truncated, edited, or missing)."""
+    """A stored model whose files do not match its manifest (truncated, edited, or missing), or that lacks a file
+    its kind needs (an image version without its ONNX graph)."""
 
 
 def verify_model(tag: str) -> None:
-    """Check a stored version's files against its manifest; CorruptModel says what is wrong."""
+    """Check a stored version's files against its manifest, and that an image version has its graph;
+    CorruptModel says what is wrong."""
     try:
         directory = model_path(tag)
     except bentoml.exceptions.NotFound as exc:
@@ -96,6 +100,8 @@ def verify_model(tag: str) -> None:
             f"{'; ' if missing and changed else ''}"
             f"{'content changed: ' + ', '.join(changed) if changed else ''}"
         )
+    if tag.partition(":")[0] == IMAGE_MODEL and ONNX_FILE not in expected:
+        raise CorruptModel(f"{tag}: no {ONNX_FILE}, the graph serving runs (saved before the ONNX export): retrain it")
 
 
 def verify_production(trio: Trio) -> None:

@@ -83,7 +83,7 @@ def main() -> None:
     fused = [predict_multimodal(r["designation"], r["description"], r["image"], top_k=5) for r in requests]
     torch_modules = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
 
-    # A version saved before the ONNX export (no graph), and a transformer text model: both need torch.
+    # A version saved before the ONNX export (no graph): refused; a transformer text model needs torch.
     legacy = scratch / "legacy-image"
     shutil.copytree(model_path(trio.image), legacy, ignore=shutil.ignore_patterns("*.onnx"))
     transformer = scratch / "transformer-text"

@@ -33,11 +33,11 @@ EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BM
 
 
 class CorrectionError(ValueError):
-    """A correction that cannot be stored as asked; ``status`` is the HTTP status that says why."""
+    """A correction that cannot be stored as asked (unknown category, unreadable photo, nothing to classify)."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+
+class CorrectionConflict(CorrectionError):
+    """The prediction was already corrected, to another category."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def _write_new(path: Path, data: bytes) -> None:
 
 def _same_or_conflict(stored: dict, correction: Correction) -> dict:
     if stored["prdtypecode"] != correction.prdtypecode:
-        raise CorrectionError(
-            f"prediction {correction.prediction_id} was already corrected to {stored['prdtypecode']}", 409
+        raise CorrectionConflict(
+            f"prediction {correction.prediction_id} was already corrected to {stored['prdtypecode']}"
         )
     return stored
 
@@ -122,8 +122,8 @@ def record_correction(correction: Correction, settings: Settings | None = None) 
 
     The photo (validated by what Pillow reads, at most one file) is written under
     ``settings.corrections_dir`` with a name made from the id only. With a ``prediction_id`` already
-    corrected, the stored correction comes back (``created`` False); CorrectionError (409) when it
-    named another category.
+    corrected, the stored correction comes back (``created`` False); CorrectionConflict when it
+    named another category, CorrectionError when the correction is unusable.
     """
     settings = settings or get_settings()
     kind = _check(correction)

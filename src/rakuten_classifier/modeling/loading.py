@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
     ImageModel = ImageClassifier | OnnxImageClassifier
 
-log = logging.getLogger(__name__)
 Loaded = TypeVar("Loaded")
 
 
@@ -62,27 +60,21 @@ def load_served_image(directory: str | Path) -> ImageModel:
     """The image model saved in ``directory`` on the serving runtime (``RAKUTEN_IMAGE_RUNTIME``).
 
     ONNX Runtime (numpy, Pillow and onnxruntime: no torch) gets one intra-op thread per call when
-    the service runs the test-time views on parallel threads, ``torch_threads`` otherwise. A version
-    saved before the ONNX export has no graph: torch serves it where torch is installed (the
-    training requirements); the serving requirements alone refuse it with a ModelLoadError.
+    the service runs the test-time views on parallel threads, ``torch_threads`` otherwise; a version
+    without its graph (or a graph without the class maps) is refused with a ModelLoadError.
     """
     settings = get_settings()
     if settings.image_runtime == "onnxruntime":
-        from .image.onnx_runtime import ONNX_FILE, OnnxImageClassifier
+        from .image.onnx_runtime import OnnxImageClassifier
 
-        if (Path(directory) / ONNX_FILE).is_file():
-            threads = 1 if settings.image_parallel_views else settings.torch_threads
-            return OnnxImageClassifier.load(directory, threads)
-        log.warning("%s has no %s: served by torch", directory, ONNX_FILE)
-        needs = "an image model saved before the ONNX export (no graph) runs on torch"
-        remedy = "retrain, or install the training requirements"
-    else:
-        needs = "RAKUTEN_IMAGE_RUNTIME=torch asks for torch"
-        remedy = "serve with onnxruntime, or install the training requirements"
+        return OnnxImageClassifier.load(directory, 1 if settings.image_parallel_views else settings.torch_threads)
     try:
         from .image.classifier import ImageClassifier
     except ImportError as exc:
-        raise ModelLoadError(f"{directory}: {needs}, which is not installed ({exc}): {remedy}") from exc
+        raise ModelLoadError(
+            f"{directory}: RAKUTEN_IMAGE_RUNTIME=torch asks for torch, which is not installed ({exc}): "
+            "serve with onnxruntime, or install the training requirements"
+        ) from exc
     return ImageClassifier.load(directory)
 
 

@@ -3,6 +3,10 @@
 Every candidate combiner (modeling/fusion_selection.py) is scored by nested cross-validation over
 the text and image models' stored out-of-fold probabilities; the best is refit on all of them. The
 held-out test rows only score the result and feed the promotion gate.
+
+`train_fusion` runs its parts in order, each a function of its own: `select_combiner`, `score_held_out`,
+`gate_candidate` (against production), `log_to_mlflow`, `fusion_config` (the served JSON),
+`drift_profile` (the monitoring reference) and `store_version`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,12 +35,13 @@ from ..registry import (
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
     TEXT_MODEL,
+    Trio,
     latest_tag,
     production_trio,
     save_to_store,
 )
 from .gate import production_scores, promotion_decision
-from .protocol import common_metadata, learning_folds, load_oof, scores_and_log
+from .protocol import common_metadata, learning_folds, load_oof, save_trained_rows, scores_and_log
 from .scoring import image_proba, text_proba, trio_scores
 from .tracking import tracked_run
 from .training_data import TrainingData, load_training_data
@@ -43,11 +49,127 @@ from .training_data import TrainingData, load_training_data
 log = logging.getLogger(__name__)
 
 
-def _drift_profile(rows: pd.DataFrame, fused: np.ndarray, seed: int) -> dict:
+class Choice(NamedTuple):
+    """The combiner chosen on the out-of-fold predictions, and how every candidate scored."""
+
+    name: str  # the chosen candidate
+    config: dict  # its fusion config (method, text_weight, ...), refit on every out-of-fold row
+    fitted: dict[str, dict]  # every candidate's config, refit the same way
+    selection: dict[str, dict]  # candidate -> nested out-of-fold scores (test_weighted_f1 added by `score_held_out`)
+    seconds: float  # time to choose and refit
+
+
+class Verdict(NamedTuple):
+    """The promotion gate's answer for a candidate trio."""
+
+    production: Trio | None  # the production trio it was compared with
+    production_f1: float | None  # that trio's fused weighted F1 on the same held-out rows
+    promote: bool
+    reason: str
+
+
+def select_combiner(data: TrainingData, text_tag: str, image_tag: str, settings: Settings) -> Choice:
+    """Score every candidate combiner by nested cross-validation on the text and image models'
+    out-of-fold probabilities of the learning rows; the best, refit on all of them, is chosen."""
+    learning = data.learning()
+    started = time.perf_counter()
+    name, fitted, selection = select_fusion(
+        load_oof(text_tag, learning["productid"]),
+        load_oof(image_tag, learning["productid"]),
+        learning["label_index"].to_numpy(),
+        learning_folds(data, settings),
+        settings.seed,
+        fit_rows=settings.fusion_fit_rows,
+    )
+    return Choice(name, fitted[name], fitted, selection, time.perf_counter() - started)
+
+
+def score_held_out(
+    choice: Choice, test: pd.DataFrame, text_tag: str, image_tag: str, settings: Settings, work_dir: Path
+) -> tuple[dict, np.ndarray]:
+    """Scores of the text, image and fused probabilities on the held-out rows (the fused ones' report and
+    confusion matrix logged to MLflow), and the fused probabilities.
+
+    For the record only (the choice never saw these rows), every candidate's held-out weighted F1 is
+    added to ``choice.selection``.
+    """
+    labels = test["label_index"].to_numpy()
+    text, image = text_proba(text_tag, test), image_proba(image_tag, test, settings.features_dir)
+    fused = fuse(text, image, choice.config)
+    metrics = {
+        **trio_scores(labels, text, image, fused),
+        "fused": scores_and_log("fused_test", labels, fused, work_dir),
+    }
+    for candidate, other in choice.fitted.items():
+        predicted = fuse(text, image, other).argmax(axis=1)
+        choice.selection[candidate]["test_weighted_f1"] = classification_scores(labels, predicted)["weighted_f1"]
+    return metrics, fused
+
+
+def gate_candidate(candidate_f1: float, test: pd.DataFrame, settings: Settings) -> Verdict:
+    """Compare the candidate's fused held-out weighted F1 with the production trio's on the same rows."""
+    current = production_trio()
+    production_f1 = None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
+    return Verdict(current, production_f1, *promotion_decision(candidate_f1, production_f1))
+
+
+def log_to_mlflow(choice: Choice, verdict: Verdict, text_tag: str, image_tag: str) -> None:
+    """Every candidate's out-of-fold weighted F1, the chosen combiner and the gate's answer, in the active run."""
+    import mlflow
+
+    for candidate, scores in choice.selection.items():
+        mlflow.log_metric(f"oof_{candidate.replace(' ', '_').replace('=', '')}_weighted_f1", scores["weighted_f1"])
+    mlflow.log_params(
+        {
+            "method": choice.config["method"],
+            "combiner": choice.name,
+            "text_weight": choice.config["text_weight"],
+            "text_model": text_tag,
+            "image_model": image_tag,
+            "promoted": verdict.promote,
+        }
+    )
+    mlflow.set_tag("promotion", verdict.reason)
+
+
+def fusion_config(
+    choice: Choice, metrics: dict, verdict: Verdict, text_tag: str, image_tag: str, trained_on: str
+) -> dict:
+    """The fusion version's JSON: what serving fuses with (the combiner and the trio's tags) and how it was chosen."""
+    return {
+        **choice.config,
+        "combiner": choice.name,
+        "text_model": text_tag,
+        "image_model": image_tag,
+        "classes": list(CATEGORY_CODES),
+        "selection": choice.selection,
+        "test": metrics,
+        "production_before": verdict.production.fusion if verdict.production else None,
+        "production_before_test_weighted_f1": verdict.production_f1,
+        "promotion": verdict.reason,
+        "train_seconds": round(choice.seconds, 2),
+        "trained_on": trained_on,  # the service warns when it is not real data (data/origin.py)
+    }
+
+
+def drift_profile(rows: pd.DataFrame, fused: np.ndarray, seed: int) -> dict:
     """Reference for drift monitoring: the held-out rows answered by this trio, as the service would log them
     (products the models never saw, so the confidence is what unseen products get)."""
     features = reference_features(rows["text"].tolist(), rows["image_path"].tolist(), fused, seed=seed)
     return build_profile(features, label_codes=rows["prdtypecode"], seed=seed)
+
+
+def store_version(config: dict, profile: dict, data: TrainingData, metadata: dict, promote: bool) -> str:
+    """Save the fusion version (its JSON, drift profile and the products of its data), labelled production
+    when the gate promoted it."""
+
+    def write(directory: Path) -> None:
+        (directory / FUSION_FILE).write_text(json.dumps(config, indent=2))
+        save_profile(profile, directory)
+        save_trained_rows(directory, data.products["productid"])
+
+    stage = STAGE_PRODUCTION if promote else STAGE_CANDIDATE
+    return save_to_store(FUSION_MODEL, write, {"method": config["method"], "stage": stage}, metadata)
 
 
 def train_fusion(
@@ -68,105 +190,45 @@ def train_fusion(
     image_tag = image_tag or latest_tag(IMAGE_MODEL)
     if text_tag is None or image_tag is None:
         raise DataError("train the text and image models first (rakuten train text / rakuten train image)")
-    learning, test = data.learning(), data.split("test")
+    test = data.split("test")
     with tracked_run(settings, "fusion", {"stage": "fusion"}) as run, tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        oof_text = load_oof(text_tag, learning["productid"])
-        oof_image = load_oof(image_tag, learning["productid"])
-        labels = learning["label_index"].to_numpy()
-        name, fitted, selection = select_fusion(
-            oof_text,
-            oof_image,
-            labels,
-            learning_folds(data, settings),
-            settings.seed,
-            fit_rows=settings.fusion_fit_rows,
-        )
-        config = fitted[name]
-        for candidate, scores in selection.items():
-            mlflow.log_metric(f"oof_{candidate.replace(' ', '_').replace('=', '')}_weighted_f1", scores["weighted_f1"])
-        seconds = time.perf_counter() - started
-        test_labels = test["label_index"].to_numpy()
-        test_text, test_image = text_proba(text_tag, test), image_proba(image_tag, test, settings.features_dir)
-        fused = fuse(test_text, test_image, config)
-        # The fused scores again through scores_and_log, which also logs their report and confusion matrix.
-        test_metrics = {
-            **trio_scores(test_labels, test_text, test_image, fused),
-            "fused": scores_and_log("fused_test", test_labels, fused, Path(tmp)),
+        choice = select_combiner(data, text_tag, image_tag, settings)
+        metrics, fused = score_held_out(choice, test, text_tag, image_tag, settings, Path(tmp))
+        verdict = gate_candidate(metrics["fused"]["weighted_f1"], test, settings)
+        log_to_mlflow(choice, verdict, text_tag, image_tag)
+        params = {
+            "method": choice.config["method"],
+            "combiner": choice.name,
+            "text_weight": choice.config["text_weight"],
         }
-        # For the record only (the choice above never saw these): every candidate refit on all
-        # out-of-fold rows, scored on the held-out rows.
-        for candidate, other in fitted.items():
-            selection[candidate]["test_weighted_f1"] = classification_scores(
-                test_labels, fuse(test_text, test_image, other).argmax(axis=1)
-            )["weighted_f1"]
-        current = production_trio()
-        production_f1 = (
-            None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
-        )
-        promote, reason = promotion_decision(test_metrics["fused"]["weighted_f1"], production_f1)
-        mlflow.log_params(
-            {
-                "method": config["method"],
-                "combiner": name,
-                "text_weight": config["text_weight"],
-                "text_model": text_tag,
-                "image_model": image_tag,
-                "promoted": promote,
-            }
-        )
-        mlflow.set_tag("promotion", reason)
-        config.update(
-            {
-                "combiner": name,
-                "text_model": text_tag,
-                "image_model": image_tag,
-                "classes": list(CATEGORY_CODES),
-                "selection": selection,
-                "test": test_metrics,
-                "production_before": current.fusion if current else None,
-                "production_before_test_weighted_f1": production_f1,
-                "promotion": reason,
-                "train_seconds": round(seconds, 2),
-                "trained_on": data.origin,  # the service warns when it is not real data (data/origin.py)
-            }
-        )
-        profile = _drift_profile(test, fused, settings.seed)
-
-        def write(directory: Path) -> None:
-            (directory / FUSION_FILE).write_text(json.dumps(config, indent=2))
-            save_profile(profile, directory)
-
-        params = {"method": config["method"], "combiner": name, "text_weight": config["text_weight"]}
-        metadata = common_metadata(
-            data, run.info.run_id, params, {"test": test_metrics, "oof": selection[name]}, seconds, settings.cv_folds
-        )
-        metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": reason, **data.provenance()})
-        stage = STAGE_PRODUCTION if promote else STAGE_CANDIDATE
-        tag = save_to_store(FUSION_MODEL, write, {"method": config["method"], "stage": stage}, metadata)
+        scores = {"test": metrics, "oof": choice.selection[choice.name]}
+        metadata = common_metadata(data, run.info.run_id, params, scores, choice.seconds, settings.cv_folds)
+        metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": verdict.reason})
+        config = fusion_config(choice, metrics, verdict, text_tag, image_tag, data.origin)
+        tag = store_version(config, drift_profile(test, fused, settings.seed), data, metadata, verdict.promote)
         mlflow.set_tag("model_tag", tag)
     log.info(
         "fusion %s (%s): out-of-fold weighted F1 %.4f, test %.4f; %s",
         tag,
-        name,
-        selection[name]["weighted_f1"],
-        test_metrics["fused"]["weighted_f1"],
-        reason,
+        choice.name,
+        choice.selection[choice.name]["weighted_f1"],
+        metrics["fused"]["weighted_f1"],
+        verdict.reason,
     )
     return {
         "tag": tag,
         "method": config["method"],
-        "combiner": name,
+        "combiner": choice.name,
         "text_weight": config["text_weight"],
-        "selection": selection,
-        "metrics": test_metrics,
-        "promoted": promote,
-        "promotion": reason,
+        "selection": choice.selection,
+        "metrics": metrics,
+        "promoted": verdict.promote,
+        "promotion": verdict.reason,
         "text_model": text_tag,
         "image_model": image_tag,
-        "production_before": current.fusion if current else None,
-        "production_before_test_weighted_f1": production_f1,
-        "seconds": round(seconds, 2),
+        "production_before": config["production_before"],
+        "production_before_test_weighted_f1": verdict.production_f1,
+        "seconds": round(choice.seconds, 2),
         "trained_on": data.origin,
         "learned_from": metadata["learned_from"],
     }

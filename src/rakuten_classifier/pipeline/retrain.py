@@ -5,7 +5,10 @@ The loop users run (by hand, cron, or POST /train {"retrain": true}):
     rakuten data load --data-dir NEW_FOLDER     # new products, once, in one transaction
     rakuten retrain                             # checks, trains if needed, promotes only if not worse
 
-Operators' corrections (POST /corrections, data/corrections.py) are new labelled rows as well.
+A labelled row is new when no production model learned from it nor was scored on it: when it is not
+among the products of the data the production fusion version was trained with (it records them,
+pipeline/protocol.py), whether that data was read from a folder or from the store. Operators'
+corrections (POST /corrections, data/corrections.py) are new labelled rows as well.
 
 Training goes through `train_all`, whose promotion gate scores the candidate and the production
 models on the same current test split; everything is logged to one MLflow "retrain" run.
@@ -15,45 +18,40 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import sqlalchemy as sa
 
 from ..config import Settings, get_settings
 from ..data.origin import CORRECTION
 from ..data.schema import get_engine, loads, products
 from ..monitoring.drift import drift_of_recent
-from ..registry import model_info, production_trio
+from ..registry import production_trio
+from .protocol import trained_rows
 from .steps import train_all
 from .tracking import tracked_run
 
 log = logging.getLogger(__name__)
 
 
-def new_labelled_rows(url: str, fusion_metadata: dict) -> dict:
-    """Labelled rows in the database that the production models were not trained with, and how many of
-    them are operators' corrections (each its own load: data/corrections.py)."""
+def new_labelled_rows(url: str, trained: np.ndarray) -> dict:
+    """Labelled rows in the database whose product is not among ``trained`` (the products the production
+    models were trained with: `trained_rows`), and how many of them are operators' corrections (each its
+    own load: data/corrections.py)."""
     engine = get_engine(url)
-    labelled = products.c.prdtypecode.is_not(None)
-    corrected = products.c.load_id.in_(sa.select(loads.c.id).where(loads.c.origin == CORRECTION))
     with engine.connect() as conn:
-
-        def count(*conditions) -> int:
-            return int(conn.execute(sa.select(sa.func.count()).where(labelled, *conditions)).scalar_one())
-
-        total = count()
-        last_load = fusion_metadata.get("last_load_id")
-        if last_load is not None:
-            new, new_corrected = count(products.c.load_id > last_load), count(products.c.load_id > last_load, corrected)
-        elif fusion_metadata.get("labelled_rows") is not None:  # trained from a folder, not the database
-            new = max(0, total - int(fusion_metadata["labelled_rows"]))
-            new_corrected = min(new, count(corrected))
-        else:  # trained before provenance was recorded: every row counts as new
-            new, new_corrected = total, count(corrected)
+        correction_loads = list(conn.execute(sa.select(loads.c.id).where(loads.c.origin == CORRECTION)).scalars())
+        labelled = conn.execute(
+            sa.select(products.c.productid, products.c.load_id).where(products.c.prdtypecode.is_not(None))
+        ).all()
     engine.dispose()
+    productids = np.array([row[0] for row in labelled], dtype=np.int64)
+    new = ~np.isin(productids, trained)
+    corrected = np.isin(np.array([row[1] for row in labelled], dtype=np.int64), correction_loads)
     return {
-        "labelled_in_database": total,
-        "new_labelled_rows": new,
-        "new_corrected_rows": new_corrected,
-        "trained_last_load_id": last_load,
+        "labelled_in_database": len(labelled),
+        "new_labelled_rows": int(new.sum()),
+        "new_corrected_rows": int((new & corrected).sum()),
+        "trained_rows": len(trained),
     }
 
 
@@ -62,8 +60,10 @@ def retrain_check(settings: Settings, min_new_rows: int, use_drift: bool = True)
     production = production_trio()
     if production is None:
         return {"production": None, "triggers": ["no production models yet"]}
-    metadata = model_info(production.fusion)["metadata"]
-    check = {"production": vars(production), **new_labelled_rows(settings.database_url, metadata)}
+    check = {
+        "production": vars(production),
+        **new_labelled_rows(settings.database_url, trained_rows(production.fusion)),
+    }
     triggers = []
     if check["new_labelled_rows"] >= min_new_rows:
         triggers.append(f"{check['new_labelled_rows']} new labelled rows >= {min_new_rows}")

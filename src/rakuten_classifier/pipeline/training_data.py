@@ -38,15 +38,6 @@ class TrainingData:
             return UNKNOWN
         return combined_origin(None if pd.isna(o) else str(o) for o in self.products["origin"].unique())
 
-    def provenance(self) -> dict:
-        """What `rakuten retrain` compares with the database: labelled rows and the newest load used."""
-        load_ids = self.products["load_id"].dropna() if "load_id" in self.products else pd.Series([], dtype=float)
-        # BentoML metadata takes no None: the load id is left out when the data came from a folder.
-        provenance = {"labelled_rows": len(self.products)}
-        if len(load_ids):
-            provenance["last_load_id"] = int(load_ids.max())
-        return provenance
-
 
 def load_training_data(
     data_dir: str | Path | None = None, db_url: str | None = None, settings: Settings | None = None

@@ -76,8 +76,6 @@ def explained_class(answer: dict) -> int:
 
 def image_part(maps: dict, class_index: int) -> dict:
     """The ``explanation.image`` of one class from an image model's class maps (modeling/image/class_maps.py)."""
-    if "maps" not in maps:  # a version exported without class maps: its note says so
-        return {"method": None, "note": maps["note"]}
     explained = image_explanation(
         np.asarray(maps["maps"]), np.asarray(maps["logits"]), class_index, maps["temperature"]
     )

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from .errors import ClientError, error_response
+from .errors import ClientError
 from .schemas import CorrectionForm, check_image_bytes
 
 if t.TYPE_CHECKING:
@@ -52,12 +52,13 @@ async def _correction(request: Request) -> Correction:
 @router.post("/corrections")
 async def correction_response(request: Request) -> Response:
     """Store the corrected product (201), or answer the correction already stored for this prediction (200)."""
-    from ..data.corrections import CorrectionError, record_correction
+    from ..data.corrections import CorrectionConflict, CorrectionError, record_correction
 
+    # The data layer's refusals as HTTP statuses; the app's handler answers a ClientError (serving/errors.py).
     try:
         stored = await run_in_threadpool(record_correction, await _correction(request))
+    except CorrectionConflict as exc:
+        raise ClientError(str(exc), 409) from exc
     except CorrectionError as exc:
-        return error_response(ClientError(str(exc), exc.status))
-    except ClientError as exc:
-        return error_response(exc)
+        raise ClientError(str(exc), 400) from exc
     return JSONResponse(stored, status_code=201 if stored["created"] else 200)

@@ -40,8 +40,11 @@ def missing_training_packages() -> list[str]:
     return [name for name in TRAINING_PACKAGES if not importable(name)]
 
 
-class JobConflict(RuntimeError):
-    """A training job is already running."""
+class JobConflict(ClientError):
+    """A training job is already running: a 409."""
+
+    def __init__(self, message: str):
+        super().__init__(message, status=409)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,7 +89,7 @@ class JobManager:
         return None
 
     def start(self, data_dir: Path | None = None, retrain: bool = False) -> str:
-        """Spawn a training job (or a `rakuten retrain` check); JobConflict if one is running, a
+        """Spawn a training job (or a `rakuten retrain` check); JobConflict (409) if one is running, a
         ClientError (409) where the training requirements are not installed."""
         missing = missing_training_packages()
         if missing:

@@ -15,21 +15,11 @@ from ..calibration import softmax
 from ..explain import DIGITS
 from .views import crop_box
 
-NO_CLASS_MAPS = "this image model version has no class maps (exported before them): retrain it to see them"
-
-
 def image_maps(model, images: list, view_executor: Executor | None = None) -> list[dict]:
     """For each decoded image, its probabilities (``proba``) and what explains any class of it: the class
     maps of all 27 classes and the logits (both averaged over the test-time views), the temperature,
-    and the part of the photo a view sees (``crop``: see :func:`.views.crop_box`). A model that cannot give
-    class maps answers its probabilities and a ``note``."""
-    found = model.class_maps(images, view_executor=view_executor)
-    if found is None:
-        return [
-            {"proba": proba, "note": NO_CLASS_MAPS}
-            for proba in model.predict_proba(images, view_executor=view_executor)
-        ]
-    logits, maps = found
+    and the part of the photo a view sees (``crop``: see :func:`.views.crop_box`)."""
+    logits, maps = model.class_maps(images, view_executor=view_executor)
     temperature, geometry = float(model.config.temperature), model.geometry
     return [
         {

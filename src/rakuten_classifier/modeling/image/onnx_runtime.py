@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ...data.preprocessing import Geometry
+from ...registry import ONNX_FILE
 from ..calibration import softmax
 from ..errors import ImageModelError
 from .backbones import backbone_spec
 from .model_config import NUM_CLASSES, ImageModelConfig, read_config
 from .views import View, center_batch, combine_views, eval_views
 
-ONNX_FILE = "image_model.onnx"
-CLASS_MAPS = "class_maps"  # the graph's second output (graphs exported before it lack it)
+CLASS_MAPS = "class_maps"  # the graph's second output: a graph without it is refused
 
 
 def session_options(threads: int):  # -> onnxruntime.SessionOptions (imported lazily)
@@ -55,15 +55,19 @@ class OnnxImageClassifier:
 
     @classmethod
     def load(cls, directory: str | Path, threads: int = 1) -> OnnxImageClassifier:
-        """The ONNX graph and config of a saved model; ImageModelError when it has no graph or a bad config."""
+        """The ONNX graph and config of a saved model; ImageModelError when it has no graph, a graph without
+        the class maps or a bad config."""
         onnx_path = Path(directory) / ONNX_FILE
         if not onnx_path.is_file():
-            raise ImageModelError(f"{directory}: no {ONNX_FILE} (saved before the ONNX export; retrain it)")
+            raise ImageModelError(f"{directory}: no {ONNX_FILE} (saved before the ONNX export): retrain it")
         config = read_config(directory)
         try:
-            return cls(config, onnx_path, threads)
+            model = cls(config, onnx_path, threads)
         except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
             raise ImageModelError(f"{onnx_path}: not a loadable ONNX graph ({type(exc).__name__}: {exc})") from exc
+        if CLASS_MAPS not in {output.name for output in model.session.get_outputs()}:
+            raise ImageModelError(f"{onnx_path}: no {CLASS_MAPS} output (exported before the class maps): retrain it")
+        return model
 
     def view_logits(self, sources: Sequence, view: View, batch_size: int = 64) -> np.ndarray:
         """Logits (n, 27) of one view of decoded images, paths or bytes."""
@@ -75,12 +79,9 @@ class OnnxImageClassifier:
 
     def class_maps(
         self, images: Sequence, batch_size: int = 64, view_executor: Executor | None = None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits (n, 27) and class activation maps (n, 27, h, w) averaged over the test-time views (a mirrored
-        view's map flipped back), as :meth:`.classifier.ImageClassifier.class_maps`; None for a graph
-        exported without them."""
-        if CLASS_MAPS not in {output.name for output in self.session.get_outputs()}:
-            return None
+        view's map flipped back), as :meth:`.classifier.ImageClassifier.class_maps`."""
         images = list(images)
         views = eval_views(self.config.tta)
 
