@@ -15,6 +15,7 @@ from ..calibration import softmax
 from ..explain import DIGITS
 from .views import crop_box
 
+
 def image_maps(model, images: list, view_executor: Executor | None = None) -> list[dict]:
     """For each decoded image, its probabilities (``proba``) and what explains any class of it: the class
     maps of all 27 classes and the logits (both averaged over the test-time views), the temperature,
