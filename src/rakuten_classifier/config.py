@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         10_000, gt=0, description="queued prediction-log rows beyond which /health says degraded (rows pile up)"
     )
 
-    # Monitoring (monitoring.py, drift.py).
+    # Monitoring (monitoring/prediction_log.py, monitoring/drift.py; serving/observer.py runs both in the service).
     log_flush_seconds: float = Field(1.0, gt=0, description="prediction-log write period (off the request path)")
     log_buffer_max: int = Field(100_000, gt=0, description="records held in memory while the database is down")
     drift_window: int = Field(500, ge=30, description="recent predictions compared with the reference profile")
