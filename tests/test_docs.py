@@ -1,12 +1,23 @@
-"""The docs agree with the code: every test they cite exists, and every relative link and #anchor resolves."""
+"""The docs agree with the code: every test they cite exists, every relative link and #anchor resolves,
+and the settings tables are those config.py declares (`make docs` writes them)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
+from typing import Literal
 
+import pytest
 from conftest import REPO_ROOT
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rakuten_classifier.config import Settings
+
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+import settings_tables
 
 PAGES = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md"), REPO_ROOT / "deploy/k8s/README.md"])
 # `tests/test_x.py::test_name`, or `::test_name` alone after one (the same file); a parametrised id's [...] is dropped.
@@ -109,3 +120,59 @@ def test_every_relative_link_and_anchor_in_the_docs_resolves():
             elif anchor and (linked.suffix != ".md" or anchor not in anchors(linked)):
                 broken.append(f"{_relative(page)}: ({target}): no heading #{anchor} in {linked.name}")
     assert not broken, "\n".join(broken)
+
+
+def test_the_settings_tables_in_the_docs_are_those_config_py_declares():
+    stale = [
+        page.relative_to(REPO_ROOT).as_posix()
+        for page, text in settings_tables.pages().items()
+        if page.read_text(encoding="utf-8") != text
+    ]
+    assert not stale, f"{', '.join(stale)}: a settings table differs from what config.py declares; run `make docs`"
+
+
+def test_every_setting_has_one_row_in_one_docs_table():
+    written = "".join(settings_tables.pages().values())
+    for name in Settings.model_fields:
+        assert written.count(f"| `RAKUTEN_{name.upper()}` |") == 1, name
+    assert set(settings_tables.groups()) == {"training", "serving", "monitoring"}
+
+
+class _Example(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EX_")
+
+    root: Path = Field(Path("data"), description="where | things <go>")
+    added: bool = Field(True, description="declared after root")
+    token: SecretStr | None = Field(None, description="a token")
+    runtime: Literal["fast", "slow"] = Field("fast", description="which runtime")
+    bare: float = 2.5
+
+
+def test_a_setting_joins_the_table_of_the_group_it_is_declared_in():
+    grouped = settings_tables.groups(_Example, {"root": "training", "token": "serving"})
+    assert grouped == {"training": ["root", "added"], "serving": ["token", "runtime", "bare"]}
+    with pytest.raises(ValueError, match="no field gone"):
+        settings_tables.groups(_Example, {"root": "training", "gone": "serving"})
+    with pytest.raises(ValueError, match="first field root starts no group"):
+        settings_tables.groups(_Example, {"token": "serving"})
+
+
+def test_a_table_row_gives_the_environment_name_default_and_description():
+    assert settings_tables.table(_Example, list(_Example.model_fields)).splitlines() == [
+        "| setting | default | what |",
+        "|---|---|---|",
+        "| `EX_ROOT` | `data` | where \\| things &lt;go&gt; |",
+        "| `EX_ADDED` | `true` | declared after root |",
+        "| `EX_TOKEN` | unset | a token |",
+        "| `EX_RUNTIME` | `fast` | which runtime (one of `fast`, `slow`) |",
+        f"| `EX_BARE` | `2.5` | {settings_tables.NO_DESCRIPTION} |",
+    ]
+
+
+def test_make_docs_rewrites_only_what_lies_between_the_markers():
+    text = "before\n<!-- settings:serving begin: a note -->\nold row\n<!-- settings:serving end -->\nafter\n"
+    assert settings_tables.with_table(text, "serving", "| new |") == (
+        "before\n<!-- settings:serving begin: a note -->\n| new |\n<!-- settings:serving end -->\nafter\n"
+    )
+    with pytest.raises(ValueError, match="markers"):
+        settings_tables.with_table(text, "training", "| new |")
