@@ -17,10 +17,10 @@ DEMO_ROWS ?= 1200
 DEMO_IMAGE_SIZE ?= 256
 DEMO_CV_FOLDS ?= 3
 PYTEST_ARGS ?=
-LINT_PATHS := src service.py tests benchmarks training
+LINT_PATHS := src service.py tests benchmarks training tools
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo data test test-fast lint format clean-venv browser container
+.PHONY: help setup demo data test test-fast lint format docs clean-venv browser container
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,12 @@ lint: setup ## ruff (lint and format check) and mypy, as CI and pre-commit run t
 format: setup ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
+
+# The settings tables of docs/training.md, serving.md and monitoring.md, from config.py's fields (their
+# environment name, default and description) of this checkout's src/ (PYTHONPATH), whatever .venv's install
+# points at; tests/test_docs.py fails when a committed table differs.
+docs: setup ## write the settings tables in docs/ from config.py (after adding or changing a setting)
+	PYTHONPATH=src $(BIN)/python tools/settings_tables.py
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

@@ -48,10 +48,6 @@ class Settings(BaseSettings):
     fusion_fit_rows: int = Field(
         20_000, ge=1_000, description="most out-of-fold rows a fusion combiner is fitted on (a seeded sample above it)"
     )
-    # Retraining (pipeline/retrain.py, `rakuten retrain --min-new-rows`, POST /train {"retrain": true}).
-    retrain_min_new_rows: int = Field(
-        1000, ge=1, description="labelled rows loaded since the production models were trained that call a retrain"
-    )
     # MLflow's own variable MLFLOW_TRACKING_URI is read too (RAKUTEN_MLFLOW_TRACKING_URI wins).
     mlflow_tracking_uri: str | None = Field(
         None,
@@ -80,7 +76,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, description="model work of one request before a 504")
     # Adaptive batching answers 503 when a request would wait longer than this; on 2 busy cores a
     # batch of images takes seconds, so the bound is generous and only sheds a real overload.
-    max_latency_ms: int = Field(30_000, ge=1000)
+    max_latency_ms: int = Field(
+        30_000, ge=1000, description="adaptive batching answers 503 when a request would wait longer than this"
+    )
     # Largest batches the adaptive batcher may form. Measured on 2 cores with the torch-free image
     # worker (EfficientNet-Lite1 on ONNX Runtime, one view; docs/benchmarks.md, "Lean serving"): 32
     # clients got the same products/s with image batches of 2, 4 or 8 (17.0, 17.2, 16.7: within the
@@ -124,7 +122,7 @@ class Settings(BaseSettings):
         10_000, gt=0, description="queued prediction-log rows beyond which /health says degraded (rows pile up)"
     )
 
-    # Monitoring (monitoring.py, drift.py).
+    # Monitoring (monitoring/prediction_log.py, monitoring/drift.py; serving/observer.py runs both in the service).
     log_flush_seconds: float = Field(1.0, gt=0, description="prediction-log write period (off the request path)")
     log_buffer_max: int = Field(100_000, gt=0, description="records held in memory while the database is down")
     drift_window: int = Field(500, ge=30, description="recent predictions compared with the reference profile")
@@ -132,6 +130,10 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a feature counts as drifted")
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="test p-value below which a shift is significant")
     accuracy_window: int = Field(500, ge=1, description="latest feedback rows behind the live-accuracy figure")
+    # Retraining (pipeline/retrain.py, `rakuten retrain --min-new-rows`, POST /train {"retrain": true}).
+    retrain_min_new_rows: int = Field(
+        1000, ge=1, description="labelled rows no production model learned from that call a retrain"
+    )
 
     @field_validator("ui_examples_dir", mode="before")
     @classmethod

@@ -42,7 +42,7 @@ products = sa.Table(
     sa.Column("load_id", sa.Integer, sa.ForeignKey("loads.id"), nullable=False),
 )
 
-# Monitoring (monitoring.py): one row per served prediction, written in batches off the request path.
+# Monitoring (monitoring/prediction_log.py): one row per served prediction, written in batches off the request path.
 predictions = sa.Table(
     "predictions",
     metadata,
