@@ -1,7 +1,7 @@
 """`make demo` keeps its models in its own checkout: two clones' demos, one after the other, never see,
 gate against nor serve each other's models, and the default store (~/bentoml) stays untouched. When
 the page answers, the demo prints one block (the page's address, the admin token it gave the server,
-where the models are, how to stop), and the printed token saves a correction."""
+where the models are, how to stop), and with the printed token the page saves a correction."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -136,55 +137,68 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _run_demo(folder: Path, env: dict[str, str]) -> tuple[dict[str, str], dict, str]:
-    """`make demo` up to its ready block, a look at what it serves and a correction, then Ctrl-C:
-    (the block's fields, /health, the whole output)."""
+@contextlib.contextmanager
+def running_demo(folder: Path, env: dict[str, str]) -> Iterator[tuple[str, dict[str, str], Demo]]:
+    """`make demo` up to its ready block: (the server's address, the block's fields, the demo); then Ctrl-C."""
     demo = Demo(folder, env, free_port())
     try:
         ready = demo.wait_ready()
-        base = f"http://127.0.0.1:{demo.port}"
-        assert httpx.get(f"{base}/ui", timeout=30).status_code == 200
-        health = httpx.get(f"{base}/health", timeout=30).json()
-        product = {"designation": "Piscine hors sol acier", "description": "", "prdtypecode": "2583"}
-        without = httpx.post(f"{base}/corrections", data=product, timeout=60)
-        assert without.status_code == 401, without.text
-        saved = httpx.post(
-            f"{base}/corrections", data=product, headers={"Authorization": f"Bearer {ready['token']}"}, timeout=60
-        )
-        assert saved.status_code == 201, saved.text
-        assert saved.json()["created"] is True
+        yield f"http://127.0.0.1:{demo.port}", ready, demo
         demo.interrupt()
-        assert demo.process.returncode is not None
         assert not _listening(demo.port), "the server outlived Ctrl-C"
     finally:
         if demo.process.poll() is None:
             demo.kill()
-    return ready, health, demo.output()
+
+
+def correct_on_the_page(page, url: str, token: str) -> None:
+    """What the ready block tells a user to do: on /ui, classify a gallery example, then "Wrong category?"
+    with the printed token (first without it)."""
+    page.goto(f"{url}/ui")
+    page.wait_for_selector("body[data-ready=true]", state="attached")
+    page.click("#gallery .example >> nth=0")  # the demo's gallery: the catalogue it trained on
+    page.wait_for_selector('#results[data-state="done"]', state="attached")
+    page.click("#correction summary")
+    page.select_option("#correct-code", "2583")
+    page.click("#correct-submit")
+    page.wait_for_selector('#correction[data-state="error"]', state="attached")
+    assert "make demo" in page.text_content("#correct-status")  # says where the token comes from
+    page.fill("#admin-token", token)
+    page.click("#correct-submit")
+    page.wait_for_selector('#correction[data-state="saved"]', state="attached")
+    assert "is now category 2583" in page.text_content("#correct-status")
 
 
 @pytest.mark.slow
-def test_two_checkouts_demos_keep_their_own_models_and_leave_the_default_store_alone(tmp_path):
+def test_two_checkouts_demos_keep_their_own_models_and_leave_the_default_store_alone(tmp_path, page):
     _needs("make", "git", venv=True)
     home = tmp_path / "home"
     home.mkdir()
     env = _make_env(home)
     first, second = checkout(tmp_path / "first"), checkout(tmp_path / "second")
 
-    ready, health, output = _run_demo(first, env)
-    assert re.fullmatch(r"http://localhost:\d+/ui", ready["page"])
-    assert ready["store"] == str(first / "bentoml_home")
-    token_file = first / "data" / ".demo-admin-token"
-    assert token_file.read_text().strip() == ready["token"]
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert "starting the server on port" in output
+    with running_demo(first, env) as (url, ready, demo):
+        assert re.fullmatch(r"http://localhost:\d+/ui", ready["page"])
+        assert ready["store"] == str(first / "bentoml_home")
+        token_file = first / "data" / ".demo-admin-token"
+        assert token_file.read_text().strip() == ready["token"]
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert "starting the server on port" in demo.output()
+        health = httpx.get(f"{url}/health", timeout=30).json()
+        correct_on_the_page(page, url, ready["token"])
     first_store = store_tool(first / "bentoml_home", "state")
     assert health["models"] == first_store["production"]
 
-    again, second_health, second_output = _run_demo(second, env)
+    with running_demo(second, env) as (url, again, demo):
+        second_health = httpx.get(f"{url}/health", timeout=30).json()
+        product = {"designation": "Piscine hors sol acier", "description": "", "prdtypecode": "2583"}
+        assert httpx.post(f"{url}/corrections", data=product, timeout=60).status_code == 401
+        bearer = {"Authorization": f"Bearer {again['token']}"}
+        assert httpx.post(f"{url}/corrections", data=product, headers=bearer, timeout=60).status_code == 201
     second_store = store_tool(second / "bentoml_home", "state")
     # The second clone trained into an empty store of its own: its promotion gate found no production
     # models to compare with (it never saw the first clone's), and it served its own.
-    assert "no production models yet" in second_output
+    assert "no production models yet" in demo.output()
     assert again["store"] == str(second / "bentoml_home")
     assert second_health["models"] == second_store["production"]
     first_tags = {tag for name in ("text", "image", "fusion") for tag in first_store[name]}
