@@ -225,3 +225,84 @@ def test_the_model_store_is_the_checkouts_unless_bentoml_home_is_given(tmp_path)
     assert store(BENTOML_HOME="") == str(REPO_ROOT / "bentoml_home")  # set but empty is not a choice
     assert store(BENTOML_HOME="/srv/models") == "/srv/models"  # the user's environment wins
     assert store("BENTOML_HOME=/srv/other", BENTOML_HOME="/srv/models") == "/srv/other"  # then make's argument
+
+
+# ---------------------------------------------------------------- tools/demo_serve.py with stand-in servers
+
+DEMO_SERVE = [sys.executable, str(REPO_ROOT / "tools" / "demo_serve.py")]
+# A stand-in server: writes its pid and the admin token it was given, then answers 200 to every GET once
+# argv[3] is "ready" (else it never listens).
+STAND_IN = """
+import http.server, os, sys, time
+open(sys.argv[1], "w").write(f"{os.getpid()} {os.environ.get('RAKUTEN_ADMIN_TOKEN')}")
+if sys.argv[3] != "ready":
+    time.sleep(120)
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Ok).serve_forever()
+"""
+
+
+def _stand_in(record: Path, port: int, state: str) -> list[str]:
+    return ["--", sys.executable, "-c", STAND_IN, str(record), str(port), state]
+
+
+def test_a_server_not_ready_in_time_is_stopped_and_the_demo_says_so(tmp_path):
+    port, record = free_port(), tmp_path / "server"
+    options = ["--port", str(port), "--token-file", str(tmp_path / "token"), "--ready-timeout", "3"]
+    done = subprocess.run(
+        [*DEMO_SERVE, *options, *_stand_in(record, port, "never")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "did not answer /readyz within 3 s" in done.stderr
+    assert "The demo is ready" not in done.stdout
+    pid = int(record.read_text().split()[0])
+    assert not psutil.pid_exists(pid)  # stopped and reaped, not left behind
+
+
+def test_a_taken_port_is_said_before_anything_starts(tmp_path):
+    record = tmp_path / "server"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        options = ["--port", str(port), "--token-file", str(tmp_path / "token")]
+        done = subprocess.run(
+            [*DEMO_SERVE, *options, *_stand_in(record, port, "ready")], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert f"port {port} is in use" in done.stderr
+    assert f"make demo PORT={port + 1}" in done.stderr
+    assert not record.exists()  # the server command never ran
+
+
+def test_the_environments_admin_token_is_given_to_the_server_not_printed_and_sigterm_stops_it(tmp_path):
+    port, record = free_port(), tmp_path / "server"
+    options = ["--port", str(port), "--token-file", str(tmp_path / "token"), "--ready-timeout", "60"]
+    env = dict(os.environ, RAKUTEN_ADMIN_TOKEN="chosen-by-the-user")
+    demo = subprocess.Popen(
+        [*DEMO_SERVE, *options, *_stand_in(record, port, "ready")], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:  # up to the block's last line, or the end when it never comes
+            lines.append(line)
+            if line == "stop: Ctrl-C\n":
+                break
+        shown = "".join(lines)
+        demo.send_signal(signal.SIGTERM)  # passed on to the server's group
+        assert demo.wait(60) == 0
+    finally:
+        demo.kill()
+    assert f"Open http://localhost:{port}/ui" in shown
+    assert "the value of RAKUTEN_ADMIN_TOKEN in your environment" in shown
+    assert "chosen-by-the-user" not in shown
+    pid, given = record.read_text().split()
+    assert given == "chosen-by-the-user"
+    assert not psutil.pid_exists(int(pid))
+    assert not (tmp_path / "token").exists()  # no file written when the environment names the token
