@@ -18,12 +18,25 @@ DEMO_IMAGE_SIZE ?= 256
 DEMO_CV_FOLDS ?= 3
 PYTEST_ARGS ?=
 LINT_PATHS := src service.py tests benchmarks training tools
+# The model store of every target here (train, serve, container): this checkout's own, so that a second
+# clone's demo never gates against, nor hot-swaps onto, this one's models. BentoML's default is ~/bentoml,
+# shared by every checkout. BENTOML_HOME=... (environment or make argument) chooses another.
+ifeq ($(strip $(BENTOML_HOME)),)
+BENTOML_HOME := $(CURDIR)/bentoml_home
+endif
+export BENTOML_HOME
+# The demo's port, and its admin token's file (written once per checkout; RAKUTEN_ADMIN_TOKEN wins).
+PORT ?= 3000
+DEMO_TOKEN_FILE := $(CURDIR)/data/.demo-admin-token
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo data test test-fast lint format docs clean-venv browser container
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "settings (make demo PORT=3001 ..., or in the environment):"
+	@echo "  PORT=$(PORT)  the demo's port (page at http://localhost:$(PORT)/ui)"
+	@echo "  BENTOML_HOME=$(BENTOML_HOME)  the model store (default: bentoml_home/ in this checkout)"
 
 setup: $(STAMP) ## create .venv with the locked versions and the offline ImageNet weights (idempotent)
 	@$(BIN)/rakuten setup-weights >/dev/null
@@ -34,6 +47,7 @@ $(STAMP): requirements-serving.lock requirements.lock requirements-nodeps.txt re
 	@test -x $(BIN)/python || [ -n "$(PYTHON)" ] || { echo "make setup: no Python 3.11, 3.12 or 3.13 runs here" \
 	  "(tried: $(PYTHONS_SUPPORTED)). Install one, e.g. on Debian 12: apt-get install python3.11 python3.11-venv;" \
 	  "with pyenv: pyenv install 3.11 && pyenv global 3.11. Or name one: make setup PYTHON=/path/to/python3.12" >&2; exit 1; }
+	@echo "make setup: installing the locked packages into $(VENV): about 2-4 minutes on the first run"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==26.3
 	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock
@@ -46,18 +60,20 @@ DATA_SRC := $(if $(wildcard $(DATA_ROOT)/raw/X_train_update.csv),$(DATA_ROOT)/ra
 DEMO_SYNTHETIC := $(if $(filter $(DATA_ROOT)/raw,$(DATA_SRC)),,yes)
 
 data: setup ## load data/raw/ (or a synthetic catalogue) into the SQL store
-	@[ -f $(DATA_SRC)/X_train_update.csv ] || $(BIN)/rakuten data synth --out $(DATA_SRC) --rows $(DEMO_ROWS) \
-	  --image-size $(DEMO_IMAGE_SIZE) --seed 0
+	@[ -f $(DATA_SRC)/X_train_update.csv ] || { echo "make data: writing a synthetic catalogue of $(DEMO_ROWS) products" \
+	  "to $(DATA_SRC)/ (about 15 s)"; $(BIN)/rakuten data synth --out $(DATA_SRC) --rows $(DEMO_ROWS) \
+	  --image-size $(DEMO_IMAGE_SIZE) --seed 0; }
 	@echo "data source: $(DATA_SRC)$(if $(DEMO_SYNTHETIC), (synthetic demo catalogue: put the challenge files in $(DATA_ROOT)/raw/ to train on real products))"
 	$(BIN)/rakuten data load --data-dir $(DATA_SRC)
 
-PORT ?= 3000
-
-# Train on what `make data` loaded (the default SQLite store), then serve until Ctrl-C;
-# the page at /ui shows examples from the same data folder.
-demo: data ## set up, load, train, then serve on :3000 (page at /ui)
+# Train on what `make data` loaded (the default SQLite store) into BENTOML_HOME, then serve until Ctrl-C;
+# the page at /ui shows examples from the same data folder. tools/demo_serve.py passes the admin token to
+# the server and prints the page's address, the token and how to stop once /readyz answers.
+demo: data ## set up, load, train, then serve on PORT (3000): page at /ui; models in BENTOML_HOME
+	@echo "make demo: training the text, image and fusion models into $(BENTOML_HOME)$(if $(DEMO_SYNTHETIC), (about 1-3 minutes))"
 	$(if $(DEMO_SYNTHETIC),RAKUTEN_CV_FOLDS=$(DEMO_CV_FOLDS) )$(BIN)/rakuten train all
-	PATH=$(CURDIR)/$(BIN):$$PATH RAKUTEN_UI_EXAMPLES_DIR=$(CURDIR)/$(DATA_SRC) \
+	PATH=$(abspath $(BIN)):$$PATH RAKUTEN_UI_EXAMPLES_DIR=$(abspath $(DATA_SRC)) \
+	  $(BIN)/python tools/demo_serve.py --port $(PORT) --token-file $(DEMO_TOKEN_FILE) -- \
 	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT) --timeout-graceful-shutdown 30
 
 # The browser tests' Chromium and the manifest tests' checkov come from these prerequisites, never from a test.

@@ -80,7 +80,11 @@ class RequestGuard:
             refusal = (
                 check_bearer(authorization, self.admin_token, "administrative endpoint")
                 if self.admin_token
-                else Refusal(403, "administrative endpoint disabled: set RAKUTEN_ADMIN_TOKEN on the server")
+                else Refusal(
+                    403,
+                    "administrative endpoint disabled: the server runs without RAKUTEN_ADMIN_TOKEN"
+                    " (`make demo` sets one and prints it)",
+                )
             )
         elif self.predict_token and path.startswith(PREDICTION_PATH_PREFIX):
             refusal = check_bearer(authorization, self.predict_token, "prediction")
