@@ -51,6 +51,27 @@ def _set_seed(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def untrained_model(options: ImageTrainingOptions, trained: list[int]) -> ImageClassifier:
+    """The model `fit_image_model` trains: the backbone's (pretrained) blocks, channels-last, the pooled blocks
+    the options ask for and a head not fitted yet; its feature net and tag key the feature cache."""
+    spec = backbone_spec(options.backbone)
+    blocks = build_blocks(options.backbone, options.pretrained).to(memory_format=torch.channels_last)
+    config = ImageModelConfig(
+        backbone=options.backbone,
+        mode=options.mode,
+        tta=options.tta,
+        pooled_blocks=spec.stage_blocks if options.resolved_multi_stage else [],
+        trained_categories=trained,
+    )
+    return ImageClassifier(config, blocks)
+
+
+def training_views(options: ImageTrainingOptions) -> list[View]:
+    """The views a model is trained on: the test-time views (or the mirror too), then the seeded augmentations."""
+    views = eval_views(options.tta or options.train_mirror)
+    return views + [View("augment", seed=options.seed * 100 + i) for i in range(options.resolved_aug_views)]
+
+
 def fit_image_model(
     paths: Sequence,
     labels: Sequence[int],
@@ -100,19 +121,10 @@ def fit_image_model(
         len(np.unique(kept_folds)),
     )
 
-    blocks = build_blocks(backbone, options.pretrained).to(memory_format=torch.channels_last)
-    config = ImageModelConfig(
-        backbone=backbone,
-        mode=mode,
-        tta=options.tta,
-        pooled_blocks=spec.stage_blocks if options.resolved_multi_stage else [],
-        trained_categories=trained,
-    )
-    model = ImageClassifier(config, blocks).to(device)
+    model = untrained_model(options, trained).to(device)
+    config = model.config
     aug_views = options.resolved_aug_views
-    train_views = eval_views(options.tta or options.train_mirror) + [
-        View("augment", seed=seed * 100 + i) for i in range(aug_views)
-    ]
+    train_views = training_views(options)
     test_views = eval_views(options.tta)
     loader_args: dict[str, Any] = {
         "batch_size": options.batch_size,
