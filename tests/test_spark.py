@@ -59,9 +59,11 @@ def held_out(sample_dir, trained, tmp_path_factory) -> HeldOut:
     with_photo = products.dropna(subset=["image_path"])
     missing, unreadable = (int(i) for i in with_photo["row_index"].iloc[:2])
     _challenge_folder(root / "intact", sample_dir, products)
-    _challenge_folder(root / "damaged", sample_dir, products, skip=(missing,))
+    _challenge_folder(root / "damaged", sample_dir, products, skip=(missing, unreadable))
     row = products.set_index("row_index").loc[unreadable]
-    (image_path(root / "damaged", "test", row.imageid, row.productid)).write_bytes(b"\xff\xd8 not a JPEG")
+    # A file of its own (x: fails if it exists), never written through a link into the read-only sample.
+    with image_path(root / "damaged", "test", row.imageid, row.productid).open("xb") as garbage:
+        garbage.write(b"\xff\xd8 not a JPEG")
     return HeldOut(root / "intact", root / "damaged", products, missing, unreadable)
 
 
@@ -77,7 +79,8 @@ def expected(held_out, tmp_path_factory) -> pd.DataFrame:
     codes = pd.read_csv(out, index_col=0)["prdtypecode"]
     rows = []
     for row in held_out.products.itertuples():
-        photo = None if row.row_index in (held_out.missing, held_out.unreadable) else row.image_path
+        damaged = row.row_index in (held_out.missing, held_out.unreadable)
+        photo = row.image_path if isinstance(row.image_path, str) and not damaged else None
         answer = predict_multimodal(row.designation, row.description, photo, top_k=len(CATEGORY_CODES))
         fused = {entry["prdtypecode"]: entry["probability"] for entry in answer["top_k"]}
         rows.append(
@@ -87,7 +90,8 @@ def expected(held_out, tmp_path_factory) -> pd.DataFrame:
                 "predicted": codes.loc[row.row_index],
                 "answered": answer["prdtypecode"],
                 "probabilities": [fused[code] for code in CATEGORY_CODES],
-                "image_model": answer["models"].get("image"),
+                # The service's answer names an image model only where a photo was used (serving/classify.py).
+                "image_model": answer["models"]["image"] if photo is not None else None,
             }
         )
     return pd.DataFrame(rows).set_index("index")

@@ -47,7 +47,8 @@ OUTPUT_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class Shipped:
-    """A stored version as Spark ships it: its tag, the name SparkFiles knows its folder by, its manifest's SHA-256."""
+    """A stored version as Spark ships it: its tag, the name SparkFiles knows its unpacked archive by, its manifest's
+    SHA-256."""
 
     tag: str
     name: str
@@ -72,8 +73,9 @@ _LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 def verified_copy(shipped: Shipped) -> Path:
-    """The shipped folder of a version, its files checked against its manifest, and that manifest against the one
-    the driver verified in the store (CorruptModel otherwise: the task fails, Spark retries it, then the job)."""
+    """The shipped (unpacked) folder of a version, its files checked against its manifest, and that manifest
+    against the one the driver verified in the store (CorruptModel otherwise: the task fails, Spark retries
+    it, then the job)."""
     directory = Path(SparkFiles.get(shipped.name))
     manifest = directory / MANIFEST_FILE
     if not manifest.is_file() or hashlib.sha256(manifest.read_bytes()).hexdigest() != shipped.manifest_sha256:

@@ -2,7 +2,7 @@
 
 The driver checks the input (spark/inputs.py) before any job, resolves the production trio and verifies its
 files by their SHA-256 manifests as the service does, then ships the text and image versions' folders to
-the executors with SparkFiles (each executor re-verifies its copy: spark/executor.py). Partitions of
+the executors as archives (each executor re-verifies its copy: spark/executor.py). Partitions of
 ``spark_partition_rows`` products are scored through Arrow (`mapInArrow`: no pandas on the executors), each
 Arrow batch being one model call of ``batch_size`` products. Spark writes the answers as Parquet (its output
 committer keeps one copy of each partition, however often a lost task was retried); the driver then reads
@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -52,13 +54,24 @@ def ship_trio(spark: SparkSession, trio: Trio, products: Products) -> Shipment:
         verify_production(trio)
     except CorruptModel as exc:
         raise ModelLoadError(f"production models refused, nothing scored: {exc}") from exc
+    # Spark ships a folder only in local mode: each version goes as an uncompressed zip that every executor
+    # unpacks, kept in the driver's own SparkFiles folder (deleted when the session stops) for executors
+    # that join later. A version's folder is named by its version string, unique in the store.
+    staging = Path(SparkFiles.getRootDirectory()) / "rakuten-models"
     shipped = []
     for tag in (trio.text, trio.image):
         directory = model_path(tag)
-        # A version's folder is named by its version string, unique in the store: the name SparkFiles knows it by.
-        spark.sparkContext.addFile(str(directory), recursive=True)
+        archive = staging / f"{directory.name}.zip"
+        if not archive.is_file():
+            staging.mkdir(parents=True, exist_ok=True)
+            partial = archive.with_suffix(".partial")
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as packed:
+                for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+                    packed.write(path, path.relative_to(directory).as_posix())
+            partial.replace(archive)
+        spark.sparkContext.addArchive(str(archive))  # a path added twice is shipped once
         digest = hashlib.sha256((directory / MANIFEST_FILE).read_bytes()).hexdigest()
-        shipped.append(Shipped(tag, directory.name, digest))
+        shipped.append(Shipped(tag, archive.name, digest))
     return Shipment(
         text=shipped[0],
         image=shipped[1],
