@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,13 @@ def score_batch(batch: pa.RecordBatch, shipment: Shipment, models: tuple[Any, An
     rows["index"] = batch.column(shipment.index).to_pylist()
     rows["productid"] = batch.column("productid").to_pylist()
     return pa.RecordBatch.from_pydict(rows, schema=OUTPUT_SCHEMA)
+
+
+def score_partition(shipment: Shipment, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A task of `mapInArrow`: the answers of its partition's products, one Arrow batch (one model call) at a time.
+
+    Defined here, not in the driver's module, so that a Python worker imports what scoring needs and no more.
+    """
+    models = loaded_models(shipment)
+    for batch in batches:
+        yield score_batch(batch, shipment, models)

@@ -18,12 +18,10 @@ import logging
 import math
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession
@@ -41,7 +39,7 @@ from ..registry import (
     require_production_trio,
     verify_production,
 )
-from .executor import MISSING, OUTPUT_SCHEMA, UNREADABLE, USED, Shipment, Shipped, loaded_models, score_batch
+from .executor import MISSING, OUTPUT_SCHEMA, UNREADABLE, USED, Shipment, Shipped, score_partition
 from .inputs import Products
 from .session import build_session, default_parallelism
 
@@ -82,12 +80,6 @@ def ship_trio(spark: SparkSession, trio: Trio, products: Products) -> Shipment:
     )
 
 
-def _score_partition(shipment: Shipment, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    models = loaded_models(shipment)
-    for batch in batches:
-        yield score_batch(batch, shipment, models)
-
-
 def scored(
     spark: SparkSession, products: Products, shipment: Shipment, settings: Settings, batch_size: int
 ) -> DataFrame:
@@ -102,7 +94,7 @@ def scored(
     # Round-robin repartitioning sorts first (spark.sql.execution.sortBeforeRepartition): a retried task
     # gets the same products, so the output holds each product once.
     return frame.repartition(partitions).mapInArrow(
-        functools.partial(_score_partition, shipment), from_arrow_schema(OUTPUT_SCHEMA)
+        functools.partial(score_partition, shipment), from_arrow_schema(OUTPUT_SCHEMA)
     )
 
 
