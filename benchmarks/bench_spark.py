@@ -1,7 +1,7 @@
 """Benchmark: batch scoring and image-feature extraction on Spark against today's single-process commands.
 
     .venv/bin/python benchmarks/bench_spark.py [--rows 1638] [--test-rows 13812] [--steps predict features]
-                                               [--bentoml-home DIR] [--work-dir DIR] [--json]
+                                               [--rounds 1] [--bentoml-home DIR] [--work-dir DIR] [--json]
 
 It builds a catalogue in the challenge layout from the real sample with bench_full_scale.py's builder
 (``--rows`` labelled products, ``--test-rows`` unlabelled ones in X_test_update.csv, 85 % with a photo),
@@ -13,8 +13,9 @@ predict   the production models (trained on the catalogue by `rakuten train all`
           on a standalone cluster of two one-core workers started here (spark/cluster.py). For each: wall
           seconds and products/s; for Spark also the session's start-up, the job's own seconds and products/s,
           and the peak resident memory of each executor (its JVM and its Python workers; in local mode the
-          executor is the driver's JVM); whether the three submissions agree. From the cluster's rate per
-          core, an estimate of a 10-million-product catalogue on N executors of 4 cores.
+          executor is the driver's JVM); whether the three submissions agree. ``--rounds N`` repeats the
+          three in turns and reports each run and the medians. From the cluster's rate per core, an
+          estimate of a 10-million-product catalogue on N executors of 4 cores.
 features  the centre-view image features a `rakuten train image` run reads, computed by the single-process
           step (`extract_features` on all cores, as training runs it) into one cache and by Spark local mode
           (`fill_feature_cache`) into another: seconds of each, their ratio, the largest difference; then a
@@ -98,44 +99,65 @@ def run_sampled(
     }
 
 
-def bench_predict(catalogue: Path, folder: Path, env: dict, rows: int) -> dict:
+def bench_predict(catalogue: Path, folder: Path, env: dict, rows: int, rounds: int) -> dict:
+    """``rounds`` rounds of the three commands taking turns (a shared box's drift falls on each); their medians."""
     from rakuten_classifier.spark.cluster import StandaloneCluster
 
     rakuten = str(VENV_BIN / "rakuten")
     base = [rakuten, "predict", "--data-dir", str(catalogue), "--json"]
-    result: dict = {"products": rows}
-    baseline = run_measured([*base, "--out", str(folder / "predict.csv")], env, folder / "predict.log")
-    result["rakuten_predict"] = {**baseline, "products_per_s": round(rows / baseline["seconds"], 1)}
-
     spark = [*base, "--engine", "spark"]
-    local = run_sampled(
-        [*spark, "--master", "local[2]", "--out", str(folder / "local.csv")],
-        env,
-        folder / "local.log",
-        lambda command: {"local[2]": _executor_processes(command)},  # the driver's JVM runs the tasks
-    )
-    result["spark_local"] = _spark_figures(local, rows)
-
+    runs: dict[str, list[dict]] = {"rakuten_predict": [], "spark_local": [], "spark_cluster": []}
     cluster_started = time.perf_counter()
     with StandaloneCluster(folder / "cluster", workers=2, cores=1) as cluster:
         cluster_s = time.perf_counter() - cluster_started
         workers = {f"worker-{n}": psutil.Process(cluster.worker_pid(n)) for n in range(2)}
-        on_cluster = run_sampled(
-            [*spark, "--master", cluster.url, "--out", str(folder / "cluster.csv")],
-            env,
-            folder / "cluster.log",
-            lambda _: {name: _executor_processes(worker) for name, worker in workers.items()},
-        )
-    result["spark_cluster"] = {**_spark_figures(on_cluster, rows), "cluster_start_s": round(cluster_s, 1)}
-    base_rate = result["rakuten_predict"]["products_per_s"]
+        for number in range(rounds):
+            out = folder / f"round-{number}"
+            out.mkdir()
+            baseline = run_measured([*base, "--out", str(out / "predict.csv")], env, out / "predict.log")
+            runs["rakuten_predict"].append({**baseline, "products_per_s": round(rows / baseline["seconds"], 1)})
+            local = run_sampled(
+                [*spark, "--master", "local[2]", "--out", str(out / "local.csv")],
+                env,
+                out / "local.log",
+                lambda command: {"local[2]": _executor_processes(command)},  # the driver's JVM runs the tasks
+            )
+            runs["spark_local"].append(_spark_figures(local, rows))
+            on_cluster = run_sampled(
+                [*spark, "--master", cluster.url, "--out", str(out / "cluster.csv")],
+                env,
+                out / "cluster.log",
+                lambda _: {name: _executor_processes(worker) for name, worker in workers.items()},
+            )
+            runs["spark_cluster"].append(_spark_figures(on_cluster, rows))
+            submissions = [pd.read_csv(out / f"{name}.csv", index_col=0) for name in ("predict", "local", "cluster")]
+            if not all(s.equals(submissions[0]) for s in submissions[1:]):
+                raise RuntimeError(f"round {number}: the three submissions differ ({out})")
+    median = {name: _median(found) for name, found in runs.items()}
+    base_rate = median["rakuten_predict"]["products_per_s"]
     for name in ("spark_local", "spark_cluster"):
-        figures = result[name]
-        figures["vs_rakuten_predict"] = round(figures["products_per_s"] / base_rate, 2)
-        figures["job_vs_rakuten_predict"] = round(figures["job_products_per_s"] / base_rate, 2)
-    submissions = [pd.read_csv(folder / f"{name}.csv", index_col=0) for name in ("predict", "local", "cluster")]
-    result["submissions_equal"] = all(s.equals(submissions[0]) for s in submissions[1:])
-    result["estimate"] = _estimate(result["spark_cluster"]["job_products_per_s"], cores=2)
-    return result
+        median[name]["vs_rakuten_predict"] = round(median[name]["products_per_s"] / base_rate, 2)
+        median[name]["job_vs_rakuten_predict"] = round(median[name]["job_products_per_s"] / base_rate, 2)
+    return {
+        "products": rows,
+        "rounds": rounds,
+        "submissions_equal": True,  # checked in every round
+        "cluster_start_s": round(cluster_s, 1),
+        "median": median,
+        "runs": runs,
+        "estimate": _estimate(median["spark_cluster"]["job_products_per_s"], cores=2),
+    }
+
+
+def _median(runs: list[dict]) -> dict:
+    """The median of each number the runs have (a peak memory per executor: its largest)."""
+    figures: dict = {}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)):
+            figures[key] = round(float(np.median([run[key] for run in runs])), 2)
+        elif key == "peak_executor_gib":
+            figures[key] = {name: max(run[key].get(name, 0.0) for run in runs) for name in value}
+    return figures
 
 
 def _spark_figures(run: dict, rows: int) -> dict:
@@ -227,6 +249,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1638, help="labelled products (the models' and features' photos)")
     parser.add_argument("--test-rows", type=int, default=13_812, help="products scored (X_test_update.csv)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three scoring commands, taking turns")
     parser.add_argument("--bentoml-home", type=Path, help="score with this store's production models (default: train)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "rakuten-spark-bench")
     parser.add_argument("--json", action="store_true")
@@ -250,7 +273,7 @@ def main() -> None:
         if args.bentoml_home is None:
             command = [str(VENV_BIN / "rakuten"), "train", "all", "--data-dir", str(catalogue), "--json"]
             result["train_all"] = run_measured(command, env, folder / "train.log")
-        result["predict"] = bench_predict(catalogue, folder, env, args.test_rows)
+        result["predict"] = bench_predict(catalogue, folder, env, args.test_rows, args.rounds)
     if "features" in args.steps:
         result["features"] = bench_features(catalogue, folder, env)
     sys.stdout.write(json.dumps(result, indent=None if args.json else 1) + "\n")
