@@ -60,6 +60,13 @@ def _rss(processes: list[psutil.Process]) -> int:
     return total
 
 
+def _is_python(process: psutil.Process) -> bool:
+    try:
+        return "pyspark" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def _executor_processes(root: psutil.Process) -> list[psutil.Process]:
     """An executor's processes under ``root``: the JVM running tasks (a worker's executor, or local mode's driver)
     and its pyspark Python processes."""
@@ -78,7 +85,7 @@ def run_sampled(
     command: list[str], env: dict, log: Path, executors: Callable[[psutil.Process], dict[str, list]]
 ) -> dict:
     """Run ``command``; its seconds, its JSON answer and the peak RSS (GiB) of each executor that ``executors``
-    finds (given the command's process)."""
+    finds (given the command's process), and of its Python workers alone."""
     started = time.perf_counter()
     peaks: dict[str, int] = {}
     with log.open("w") as err, log.with_suffix(".out").open("w") as out:
@@ -87,6 +94,8 @@ def run_sampled(
         while child.poll() is None:
             for name, processes in executors(watched).items():
                 peaks[name] = max(peaks.get(name, 0), _rss(processes))
+                python = f"{name} python workers"  # the part outside the JVM (spark.executor.memoryOverhead)
+                peaks[python] = max(peaks.get(python, 0), _rss([p for p in processes if _is_python(p)]))
             time.sleep(0.5)
     seconds = time.perf_counter() - started
     if child.returncode != 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT, VENV_BIN, server_env
@@ -40,6 +41,7 @@ class HeldOut:
 
 
 def _challenge_folder(folder: Path, sample_dir: Path, products: pd.DataFrame, skip: tuple[int, ...] = ()) -> None:
+    """The products as X_test_update.csv, their photos linked (symbolic links: read, never written)."""
     folder.mkdir()
     x_file = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0).loc[products["row_index"]]
     x_file.to_csv(folder / X_TEST_FILE)
@@ -47,7 +49,7 @@ def _challenge_folder(folder: Path, sample_dir: Path, products: pd.DataFrame, sk
         if isinstance(row.image_path, str) and row.row_index not in skip:
             target = image_path(folder, "test", row.imageid, row.productid)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(row.image_path, target)
+            target.symlink_to(row.image_path)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,9 @@ def _tags(column: pd.Series) -> list[str | None]:
     return [value if isinstance(value, str) else None for value in column]
 
 
-def assert_answers_as_expected(parquet: Path, csv: Path, held_out: HeldOut, expected: pd.DataFrame) -> None:
+def assert_answers_as_expected(
+    parquet: Path, csv: Path, held_out: HeldOut, expected: pd.DataFrame, from_folder: bool = True
+) -> None:
     """Every product once; the categories `rakuten predict` gives, the service's probabilities within 1e-6;
     the damaged photos answered from the text and flagged."""
     answers = pq.read_table(parquet).to_pandas()
@@ -120,7 +124,8 @@ def assert_answers_as_expected(parquet: Path, csv: Path, held_out: HeldOut, expe
     assert set(answers.loc[intact, "image_status"]) == {"used", "missing"}  # the sample lacks some photos
     submission = pd.read_csv(csv, index_col=0)
     assert csv.read_text().splitlines()[0] == ",prdtypecode"  # `rakuten predict`'s columns
-    assert submission.index.tolist() == held_out.products["row_index"].tolist()  # the X file's order
+    order = held_out.products["row_index"].tolist()  # a folder: the X file's order; a table: by its index
+    assert submission.index.tolist() == (order if from_folder else sorted(order))
     assert (submission["prdtypecode"] == answers["prdtypecode"].loc[submission.index]).all()
 
 
@@ -194,9 +199,30 @@ def two_workers(cluster):
     return cluster
 
 
-def _predict_command(master: str, folder: Path, out: Path) -> list[str]:
+def _predict_command(master: str, products: list[str], out: Path) -> list[str]:
     command = [str(VENV_BIN / "rakuten"), "predict", "--engine", "spark", "--master", master]
-    return [*command, "--data-dir", str(folder), "--out", str(out), "--json"]
+    return [*command, *products, "--out", str(out), "--json"]
+
+
+def _photo_table(held_out: HeldOut, path: Path) -> Path:
+    """The damaged folder's products as a Parquet table with each photo's bytes (none where it is missing)."""
+    rows = held_out.products
+    photos = [
+        image_path(held_out.damaged, "test", i, p) for i, p in zip(rows["imageid"], rows["productid"], strict=True)
+    ]
+    table = pa.table(
+        {
+            "row_index": pa.array(rows["row_index"], pa.int64()),
+            "productid": pa.array(rows["productid"], pa.int64()),
+            **{
+                column: pa.array([v if isinstance(v, str) else None for v in rows[column]], pa.string())
+                for column in ("designation", "description")
+            },
+            "image": pa.array([p.read_bytes() if p.is_file() else None for p in photos], pa.binary()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
 
 
 def _spark_env(session_data_root: Path) -> dict[str, str]:
@@ -207,8 +233,9 @@ def test_a_standalone_cluster_answers_as_rakuten_predict(two_workers, held_out, 
     import json
 
     out = tmp_path / "submission.csv"
+    table = _photo_table(held_out, tmp_path / "products.parquet")  # a table, photos as bytes, on the cluster
     done = subprocess.run(
-        _predict_command(two_workers.url, held_out.damaged, out),
+        _predict_command(two_workers.url, ["--table", str(table)], out),
         env=_spark_env(session_data_root),
         cwd=REPO_ROOT,
         capture_output=True,
@@ -221,7 +248,7 @@ def test_a_standalone_cluster_answers_as_rakuten_predict(two_workers, held_out, 
     assert result["startup_s"] > 0
     assert result["rows_per_s"] > 0
     assert len(two_workers.state()["completedapps"]) >= 1  # the job ran on this cluster, not in local mode
-    assert_answers_as_expected(Path(result["parquet"]), out, held_out, expected)
+    assert_answers_as_expected(Path(result["parquet"]), out, held_out, expected, from_folder=False)
 
 
 def _python_workers(pid: int) -> list[psutil.Process]:
@@ -241,7 +268,7 @@ def test_a_worker_killed_mid_job_leaves_every_product_answered_once(
 ):
     out = tmp_path / "submission.csv"
     job = subprocess.Popen(
-        _predict_command(two_workers.url, held_out.damaged, out),
+        _predict_command(two_workers.url, ["--data-dir", str(held_out.damaged)], out),
         env=_spark_env(session_data_root),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
