@@ -61,10 +61,13 @@ def _rss(processes: list[psutil.Process]) -> int:
 
 
 def _is_python(process: psutil.Process) -> bool:
+    """A pyspark Python process (``python -m pyspark.daemon`` and the workers it forks), not a JVM (whose
+    class path names pyspark's jars)."""
     try:
-        return "pyspark" in " ".join(process.cmdline())
+        command = process.cmdline()
     except psutil.Error:
         return False
+    return bool(command) and Path(command[0]).name.startswith("python") and "pyspark" in " ".join(command)
 
 
 def _executor_processes(root: psutil.Process) -> list[psutil.Process]:
