@@ -17,13 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..data.reader import X_TEST_FILE, X_TRAIN_FILE, DataError, read_challenge_dir
+from ..data.reader import DataError, read_challenge_dir
+from ..serving.predict import SOURCES
 
 # Columns a product table must have, with the Arrow type each must be of.
 TEXT_COLUMNS = ("designation", "description")
 IMAGE_PATH, IMAGE_BYTES = "image_path", "image"  # one of them: a photo's file or its encoded bytes
 ROW_INDEX = "row_index"  # optional: the submission CSV's first column (default: the productid)
-SOURCES = {"test": X_TEST_FILE, "train": X_TRAIN_FILE}
 # Rows read at a time when checking a table (only its key and text columns, never the image bytes).
 CHECK_BATCH_ROWS = 65_536
 
