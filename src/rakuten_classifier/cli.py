@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         model_options.encoder_params(args),
         model_options.image_options(args),
     )
-    features = None
+    features, data = None, None
     if args.engine == "spark":  # the image features on Spark first; the training run then reads them from the cache
         if args.target not in ("image", "all"):
             raise ValueError("--engine spark computes the image features: give `train image` or `train all`")
@@ -82,7 +82,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
             image_options=image_options,
         )
         return {**result, "spark_features": features} if features else result
-    data = load_training_data(args.data_dir, args.db)
+    if data is None:
+        data = load_training_data(args.data_dir, args.db)
     if args.target == "text":
         return steps.train_text(data, backbone=args.backbone, transformer=transformer, tfidf=tfidf, encoder=encoder)
     if args.target == "image":
