@@ -42,15 +42,17 @@ setup: $(STAMP) ## create .venv with the locked versions and the offline ImageNe
 	@$(BIN)/rakuten setup-weights >/dev/null
 
 # Re-installs only when a lock or the project metadata changed, so a second `make setup` is instant.
-# requirements.lock (training, tracking) names requirements-serving.lock (what a Bento installs) at its top.
-$(STAMP): requirements-serving.lock requirements.lock requirements-nodeps.txt requirements-dev.lock pyproject.toml
+# requirements.lock (training, tracking) names requirements-serving.lock (what a Bento installs) at its top;
+# requirements-spark.lock adds pyspark (the spark extra: docs/scale.md).
+$(STAMP): requirements-serving.lock requirements.lock requirements-nodeps.txt requirements-dev.lock \
+  requirements-spark.lock pyproject.toml
 	@test -x $(BIN)/python || [ -n "$(PYTHON)" ] || { echo "make setup: no Python 3.11, 3.12 or 3.13 runs here" \
 	  "(tried: $(PYTHONS_SUPPORTED)). Install one, e.g. on Debian 12: apt-get install python3.11 python3.11-venv;" \
 	  "with pyenv: pyenv install 3.11 && pyenv global 3.11. Or name one: make setup PYTHON=/path/to/python3.12" >&2; exit 1; }
 	@echo "make setup: installing the locked packages into $(VENV): about 2-4 minutes on the first run"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip==26.3
-	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock
+	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock -r requirements-spark.lock
 	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)

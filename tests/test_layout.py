@@ -1,5 +1,5 @@
 """The package's architecture, checked from its source: no import cycle, serving imports no training code,
-no module over 400 lines."""
+pyspark only in the spark package, no module over 400 lines."""
 
 from __future__ import annotations
 
@@ -106,3 +106,26 @@ def test_the_text_model_imports_nothing_of_the_image_model():
     assert text
     image = {name for name in _reachable(text) if name.startswith(f"{PACKAGE}.modeling.image")}
     assert not image, sorted(image)
+
+
+def _third_party(path: Path) -> set[str]:
+    """Top-level names of what a file imports anywhere (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_spark_package_imports_pyspark_and_only_the_command_line_reaches_it():
+    spark = {name for name in MODULES if name.startswith(f"{PACKAGE}.spark")}
+    importing_pyspark = {name for name, path in MODULES.items() if "pyspark" in _third_party(path)}
+    assert f"{PACKAGE}.spark.session" in importing_pyspark  # the scan is real
+    assert importing_pyspark <= spark, sorted(importing_pyspark - spark)
+    assert "pyspark" not in _third_party(REPO_ROOT / "service.py")
+    # The spark extra is optional: the command line imports it lazily, for --engine spark, and nothing else does.
+    assert {name for name in GRAPH if GRAPH[name] & spark} - spark == {f"{PACKAGE}.cli"}
+    serving = {name for name in MODULES if name.startswith(f"{PACKAGE}.serving")}
+    assert not _reachable(_imports(REPO_ROOT / "service.py", "service") | serving) & spark

@@ -143,3 +143,21 @@ def test_the_serving_lock_pins_what_serving_imports_and_no_training_stack():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert {_name(r) for r in project["dependencies"]} <= serving
     assert {_name(r) for r in project["optional-dependencies"]["train"]} == TRAINING_STACK
+
+
+SPARK_LOCK = REPO_ROOT / "requirements-spark.lock"
+
+
+def _pin_lines(lock: Path) -> set[str]:
+    return {line.strip() for line in lock.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
+def test_the_spark_extra_has_a_lock_of_its_own_that_make_setup_installs():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["spark"] == ["pyspark==4.3.0"]
+    assert _pin_lines(SPARK_LOCK) == {"pyspark==4.3.0", "py4j==0.10.9.9"}  # pyspark and its one dependency
+    assert not _pins(SPARK_LOCK) & (_pins(SERVING_LOCK) | _pins(TRAINING_LOCK))  # each package pinned once
+    makefile = (REPO_ROOT / "Makefile").read_text().replace("\\\n", " ")
+    stamp_rule = next(line for line in makefile.splitlines() if line.startswith("$(STAMP):"))
+    assert SPARK_LOCK.name in stamp_rule  # a changed lock reinstalls
+    assert f"-r {SPARK_LOCK.name}" in makefile

@@ -1,4 +1,4 @@
-"""Write the settings tables of docs/training.md, serving.md and monitoring.md from config.py.
+"""Write the settings tables of docs/training.md, serving.md, monitoring.md and scale.md from config.py.
 
     make docs        (.venv/bin/python tools/settings_tables.py [--json])
 
@@ -25,7 +25,12 @@ from rakuten_classifier.config import Settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # The first field of each group in config.py, and the group (docs/<group>.md) its run of fields goes to.
-GROUP_STARTS = {"data_root": "training", "admin_token": "serving", "log_flush_seconds": "monitoring"}
+GROUP_STARTS = {
+    "data_root": "training",
+    "admin_token": "serving",
+    "log_flush_seconds": "monitoring",
+    "spark_master": "scale",
+}
 NO_DESCRIPTION = "(no description in config.py)"
 
 

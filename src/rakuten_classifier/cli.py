@@ -62,8 +62,18 @@ def cmd_train(args: argparse.Namespace) -> dict:
         model_options.encoder_params(args, settings),
         model_options.image_options(args, settings),
     )
+    features, data = None, None
+    if args.engine == "spark":  # the image features on Spark first; the training run then reads them from the cache
+        if args.target not in ("image", "all"):
+            raise ValueError("--engine spark computes the image features: give `train image` or `train all`")
+        from .spark.features import features_with_spark
+
+        data = load_training_data(args.data_dir, args.db, settings)
+        features = features_with_spark(data, image_options, settings, master=args.master)
+    elif args.master:
+        raise ValueError("--master goes with --engine spark")
     if args.target == "all":
-        return steps.train_all(
+        result = steps.train_all(
             args.data_dir,
             args.db,
             settings=settings,
@@ -73,13 +83,16 @@ def cmd_train(args: argparse.Namespace) -> dict:
             encoder=encoder,
             image_options=image_options,
         )
-    data = load_training_data(args.data_dir, args.db, settings)
+        return {**result, "spark_features": features} if features else result
+    if data is None:
+        data = load_training_data(args.data_dir, args.db, settings)
     if args.target == "text":
         return steps.train_text(
             data, backbone=args.backbone, transformer=transformer, tfidf=tfidf, encoder=encoder, settings=settings
         )
     if args.target == "image":
-        return steps.train_image(data, options=image_options, settings=settings)
+        result = steps.train_image(data, options=image_options, settings=settings)
+        return {**result, "spark_features": features} if features else result
     return steps.train_fusion(data, settings=settings)
 
 
@@ -143,7 +156,19 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> dict:
-    """rakuten predict: a submission file for the challenge X file, from the production models."""
+    """rakuten predict: a submission file for the challenge X file (or, on Spark, a Parquet table), from the
+    production models."""
+    if args.engine == "spark":
+        from .spark.inputs import folder_products, table_products
+        from .spark.scoring import predict_with_spark
+
+        # Checked before any model is read or any JVM starts: a malformed input is refused with its column or row.
+        products = table_products(args.table) if args.table else folder_products(args.data_dir, args.source)
+        return predict_with_spark(
+            products, args.out, get_settings(), master=args.master, parquet=args.parquet, batch_size=args.batch_size
+        )
+    if args.data_dir is None or args.master or args.parquet:
+        raise ValueError("--table, --master and --parquet go with --engine spark; without it give --data-dir")
     from .serving.predict import predict_file
 
     return predict_file(args.data_dir, args.out, source=args.source, batch_size=args.batch_size)
@@ -201,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data-dir", type=Path, help="a challenge folder (split computed in memory)")
     source.add_argument("--db", help="SQLAlchemy URL of a loaded store (default: the configured database)")
     model_options.defer(train, add_model_options)
+    train.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="where the image features are computed: this process (default) or Spark (docs/scale.md)",
+    )
+    train.add_argument("--master", help="with --engine spark: the Spark master (default RAKUTEN_SPARK_MASTER)")
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)
 
@@ -248,12 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="score every product of X_test_update.csv (or X_train) into a submission CSV"
     )
-    predict.add_argument("--data-dir", type=Path, required=True, help="a folder in the challenge layout")
+    products = predict.add_mutually_exclusive_group(required=True)
+    products.add_argument("--data-dir", type=Path, help="a folder in the challenge layout")
+    products.add_argument(
+        "--table", type=Path, help="with --engine spark: a Parquet table of products (docs/scale.md for its columns)"
+    )
     predict.add_argument("--out", type=Path, required=True, help="the CSV to write (index, prdtypecode)")
     predict.add_argument(
         "--source", choices=["test", "train"], default="test", help="X_test_update.csv (default) or X_train_update.csv"
     )
     predict.add_argument("--batch-size", type=int, default=64, help="products per model call")
+    predict.add_argument(
+        "--engine", choices=["local", "spark"], default="local", help="this process (default) or Spark (docs/scale.md)"
+    )
+    predict.add_argument("--master", help="with --engine spark: the Spark master (default RAKUTEN_SPARK_MASTER)")
+    predict.add_argument(
+        "--parquet", type=Path, help="with --engine spark: the answers' Parquet (default: --out, .parquet)"
+    )
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=cmd_predict)
 

@@ -135,6 +135,26 @@ class Settings(BaseSettings):
         1000, ge=1, description="labelled rows no production model learned from that call a retrain"
     )
 
+    # Spark (the spark extra: `rakuten predict --engine spark`, `rakuten train image --engine spark`; docs/scale.md).
+    spark_master: str = Field(
+        "local[*]", description="Spark master: local[N] (one machine), spark://HOST:7077 (standalone), k8s://..."
+    )
+    spark_app_name: str = Field("rakuten-classifier", description="name of the Spark application (master's UI, logs)")
+    # Without it the standalone workers registered on the machine's other interface (issue 35); a cluster
+    # spread over several hosts sets it empty and lets each host bind its own address.
+    spark_local_ip: str = Field(
+        "127.0.0.1", description="address every Spark process binds to (SPARK_LOCAL_IP); empty: Spark chooses"
+    )
+    spark_python: str | None = Field(
+        None, description="Python the executors run (PYSPARK_PYTHON); default this interpreter (one machine)"
+    )
+    spark_executor_cores: int = Field(1, ge=1, description="cores (concurrent tasks) of one executor on a cluster")
+    spark_executor_memory: str = Field(
+        "1g", description="JVM heap of one executor; its Python workers (models) live outside it (docs/scale.md)"
+    )
+    # A task is the unit Spark retries after a lost executor: 500 products are ~10 s of one core's work.
+    spark_partition_rows: int = Field(500, ge=1, description="products per Spark task of batch scoring")
+
     @field_validator("ui_examples_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

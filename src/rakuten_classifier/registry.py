@@ -84,6 +84,11 @@ def verify_model(tag: str) -> None:
         directory = model_path(tag)
     except bentoml.exceptions.NotFound as exc:
         raise CorruptModel(f"{tag}: not in the model store") from exc
+    verify_folder(directory, tag)
+
+
+def verify_folder(directory: Path, tag: str) -> None:
+    """Check the files of a version's folder (in the store, or a copy of it) against its manifest."""
     manifest_path = directory / MANIFEST_FILE
     if not manifest_path.is_file():
         raise CorruptModel(f"{tag}: no {MANIFEST_FILE} (incomplete save, or saved outside `rakuten train`)")

@@ -88,8 +88,9 @@ def _rows_with_image(paths: Sequence, labels: Sequence[int], folds: np.ndarray) 
     return rows
 
 
-def _new_model(options: ImageTrainingOptions, rows: _Rows, device: torch.device) -> ImageClassifier:
-    """The untrained classifier: the backbone's blocks, the earlier blocks it pools, the categories it learns."""
+def untrained_model(options: ImageTrainingOptions, trained: list[int]) -> ImageClassifier:
+    """The model `fit_image_model` trains: the backbone's (pretrained) blocks, channels-last, the pooled blocks
+    the options ask for and a head not fitted yet; its feature net and tag key the feature cache."""
     spec = backbone_spec(options.backbone)
     blocks = build_blocks(options.backbone, options.pretrained).to(memory_format=torch.channels_last)
     config = ImageModelConfig(
@@ -97,15 +98,20 @@ def _new_model(options: ImageTrainingOptions, rows: _Rows, device: torch.device)
         mode=options.mode,
         tta=options.tta,
         pooled_blocks=spec.stage_blocks if options.resolved_multi_stage else [],
-        trained_categories=sorted(int(CATEGORY_CODES[i]) for i in np.unique(rows.y)),
+        trained_categories=trained,
     )
-    return ImageClassifier(config, blocks).to(device)
+    return ImageClassifier(config, blocks)
+
+
+def training_views(options: ImageTrainingOptions) -> list[View]:
+    """The views a model is trained on: the test-time views (or the mirror too), then the seeded augmentations."""
+    views = eval_views(options.tta or options.train_mirror)
+    return views + [View("augment", seed=options.seed * 100 + i) for i in range(options.resolved_aug_views)]
 
 
 def _views(options: ImageTrainingOptions) -> tuple[list[View], list[View]]:
-    """(training views: the test-time ones, the mirror with ``train_mirror``, seeded augmentations; test-time views)."""
-    augmented = [View("augment", seed=options.seed * 100 + i) for i in range(options.resolved_aug_views)]
-    return eval_views(options.tta or options.train_mirror) + augmented, eval_views(options.tta)
+    """(training views, test-time views)."""
+    return training_views(options), eval_views(options.tta)
 
 
 def _describe(options: ImageTrainingOptions, device: torch.device, rows: _Rows, model: ImageClassifier) -> dict:
@@ -200,7 +206,7 @@ def fit_image_model(
         len(np.unique(rows.folds)),
     )
     _set_seed(options.seed)
-    model = _new_model(options, rows, device)
+    model = untrained_model(options, sorted(int(CATEGORY_CODES[i]) for i in np.unique(rows.y))).to(device)
     views = _views(options)
     loader_args: dict[str, Any] = {
         "batch_size": options.batch_size,
