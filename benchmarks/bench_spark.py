@@ -203,15 +203,15 @@ def bench_features(catalogue: Path, folder: Path, env: dict) -> dict:
     """Single-process against Spark local[2] over the same photos and views; training over each cache."""
     from rakuten_classifier.config import Settings
     from rakuten_classifier.modeling.image.features import extract_features
+    from rakuten_classifier.modeling.image.options import ImageTrainingOptions
     from rakuten_classifier.modeling.image.training import untrained_model
-    from rakuten_classifier.pipeline.steps import image_training_options
     from rakuten_classifier.pipeline.training_data import load_training_data
     from rakuten_classifier.spark.features import feature_work, fill_feature_cache
     from rakuten_classifier.spark.session import build_session
 
     settings = Settings()
     data = load_training_data(catalogue, settings=settings)
-    options = image_training_options(settings)
+    options = ImageTrainingOptions.from_settings(settings)
     work = feature_work(data, options)
     model = untrained_model(options, trained=[])
     net, tag = model.feature_net().eval(), model.feature_tag()

@@ -153,15 +153,15 @@ def test_local_mode_answers_as_rakuten_predict_and_the_service_with_damaged_phot
 
 def test_spark_features_equal_the_single_process_ones_in_the_same_cache_format(local_spark, sample_dir, tmp_path):
     from rakuten_classifier.modeling.image.features import extract_features
+    from rakuten_classifier.modeling.image.options import ImageTrainingOptions
     from rakuten_classifier.modeling.image.training import untrained_model
-    from rakuten_classifier.pipeline.steps import image_training_options
     from rakuten_classifier.pipeline.training_data import TrainingData, load_training_data
     from rakuten_classifier.spark.features import feature_work, fill_feature_cache
 
     data = load_training_data(sample_dir)
     few = data.products.dropna(subset=["image_path"]).groupby("split").head(6).reset_index(drop=True)
     data = TrainingData(products=few, fingerprint=data.fingerprint)
-    options = image_training_options(Settings())
+    options = ImageTrainingOptions.from_settings(Settings())
     filled = fill_feature_cache(local_spark, data, options, tmp_path / "spark")
     assert (filled["photos"], filled["photos_already_cached"]) == (len(few), 0)
     model = untrained_model(options, trained=[])
