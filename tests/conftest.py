@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing as t
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 # One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
 os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
@@ -194,29 +198,32 @@ def model_store(home: Path) -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class InProcessService:
-    """The entry service answering in this process: an HTTP client of its ASGI app, and the service instance."""
+def _current_service() -> object | None:
+    """The service instance BentoML's routes answer for (the newest app started in this process), if any."""
+    import bentoml
 
-    client: object  # starlette.testclient.TestClient (an httpx client): `.post("/predict_text", json=...)`
-    instance: object  # the RakutenClassifier instance (its dependencies are local objects)
-    module: object  # service.py, imported for this service
+    try:
+        return bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None
 
 
 @contextlib.contextmanager
-def in_process_service(home: Path, data_root: Path, **settings: str) -> Iterator[InProcessService]:
+def in_process_service(home: Path, data_root: Path, **settings: str) -> Iterator[TestClient]:
     """The entry service's ASGI app (what BentoML's `Service.to_asgi()` builds: its routes, the RequestGuard
     middleware, the text and image services in this process; BentoML's own request metrics left out) over
     the trio of the store at ``home``, started and stopped (lifespan) by Starlette's TestClient: the HTTP
-    answers of `bentoml serve` without a server.
+    answers of `bentoml serve` without a server. Yields the client (`.post("/predict_text", json=...)`).
 
     service.py and serving/schemas.py read their settings when imported: both are imported afresh with
     RAKUTEN_DATA_ROOT=``data_root`` and ``settings`` (RAKUTEN_* variables) set, and the process's
     serving.schemas is put back afterwards. What the service reads at request time (the /ui gallery's
-    folder, a training job's environment) is the calling test's own.
+    folder, a training job's environment) is the calling test's own. Apps nest: BentoML's routes answer for
+    its one current service, the newest app's; the app opened before is current again when it closes.
     """
     from _bentoml_impl.server.app import ServiceAppFactory
-    from starlette.testclient import TestClient
+    from _bentoml_sdk.service import set_current_service
+    from starlette.testclient import TestClient as Client
 
     import rakuten_classifier.serving.schemas  # noqa: F401  (imported with the process's settings: put back after)
     from rakuten_classifier.config import get_settings
@@ -234,15 +241,15 @@ def in_process_service(home: Path, data_root: Path, **settings: str) -> Iterator
             spec.loader.exec_module(module)
             # `Service.to_asgi()` less BentoML's own HTTP metrics: each app would register them again in the
             # process's one prometheus registry (DuplicateTimeseries). /metrics: tests/test_monitoring_http.py.
-            service = module.RakutenClassifier  # type: ignore[attr-defined]
+            service = module.RakutenClassifier
             service.inject_config()
             app = ServiceAppFactory(service, is_main=True, enable_metrics=False)()
         get_settings.cache_clear()
-        import bentoml
-
-        with TestClient(app) as client:
-            instance = bentoml.get_current_service()
-            yield InProcessService(client, instance, module)
+        previous = _current_service()
+        with Client(app) as client:
+            instance: t.Any = _current_service()
+            yield client
+        set_current_service(previous)  # stopping, the app cleared it: an app opened before answers again
         # The drift thread of a served process ends with it; this process goes on: it sleeps for good.
         instance.observer.settings = instance.observer.settings.model_copy(update={"drift_interval_seconds": 1e9})
 

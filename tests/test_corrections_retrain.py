@@ -39,6 +39,7 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_
 
     # Products the models never saw, corrected to their true category (as the page sends them: raw text, photo).
     features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0, dtype=str, keep_default_na=False)
+    features.index = features.index.astype(int)  # the row numbers, as in the labels file
     labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
     seen = set(pd.read_csv(tiny.rows / "X_train_update.csv", index_col=0).index)
     unseen = [index for index in features.index if index not in seen][:CORRECTED]

@@ -54,8 +54,8 @@ def limited(tiny, tmp_path_factory) -> Iterator[httpx.Client]:
         RAKUTEN_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         RAKUTEN_MAX_IMAGE_BYTES=str(IMAGE_LIMIT),
         RAKUTEN_MAX_BATCH_ITEMS=str(BATCH_LIMIT),
-    ) as service:
-        yield service.client
+    ) as client:
+        yield client
 
 
 def _error(answer: httpx.Response, status: int) -> str:
@@ -259,11 +259,11 @@ def test_drift_refreshes_by_itself_on_the_configured_interval(tiny, sample_dir, 
         RAKUTEN_DRIFT_INTERVAL_SECONDS=str(DRIFT_INTERVAL_S),
         RAKUTEN_DRIFT_WINDOW="500",
         RAKUTEN_LOG_FLUSH_SECONDS="0.5",
-    ) as service:
+    ) as client:
         # Real titles, enough for a PSI (drift.MIN_OBSERVATIONS = 30 per feature): a non-zero score to find.
         titles = load_training_data(sample_dir).split("test")["designation"].head(MIN_OBSERVATIONS)
         for title in titles:
-            reply = _text(service.client, designation=title)
+            reply = _text(client, designation=title)
             assert reply.status_code == 200, reply.text
         answered = len(titles)  # the app's whole prediction log: it fits in the drift window
         # Within a few refresh periods the drift window holds every answered prediction, with nobody
@@ -271,7 +271,7 @@ def test_drift_refreshes_by_itself_on_the_configured_interval(tiny, sample_dir, 
         deadline = time.monotonic() + 30 * DRIFT_INTERVAL_S
         drift, samples = None, []
         while time.monotonic() < deadline:
-            drift = service.client.get("/health").json()["drift"]
+            drift = client.get("/health").json()["drift"]
             samples = _metrics()
             gauge = _total(samples, "rakuten_drift_score")
             if drift is not None and drift["window"] == answered and gauge == pytest.approx(drift["drift_score"]):
