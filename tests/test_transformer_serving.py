@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import VENV_BIN, minilm_folder, run_json, server_env
+from conftest import TINY_SETTINGS, VENV_BIN, minilm_folder, run_json, server_env
 
 from rakuten_classifier.pipeline.training_data import load_training_data
 
@@ -35,12 +35,8 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(tiny, ser
     source = tiny.home / "models" / image_name
     shutil.copytree(source / image_version, home / "models" / image_name / image_version)
     (home / "models" / image_name / "latest").write_text(image_version)
-    env = server_env(
-        tmp_path / "data",
-        BENTOML_HOME=str(home),
-        # Two folds: the cross-fitting costs three fine-tunings instead of the tiny settings' four.
-        RAKUTEN_CV_FOLDS="2",
-    )
+    # Two folds: the cross-fitting costs three fine-tunings instead of the tiny settings' four.
+    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), **{**TINY_SETTINGS, "RAKUTEN_CV_FOLDS": "2"})
     timings = {}
     started = time.perf_counter()
     text = _rakuten(
