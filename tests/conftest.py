@@ -66,6 +66,18 @@ def sample_dir() -> Path:
     return SAMPLE_DIR
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fit_workers_kept() -> Iterator[None]:
+    """The side-by-side fits of this process (cross_fitting.run_side_by_side: `trained`, the image-model and
+    TF-IDF units, the gate) share one pool of worker processes for the whole session: joblib lets idle workers
+    go after 300 s, and a new pool's start-up (each worker imports the modelling stack) took 40 s of the image
+    units' first fit in a suite run (2026-12-06)."""
+    import joblib
+
+    with joblib.parallel_config(backend="loky", idle_worker_timeout=3600):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path, monkeypatch):
     """Every test gets its own data root, so nothing touches the developer's data/."""
