@@ -79,10 +79,11 @@ demo: data ## set up, load, train, then serve on PORT (3000): page at /ui; model
 	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT) --timeout-graceful-shutdown 30
 
 # The browser tests' Chromium and the manifest tests' checkov come from these prerequisites, never from a test.
+# The tiers, and what each runs: docs/reliability.md, "The test suite".
 test: setup browser deploy-tools ## the whole suite (unit, in-process, HTTP, end to end on ../shared/rakuten-sample)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the suite without the slow tests
+test-fast: setup ## the units, under 2 minutes: no trained trio, no server, no long fit (-m "not slow")
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint and format check) and mypy, as CI and pre-commit run them

@@ -14,12 +14,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing as t
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 # One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
 os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
@@ -36,6 +41,21 @@ VENV_BIN = Path(sys.executable).parent
 SAMPLE_DIR = (REPO_ROOT / ".." / "shared" / "rakuten-sample").resolve()
 
 
+# The tiers (docs/reliability.md, "The test suite"). A test that uses one of these fixtures, itself or
+# through another fixture, gets its marker and `slow`, so `make test-fast` (-m "not slow") never trains a
+# trio (on the whole sample or the tiny one) nor boots a server, whatever markers its module declares.
+TIER_FIXTURES = {"trained": "sample_training", "tiny": "training", "serve": "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in TIER_FIXTURES.items():
+            if fixture in used:
+                item.add_marker(marker)
+                item.add_marker("slow")
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """The real challenge sample beside the repository (read-only)."""
@@ -44,6 +64,18 @@ def sample_dir() -> Path:
             pytest.fail(f"CI is set and the real sample is absent at {SAMPLE_DIR}: put it at ../shared/rakuten-sample")
         pytest.skip(f"real sample absent at {SAMPLE_DIR} (it is present in CI)")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fit_workers_kept() -> Iterator[None]:
+    """The side-by-side fits of this process (cross_fitting.run_side_by_side: `trained`, the image-model and
+    TF-IDF units, the gate) share one pool of worker processes for the whole session: joblib lets idle workers
+    go after 300 s, and a new pool's start-up (each worker imports the modelling stack) took 40 s of the image
+    units' first fit in a suite run (2026-12-06)."""
+    import joblib
+
+    with joblib.parallel_config(backend="loky", idle_worker_timeout=3600):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -96,6 +128,147 @@ def trained(sample_dir, session_data_root):
     return result
 
 
+# ---------------------------------------------------------------- the tiny trio (the machinery tests' models)
+
+# Six rows with a photo of each category (162 rows: 108 learning rows, 54 held out) and 3 folds: the fewest
+# a cross-fitted trio trains on (4 learning rows a category, one or two in each fold's held-out part).
+TINY_ROWS_PER_CATEGORY = 6
+# The settings of every training on tiny data, in a child's environment (the fixture's, and the tests' own).
+# JOBLIB_MULTIPROCESSING=0: the side-by-side fits (cross_fitting.run_side_by_side) run one after the other in
+# the training process instead of in worker processes, whose start-up is what such a training waits for:
+# `rakuten train all` on the tiny rows took 46 s with them, 18 s without (the image head's six fits: 17.8 s
+# and 0.6 s), scores unchanged (2026-12-06). The worker processes still run under `trained` and the units.
+TINY_SETTINGS = {"RAKUTEN_CV_FOLDS": "3", "JOBLIB_MULTIPROCESSING": "0"}
+
+
+def few_rows(sample_dir: Path, out: Path, per_category: int = TINY_ROWS_PER_CATEGORY) -> Path:
+    """The sample's first ``per_category`` rows with a photo of every category, in the challenge layout (the
+    photos linked, not copied); a folder with more rows a category holds those of one with fewer."""
+    import pandas as pd
+
+    x = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0)
+    y = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
+    photos = sample_dir / "images" / "image_train"
+    has_photo = [
+        (photos / f"image_{image}_product_{product}.jpg").is_file()
+        for image, product in zip(x["imageid"], x["productid"], strict=True)
+    ]
+    kept = y[has_photo].groupby("prdtypecode", group_keys=False).head(per_category).index.sort_values()
+    out.mkdir(parents=True)
+    x.loc[kept].to_csv(out / "X_train_update.csv")
+    y.loc[kept].to_csv(out / "Y_train_CVw08PX.csv")
+    (out / "images").symlink_to(sample_dir / "images", target_is_directory=True)
+    return out
+
+
+@dataclass(frozen=True)
+class TinyTrio:
+    """A production trio trained on `few_rows` of the sample: for tests of machinery, not of accuracy."""
+
+    rows: Path  # the rows, a challenge folder
+    home: Path  # the BentoML home holding the trio: read it, or copy it (`copy`) to change it
+    data_root: Path  # its SQLite store, the rows loaded (the trio was trained from the database)
+    loaded: dict  # `rakuten data load --json`
+    result: dict  # `rakuten train all --json`
+
+    @property
+    def production(self) -> dict[str, str]:
+        """The trio's tags: {"fusion", "text", "image"}."""
+        return {kind: self.result[kind]["tag"] for kind in ("fusion", "text", "image")}
+
+    def copy(self, target: Path) -> tuple[Path, Path]:
+        """A BentoML home and a data root under ``target`` holding copies of the trio and of its database."""
+        home, data_root = target / "bentoml", target / "data"
+        shutil.copytree(self.home / "models", home / "models")
+        data_root.mkdir(parents=True)
+        shutil.copy2(self.data_root / "rakuten.db", data_root / "rakuten.db")
+        return home, data_root
+
+
+@pytest.fixture(scope="session")
+def tiny(sample_dir, tmp_path_factory) -> TinyTrio:
+    """`rakuten data load` of `few_rows`, then `rakuten train all` from the database with 3 folds, in a BentoML
+    home and data root of their own, once per session (the feature cache is the session's)."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = few_rows(sample_dir, root / "rows")
+    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"), **TINY_SETTINGS)
+    rakuten = str(VENV_BIN / "rakuten")
+    loaded = run_json([rakuten, "data", "load", "--data-dir", str(rows), "--json"], env)
+    result = run_json([rakuten, "train", "all", "--json"], env)
+    return TinyTrio(rows, root / "bentoml", root / "data", loaded, result)
+
+
+@contextlib.contextmanager
+def model_store(home: Path) -> Iterator[None]:
+    """This process reads and writes the BentoML model store at ``home`` while inside, instead of the session's.
+
+    BentoML resolves its store once per process (from BENTOML_HOME); its container's `patch` stands another
+    store in for it. Used only around in-process services of the tiny trio (`tiny_service`, test modules
+    of their own), never where the session's trio is read.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    with BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))):
+        yield
+
+
+def _current_service() -> object | None:
+    """The service instance BentoML's routes answer for (the newest app started in this process), if any."""
+    import bentoml
+
+    try:
+        return bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None
+
+
+@contextlib.contextmanager
+def in_process_service(home: Path, data_root: Path, **settings: str) -> Iterator[TestClient]:
+    """The entry service's ASGI app (what BentoML's `Service.to_asgi()` builds: its routes, the RequestGuard
+    middleware, the text and image services in this process; BentoML's own request metrics left out) over
+    the trio of the store at ``home``, started and stopped (lifespan) by Starlette's TestClient: the HTTP
+    answers of `bentoml serve` without a server. Yields the client (`.post("/predict_text", json=...)`).
+
+    service.py and serving/schemas.py read their settings when imported: both are imported afresh with
+    RAKUTEN_DATA_ROOT=``data_root`` and ``settings`` (RAKUTEN_* variables) set, and the process's
+    serving.schemas is put back afterwards. What the service reads at request time (the /ui gallery's
+    folder, a training job's environment) is the calling test's own. Apps nest: BentoML's routes answer for
+    its one current service, the newest app's; the app opened before is current again when it closes.
+    """
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.service import set_current_service
+    from starlette.testclient import TestClient as Client
+
+    import rakuten_classifier.serving.schemas  # noqa: F401  (imported with the process's settings: put back after)
+    from rakuten_classifier.config import get_settings
+
+    with model_store(home):
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in {"RAKUTEN_DATA_ROOT": str(data_root), **settings}.items():
+                patch.setenv(name, value)
+            patch.delitem(sys.modules, "rakuten_classifier.serving.schemas")
+            get_settings.cache_clear()
+            spec = importlib.util.spec_from_file_location(f"service_{uuid.uuid4().hex[:8]}", REPO_ROOT / "service.py")
+            assert spec is not None
+            assert spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            # `Service.to_asgi()` less BentoML's own HTTP metrics: each app would register them again in the
+            # process's one prometheus registry (DuplicateTimeseries). /metrics: tests/test_monitoring_http.py.
+            service = module.RakutenClassifier
+            service.inject_config()
+            app = ServiceAppFactory(service, is_main=True, enable_metrics=False)()
+        get_settings.cache_clear()
+        previous = _current_service()
+        with Client(app) as client:
+            instance: t.Any = _current_service()
+            yield client
+        set_current_service(previous)  # stopping, the app cleared it: an app opened before answers again
+        # The drift thread of a served process ends with it; this process goes on: it sleeps for good.
+        instance.observer.settings = instance.observer.settings.model_copy(update={"drift_interval_seconds": 1e9})
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -111,6 +284,7 @@ class Server:
     """A server child in its own process group (stopped by group, never by pid alone); start one with `serve`."""
 
     def __init__(self, command: list[str], port: int, env: dict[str, str], cwd: Path, log_path: Path):
+        self.data_root = Path(env["RAKUTEN_DATA_ROOT"]) if "RAKUTEN_DATA_ROOT" in env else None
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -283,6 +457,23 @@ def served(trained, session_data_root, serve, request) -> Server:
         RAKUTEN_ADMIN_TOKEN="test-token",
         RAKUTEN_RELOAD_SECONDS="1",
         RAKUTEN_DRIFT_WINDOW="300",
+    )
+
+
+EXTRAS_IMAGE_LIMIT = 100_000  # the sample's JPEGs are 82 KB at most
+
+
+@pytest.fixture(scope="session")
+def served_extras(trained, serve, request, sample_dir, tmp_path_factory) -> Server:
+    """`bentoml serve` of the session's trio with the admin token, a 100 KB image limit and the /ui gallery
+    of the sample (RAKUTEN_UI_EXAMPLES_DIR), on a data root of its own (corrections are stored there)."""
+    return serve(
+        request,
+        data_root=tmp_path_factory.mktemp("extras") / "data",
+        name="extras",
+        RAKUTEN_ADMIN_TOKEN="admin-token",
+        RAKUTEN_MAX_IMAGE_BYTES=str(EXTRAS_IMAGE_LIMIT),
+        RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir),
     )
 
 

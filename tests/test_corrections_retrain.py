@@ -1,5 +1,9 @@
 """End to end: operators correct 50 products the models never saw; `rakuten retrain --dry-run` counts them,
-and the retraining learns from them (the held-out split rule holding some out, as for any loaded row)."""
+and the retraining learns from them (the held-out split rule holding some out, as for any loaded row).
+
+The production models are a copy of the session's tiny trio (conftest.py's `tiny`), trained from the rows
+of its database (copied too): what is checked is which rows count and are learned from, not the scores.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,20 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import VENV_BIN
+from conftest import TINY_SETTINGS, VENV_BIN
 
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data.corrections import Correction, record_correction
 
-pytestmark = pytest.mark.slow
-LOADED_ROWS = 1000
+pytestmark = [pytest.mark.slow, pytest.mark.training]
 CORRECTED = 50
 
 
-def test_fifty_corrections_are_counted_by_retrain_and_learned_from(sample_dir, tmp_path):
-    settings = get_settings()  # the test's own data root (conftest's isolated_settings)
-    # Three folds instead of five: what is checked is which rows count and are learned from, not the scores.
-    env = dict(
-        os.environ,
-        BENTOML_HOME=str(tmp_path / "bentoml"),
-        RAKUTEN_DATA_ROOT=str(settings.data_root),
-        RAKUTEN_CV_FOLDS="3",
-    )
+def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_dir, tmp_path, monkeypatch):
+    home, data_root = tiny.copy(tmp_path)
+    monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(data_root))  # the corrections go to the copied database
+    get_settings.cache_clear()
+    env = dict(os.environ, BENTOML_HOME=str(home), RAKUTEN_DATA_ROOT=str(data_root), **TINY_SETTINGS)
     env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
 
     def rakuten(*args):
@@ -35,26 +34,23 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(sample_dir, t
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 
-    features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0, dtype=str, keep_default_na=False)
-    labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
-    folder = tmp_path / "first"
-    folder.mkdir()
-    features.iloc[:LOADED_ROWS].to_csv(folder / "X_train_update.csv")
-    labels.iloc[:LOADED_ROWS].to_csv(folder / "Y_train_CVw08PX.csv")
-    (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
-    assert rakuten("data", "load", "--data-dir", str(folder))["inserted"] == LOADED_ROWS
-    first = rakuten("retrain")
-    assert first["promoted"] is True
+    before = tiny.result["production"]["metadata"]["learned_from"]  # what the production models learned from
+    assert rakuten("retrain", "--min-new-rows", "1", "--dry-run")["new_labelled_rows"] == 0
 
     # Products the models never saw, corrected to their true category (as the page sends them: raw text, photo).
+    features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0, dtype=str, keep_default_na=False)
+    features.index = features.index.astype(int)  # the row numbers, as in the labels file
+    labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
+    seen = set(pd.read_csv(tiny.rows / "X_train_update.csv", index_col=0).index)
+    unseen = [index for index in features.index if index not in seen][:CORRECTED]
     stored = []
-    for index in range(LOADED_ROWS, LOADED_ROWS + CORRECTED):
-        product = features.iloc[index]
+    for index in unseen:
+        product = features.loc[index]
         photo = sample_dir / "images" / "image_train" / f"image_{product.imageid}_product_{product.productid}.jpg"
         correction = Correction(
             designation=product.designation,
             description=product.description,
-            prdtypecode=int(labels.iloc[index]["prdtypecode"]),
+            prdtypecode=int(labels.loc[index, "prdtypecode"]),
             corrected_by="test",
             image=photo.read_bytes() if photo.is_file() else None,
             prediction_id=f"e2e{index}",
@@ -70,7 +66,7 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(sample_dir, t
 
     learned = rakuten("retrain", "--min-new-rows", str(CORRECTED))
     assert learned["trained"] is True
-    before, after = first["learned_from"], learned["learned_from"]
+    after = learned["learned_from"]
     # Every correction is a row of the new training data: learned from, or held out to measure it.
     assert (after["rows"] + after["held_out_rows"]) - (before["rows"] + before["held_out_rows"]) == CORRECTED
     assert after["rows"] - before["rows"] == CORRECTED - held_out

@@ -1,10 +1,11 @@
 """`explain` and POST /corrections over HTTP, and the operator's loop in a real browser (headless Chromium).
 
-One server of this module's own (its own data root, so the corrections it stores are its own; the
-session's models) answers every claim: an explained answer is the plain answer plus why, its word
-weights add up to the text model's score, its class map to the image model's logit, the Python API
-explains as the service does; corrections need the admin token, check the photo as /predict* does
-and land in the store; the page shows the words, the heat map, and stores a correction.
+The session's server with the /ui gallery (conftest's `served_extras`: its own data root, so the
+corrections it stores are its own; the session's models; tests/test_ui.py's gallery test reads it too)
+answers every claim: an explained answer is the plain answer plus why, its word weights add up to the
+text model's score, its class map to the image model's logit, the Python API explains as the service
+does; corrections need the admin token, check the photo as /predict* does and land in the store; the
+page shows the words, the heat map, and stores a correction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import Server, json_error, sample_requests
+from conftest import EXTRAS_IMAGE_LIMIT, Server, json_error, sample_requests
 from test_ui import ARTIFACTS, open_ui, wait_answer
 
 from rakuten_classifier.categories import CATEGORY_CODES
@@ -22,21 +23,12 @@ from rakuten_classifier.data.schema import corrections, get_engine, loads, produ
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": "Bearer admin-token"}
-IMAGE_LIMIT = 100_000  # the sample's JPEGs are 82 KB at most
 
 
 @pytest.fixture(scope="module")
-def explaining(trained, serve, request, tmp_path_factory, sample_dir) -> tuple[Server, str]:
+def explaining(served_extras) -> tuple[Server, str]:
     """The server, and the URL of its store."""
-    data_root = tmp_path_factory.mktemp("explain") / "data"
-    server = serve(
-        request,
-        data_root=data_root,
-        RAKUTEN_ADMIN_TOKEN="admin-token",
-        RAKUTEN_MAX_IMAGE_BYTES=str(IMAGE_LIMIT),
-        RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir),
-    )
-    return server, f"sqlite:///{data_root / 'rakuten.db'}"
+    return served_extras, f"sqlite:///{served_extras.data_root / 'rakuten.db'}"
 
 
 def head_bias(tag: str) -> np.ndarray:
@@ -165,7 +157,7 @@ def test_a_correction_needs_the_admin_token_checks_the_photo_and_becomes_a_row_o
         server.url, "/corrections", {**form, "prdtypecode": "10", "prediction_id": "x" * 32}, headers=ADMIN
     )
     assert "already corrected to 2583" in json_error(conflict, 409)["error"]
-    big = files["image"][1] + b"\0" * IMAGE_LIMIT
+    big = files["image"][1] + b"\0" * EXTRAS_IMAGE_LIMIT
     assert (
         "limit"
         in json_error(

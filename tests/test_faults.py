@@ -1,8 +1,9 @@
 """Faults the service must survive: a training job killed midway, and corrupt models in the store.
 
-The killed job runs in a copy of the session's store (the job subprocess follows BENTOML_HOME from
-the environment), and stores other than the session's are read through tests/programs/store_tool.py
-in a subprocess: BentoML resolves its home once per process, so this process only ever sees the session's store.
+The killed job and the servers work on copies of the session's tiny trio (conftest.py's `tiny`; the job
+subprocess follows BENTOML_HOME from the environment), and stores other than the session's are read
+through tests/programs/store_tool.py in a subprocess: BentoML resolves its home once per process, so this
+process only ever sees the session's store.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import bentoml
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server
-from store_tools import copy_session_store, store_tool
+from conftest import TINY_SETTINGS, Server
+from store_tools import store_tool
 
 from rakuten_classifier import registry
 from rakuten_classifier.registry import CorruptModel, save_to_store, verify_model
@@ -174,15 +175,18 @@ def _kill_group(pid: int) -> None:
 
 
 @pytest.mark.slow
-def test_killed_training_job_leaves_store_and_database_unchanged(trained, tmp_path, monkeypatch):
+@pytest.mark.training
+def test_killed_training_job_leaves_store_and_database_unchanged(tiny, tmp_path, monkeypatch):
     from rakuten_classifier.config import get_settings
     from rakuten_classifier.data.store import load_into_db
     from rakuten_classifier.data.synthetic import write_synthetic_catalogue
     from rakuten_classifier.serving.jobs import JobManager
 
-    # The job subprocess inherits this environment: a copied store and this test's data root.
-    home = copy_session_store(tmp_path)
+    # The job subprocess inherits this environment: a copied store, this test's data root, the tiny settings.
+    home, _ = tiny.copy(tmp_path / "tiny")
     monkeypatch.setenv("BENTOML_HOME", str(home))
+    for name, value in TINY_SETTINGS.items():
+        monkeypatch.setenv(name, value)
     settings = get_settings()
     assert settings.data_root == tmp_path / "data"
     write_synthetic_catalogue(tmp_path / "synth", rows=300, seed=11, image_size=64)
@@ -259,8 +263,8 @@ def _wait_for(predicate, timeout: float, step: float = 0.5):
 
 
 @pytest.mark.slow
-def test_served_models_survive_a_corrupt_production_version(trained, sample_dir, serve, request, tmp_path):
-    home = copy_session_store(tmp_path)
+def test_served_models_survive_a_corrupt_production_version(tiny, sample_dir, serve, request, tmp_path):
+    home, data_root = tiny.copy(tmp_path)
     form, image = _sample_product(sample_dir)
 
     def predict(server: Server) -> httpx.Response:
@@ -274,9 +278,9 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
         health = httpx.get(f"{server.url}/health").json()
         return health if corrupt["fusion"] in health["refused_models"] else None
 
-    server = serve(request, data_root=tmp_path / "data", home=home, name="serve-1", RAKUTEN_RELOAD_SECONDS="1")
+    server = serve(request, data_root=data_root, home=home, name="serve-1", RAKUTEN_RELOAD_SECONDS="1")
     good = httpx.get(f"{server.url}/health").json()["models"]
-    assert good["fusion"] == trained["fusion"]["tag"]
+    assert good == tiny.production
     corrupt.update(store_tool(home, "corrupt-production"))
     assert corrupt["previous"] == good
     assert corrupt["truncated"] == "pipeline.joblib"
@@ -300,7 +304,7 @@ def test_served_models_survive_a_corrupt_production_version(trained, sample_dir,
     server.stop()
 
     # Started while the newest production version is corrupt: serves the last good one.
-    server = serve(request, data_root=tmp_path / "data", home=home, name="serve-2", RAKUTEN_RELOAD_SECONDS="1")
+    server = serve(request, data_root=data_root, home=home, name="serve-2", RAKUTEN_RELOAD_SECONDS="1")
     assert httpx.get(f"{server.url}/health").json()["models"] == good
     health = _wait_for(lambda: refused_by(server), 30)
     assert health

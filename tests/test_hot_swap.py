@@ -1,5 +1,8 @@
 """POST /train runs the pipeline in a separate process; promoted models replace the served ones
-without a restart, and no request fails during the swap."""
+without a restart, and no request fails during the swap.
+
+Each server serves a copy of the session's tiny trio (conftest.py's `tiny`), so its promotion changes
+nothing another test serves; the training job trains with the tiny trio's settings (3 folds)."""
 
 import threading
 import time
@@ -7,23 +10,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server
-from store_tools import copy_session_store, store_tool
+from conftest import TINY_SETTINGS, Server
+from store_tools import store_tool
 
 from rakuten_classifier.data.synthetic import write_synthetic_catalogue
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.training]
 TOKEN = {"Authorization": "Bearer swap-token"}
 
 
-def test_training_job_promotes_and_service_swaps_without_failures(trained, serve, request, tmp_path):
-    # A copy of the session's store: this test's promotion must not change what other tests serve.
-    home = copy_session_store(tmp_path)
-    data_root = tmp_path / "data"
+def test_training_job_promotes_and_service_swaps_without_failures(tiny, serve, request, tmp_path):
+    home, data_root = tiny.copy(tmp_path)
     # New labelled data under the data root: small synthetic catalogue the old models know nothing of.
-    write_synthetic_catalogue(data_root / "incoming", rows=500, seed=5, image_size=96)
+    write_synthetic_catalogue(data_root / "incoming", rows=300, seed=5, image_size=64)
     server = serve(
-        request, data_root=data_root, home=home, RAKUTEN_ADMIN_TOKEN="swap-token", RAKUTEN_RELOAD_SECONDS="1"
+        request,
+        data_root=data_root,
+        home=home,
+        RAKUTEN_ADMIN_TOKEN="swap-token",
+        RAKUTEN_RELOAD_SECONDS="1",
+        **TINY_SETTINGS,
     )
     before = httpx.get(f"{server.url}/health").json()["models"]
     started = httpx.post(f"{server.url}/train", json={"data_dir": "incoming"}, headers=TOKEN, timeout=30)
@@ -82,18 +88,18 @@ def health_of(server: Server) -> dict:
     return httpx.get(f"{server.url}/health", timeout=30).json()
 
 
-def test_answers_across_a_promotion_each_come_from_one_trio(trained, sample_dir, serve, request, tmp_path):
+def test_answers_across_a_promotion_each_come_from_one_trio(tiny, sample_dir, serve, request, tmp_path):
     """8 clients send photos while a new trio is promoted: every answer succeeds and its text and
     image versions are the ones its fusion version names, before, during and after the swap."""
     from rakuten_classifier.pipeline.training_data import load_training_data
 
-    home = copy_session_store(tmp_path)
+    home, data_root = tiny.copy(tmp_path)
     rows = load_training_data(sample_dir).split("test").dropna(subset=["image_path"]).head(16)
     products = [
         ({"designation": row.designation, "description": row.description}, Path(row.image_path).read_bytes())
         for row in rows.itertuples()
     ]
-    server = serve(request, data_root=tmp_path / "data", home=home, RAKUTEN_RELOAD_SECONDS="1")
+    server = serve(request, data_root=data_root, home=home, RAKUTEN_RELOAD_SECONDS="1")
     answers: list[dict] = []
     failures: list[str] = []
     stop = threading.Event()

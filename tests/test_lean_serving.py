@@ -1,9 +1,10 @@
 """Serving without torch: the service graph imports, loads and answers with torch unimportable.
 
-A trio is trained on a few rows of the real sample (TF-IDF text, the image model exported to ONNX,
-the fusion) in its own BentoML store; tests/programs/serve_without_torch.py then imports service.py
-and answers with it while a finder refuses torch and torchvision, as in the serving install, and
-once more with torch installed (it must not be imported either: the served processes never map it).
+The session's tiny trio (conftest.py's `tiny`: trained on a few rows of the real sample; TF-IDF text,
+the image model exported to ONNX, the fusion, in a BentoML store of its own): tests/programs/
+serve_without_torch.py imports service.py and answers with it while a finder refuses torch and
+torchvision, as in the serving install, and once more with torch installed (it must not be imported
+either: the served processes never map it).
 """
 
 from __future__ import annotations
@@ -22,47 +23,24 @@ from conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 PROGRAMS = REPO_ROOT / "tests" / "programs"
-ROWS_PER_CATEGORY = 6
-
-
-def few_rows(sample_dir: Path, out: Path) -> Path:
-    """The first rows with a photo of every category, in the challenge layout (the photos linked, not copied)."""
-    x = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0)
-    y = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
-    photos = sample_dir / "images" / "image_train"
-    has_photo = [
-        (photos / f"image_{image}_product_{product}.jpg").is_file()
-        for image, product in zip(x["imageid"], x["productid"], strict=True)
-    ]
-    kept = y[has_photo].groupby("prdtypecode", group_keys=False).head(ROWS_PER_CATEGORY).index
-    out.mkdir(parents=True)
-    x.loc[kept].to_csv(out / "X_train_update.csv")
-    y.loc[kept].to_csv(out / "Y_train_CVw08PX.csv")
-    (out / "images").symlink_to(sample_dir / "images", target_is_directory=True)
-    return out
 
 
 @pytest.fixture(scope="module")
-def lean_run(sample_dir, tmp_path_factory):
-    """A trio trained on a few rows (with torch), then answered by the program with torch unimportable and
+def lean_run(tiny, tmp_path_factory):
+    """The session's tiny trio (trained with torch) answered by the program with torch unimportable and
     with torch installed: both JSON documents, and the requests."""
     from rakuten_classifier.data.preprocessing import product_text
 
     work = tmp_path_factory.mktemp("lean")
-    data = few_rows(sample_dir, work / "sample")
-    env = dict(os.environ, BENTOML_HOME=str(work / "bento"), RAKUTEN_DATA_ROOT=str(work / "data"), RAKUTEN_CV_FOLDS="3")
-    # MobileNetV2: the served path is the same for every backbone, and it extracts features fastest.
-    train = [sys.executable, "-m", "rakuten_classifier.cli", "train", "all", "--data-dir", str(data), "--json"]
-    train += ["--image-backbone", "mobilenet_v2"]
-    done = subprocess.run(train, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    x = pd.read_csv(data / "X_train_update.csv", index_col=0).head(6)
+    # The program only reads the store (it copies a version before changing it): the tiny trio's own.
+    env = dict(os.environ, BENTOML_HOME=str(tiny.home), RAKUTEN_DATA_ROOT=str(work / "data"))
+    x = pd.read_csv(tiny.rows / "X_train_update.csv", index_col=0).head(6)
     requests = [
         {
             "designation": row.designation,
             "description": row.description if isinstance(row.description, str) else "",
             "text": product_text(row.designation, row.description),
-            "image": str(data / "images" / "image_train" / f"image_{row.imageid}_product_{row.productid}.jpg"),
+            "image": str(tiny.rows / "images" / "image_train" / f"image_{row.imageid}_product_{row.productid}.jpg"),
         }
         for row in x.itertuples()
     ]
@@ -82,6 +60,7 @@ def lean_run(sample_dir, tmp_path_factory):
         )
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs["without_torch"]["folders"]["fusion"].startswith(str(tiny.home))  # the trio it was given
     return runs, requests
 
 

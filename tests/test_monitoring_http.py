@@ -1,5 +1,5 @@
-"""Monitoring over HTTP: the 300 + 300 drift scenario, feedback, Prometheus metrics and the
-example Prometheus/Grafana configuration, and no prediction-log row lost at a graceful stop."""
+"""Monitoring over HTTP: the 300 + 300 drift scenario, feedback, Prometheus metrics (their values, and the
+example Prometheus/Grafana configuration's queries), and no prediction-log row lost at a graceful stop."""
 
 import json
 import os
@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, json_error
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import monitoring_scenario
@@ -160,6 +160,74 @@ def test_metrics_parse_and_every_dashboard_and_alert_query_exists(served, sample
     assert all((MONITORING / rule_file).is_file() for rule_file in prometheus["rule_files"])
     for provisioning in (MONITORING / "grafana" / "provisioning").rglob("*.yml"):
         assert yaml.safe_load(provisioning.read_text())["apiVersion"] == 1
+
+
+def _samples(url: str) -> list:
+    """Every sample of /metrics (name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def _total(samples: list, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _moved(url: str, act, *keys: tuple) -> list[float]:
+    """How much each (name, labels) total of /metrics moved while ``act`` ran."""
+    before = _samples(url)
+    act()
+    after = _samples(url)
+    return [_total(after, name, **labels) - _total(before, name, **labels) for name, labels in keys]
+
+
+def test_metrics_count_each_answered_prediction_once(served):
+    answers: list[dict] = []
+
+    def one_text() -> None:
+        reply = httpx.post(f"{served.url}/predict_text", json={"designation": "Lot de 3 romans policiers"}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        answers.append(reply.json())
+
+    keys: list[tuple] = [
+        ("rakuten_predictions_total", {}),
+        ("rakuten_predictions_total", {"endpoint": "text", "modality": "text"}),
+        ("rakuten_prediction_confidence_count", {}),
+        ("bentoml_service_request_duration_seconds_count", {"endpoint": "/predict_text", "http_response_code": "200"}),
+        ("bentoml_service_request_total", {"endpoint": "/predict_text", "http_response_code": "200"}),
+    ]
+    assert _moved(served.url, one_text, *keys) == [1, 1, 1, 1, 1]
+    code = str(answers[0]["prdtypecode"])
+    by_code = ("rakuten_predictions_total", {"endpoint": "text", "prdtypecode": code})
+    assert _moved(served.url, one_text, by_code) == [1]
+
+    items = 3
+
+    def text_only_batch() -> None:
+        body = {"items": [{"designation": f"piscine tubulaire {n}"} for n in range(items)], "top_k": 1}
+        reply = httpx.post(f"{served.url}/predict_batch", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+
+    keys = [
+        ("rakuten_predictions_total", {"endpoint": "batch", "modality": "text"}),
+        ("rakuten_prediction_confidence_count", {}),
+        ("rakuten_modality_fallbacks_total", {"missing": "image"}),
+        ("bentoml_service_request_duration_seconds_count", {"endpoint": "/predict_batch", "http_response_code": "200"}),
+    ]
+    assert _moved(served.url, text_only_batch, *keys) == [items, items, items, 1]
+
+    def refused() -> None:
+        answer = httpx.post(f"{served.url}/predict_text", json={"designation": "  "}, timeout=60)
+        json_error(answer, 400)
+
+    keys = [
+        ("rakuten_predictions_total", {}),
+        ("rakuten_prediction_confidence_count", {}),
+        ("bentoml_service_request_total", {"endpoint": "/predict_text", "http_response_code": "400"}),
+    ]
+    assert _moved(served.url, refused, *keys) == [0, 0, 1]
 
 
 def test_graceful_stop_under_load_loses_no_logged_prediction(trained, serve, request, tmp_path):

@@ -10,8 +10,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import program, run_json, server_env
-from store_tools import copy_session_store
+from conftest import TINY_SETTINGS, program, run_json, server_env
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
@@ -168,13 +167,16 @@ def test_retrain_fires_nothing_on_ordinary_traffic_or_with_drift_disabled(produc
 
 
 @pytest.mark.slow
-def test_training_only_text_or_only_image_never_changes_what_is_served(trained, sample_dir, tmp_path):
-    # In a process of its own, against a copy of the session's store (BentoML resolves its home once per process).
-    env = server_env(tmp_path / "data", BENTOML_HOME=str(copy_session_store(tmp_path)), RAKUTEN_CV_FOLDS="2")
-    report = run_json(program("production_answers", str(sample_dir)), env)
+@pytest.mark.training
+def test_training_only_text_or_only_image_never_changes_what_is_served(tiny, tmp_path):
+    # In a process of its own, against a copy of the tiny trio (BentoML resolves its home once per process),
+    # training on the tiny trio's rows with its settings.
+    home, data_root = tiny.copy(tmp_path)
+    env = server_env(data_root, BENTOML_HOME=str(home), **TINY_SETTINGS)
+    report = run_json(program("production_answers", str(tiny.rows)), env)
 
     before = report["before"]
-    assert before["production"]["fusion"] == trained["fusion"]["tag"]
+    assert before["production"] == tiny.production
     for step, new in (("after_text", report["text"]), ("after_image", report["image"])):
         assert report[step]["production"] == before["production"], step  # the pointer did not move
         assert report[step]["answers"] == before["answers"], step  # the production trio answers the same

@@ -1,9 +1,10 @@
 """The whole PostgreSQL path: load, train from the database, serve, log predictions, feedback, drift, retrain check.
 
-Everything runs with RAKUTEN_DB_URL set to a fresh PostgreSQL schema and never touches SQLite. The
-image model is the session's (its out-of-fold file covers the same learning rows, since the database
-split is computed as the folder's): the text model and the fusion are trained from PostgreSQL here,
-which keeps the test near 3 minutes on 2 cores instead of 12 with a second image training.
+Everything runs with RAKUTEN_DB_URL set to a fresh PostgreSQL schema and never touches SQLite. The rows
+are those of the session's tiny trio (conftest.py's `tiny`), whose image model this test keeps (its
+out-of-fold file covers the same learning rows, since the database split is computed as the folder's):
+the text model and the fusion are trained from PostgreSQL here, with the tiny trio's settings, and score
+on the held-out rows exactly what the same training from SQLite scored.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import subprocess
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import VENV_BIN, program, run_json, server_env
-from store_tools import copy_session_store
+from conftest import TINY_SETTINGS, VENV_BIN, program, run_json, server_env
 
 from rakuten_classifier.categories import CATEGORY_CODES
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.training]
 ADMIN = {"Authorization": "Bearer pg-token"}
 
 
@@ -32,29 +32,32 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
-def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample_dir, pg_url, serve, request, tmp_path):
-    home = copy_session_store(tmp_path)  # a copy: the fusion trained here may be promoted
+def test_load_train_serve_log_feedback_and_drift_all_on_postgres(tiny, pg_url, serve, request, tmp_path):
+    home, _ = tiny.copy(tmp_path / "tiny")  # a copy: the fusion trained here may be promoted
     data_root = tmp_path / "data"
     settings = {"RAKUTEN_DB_URL": pg_url, "RAKUTEN_ADMIN_TOKEN": "pg-token", "RAKUTEN_RELOAD_SECONDS": "1"}
-    env = server_env(data_root, BENTOML_HOME=str(home), **settings)
+    env = server_env(data_root, BENTOML_HOME=str(home), **settings, **TINY_SETTINGS)
 
     def rakuten(*args: str) -> dict:
         return run_json([str(VENV_BIN / "rakuten"), *args, "--json"], env)
 
-    loaded = rakuten("data", "load", "--data-dir", str(sample_dir))
-    assert loaded["inserted"] == 1638
-    assert _count(pg_url, "products") == 1638
+    loaded = rakuten("data", "load", "--data-dir", str(tiny.rows))
+    assert loaded["inserted"] == tiny.loaded["rows"]
+    assert loaded["splits"] == tiny.loaded["splits"]  # the folder's split, as in SQLite
+    assert _count(pg_url, "products") == tiny.loaded["rows"]
     assert _count(pg_url, "loads") == 1
 
     # Training with no --data-dir / --db reads the configured database: PostgreSQL.
     text = rakuten("train", "text")
     fusion = rakuten("train", "fusion")
     assert fusion["text_model"] == text["tag"]
-    assert fusion["image_model"] == trained["image"]["tag"]
+    assert fusion["image_model"] == tiny.production["image"]
     done = subprocess.run(program("model_metadata", fusion["tag"]), env=env, capture_output=True, text=True, check=True)
     provenance = json.loads(done.stdout)
-    assert provenance["learned_from"]["rows"] == 1638 - fusion["metrics"]["fused"]["n"]
-    assert fusion["metrics"]["fused"]["weighted_f1"] > 0.7
+    assert provenance["learned_from"]["rows"] == tiny.loaded["rows"] - fusion["metrics"]["fused"]["n"]
+    # The same rows, split and settings as the tiny trio's training from SQLite: the same held-out scores.
+    assert text["metrics"]["test"] == tiny.result["text"]["metrics"]["test"]
+    assert fusion["metrics"]["fused"] == tiny.result["fusion"]["metrics"]["fused"]
     assert not (data_root / "rakuten.db").exists()  # no SQLite fallback anywhere
 
     server = serve(request, data_root=data_root, home=home, **settings)
@@ -100,6 +103,6 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(trained, sample
     assert drift["model"] == served["fusion"]
     assert (tmp_path / "drift.html").is_file()
     check = rakuten("retrain", "--dry-run", "--min-new-rows", "1")
-    assert check["labelled_in_database"] == 1638
+    assert check["labelled_in_database"] == tiny.loaded["rows"]
     assert check["new_labelled_rows"] == 0  # all of them were the fusion version's data
     assert check["drift"]["window"] == 40

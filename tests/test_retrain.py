@@ -1,31 +1,24 @@
-"""`rakuten retrain`: the documented loop (load new rows, retrain) on the real sample, in its own store.
+"""`rakuten retrain`: the documented loop (load new rows, retrain) on rows of the real sample, in its own store.
 
 Both gate outcomes are exercised: more data gives a model that is not worse and is promoted; a
-deliberately crippled text model is trained but refused, and production stays where it was. And the
-rows it counts as new are those no production model learned from, however the models were trained.
+deliberately crippled text model is trained but refused, and production stays where it was. Tiny data
+(conftest.few_rows: six, then twelve rows of each category) and 3 folds: what is checked is the loop, the
+gate and which rows count as new (those no production model learned from, however the models were
+trained), not the scores; the accuracy of a training on the whole sample: tests/test_training_e2e.py.
 """
 
 import json
 import os
 import subprocess
 
-import pandas as pd
 import pytest
-from conftest import VENV_BIN
+from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, VENV_BIN, few_rows
 
-pytestmark = pytest.mark.slow
-FIRST_ROWS = 1000
+from rakuten_classifier.categories import CATEGORY_CODES
 
-
-def _first_rows_folder(sample_dir, folder):
-    """The sample's first rows in the challenge layout (images shared by a link, nothing copied)."""
-    folder.mkdir()
-    features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0)
-    labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
-    features.iloc[:FIRST_ROWS].to_csv(folder / "X_train_update.csv")
-    labels.iloc[:FIRST_ROWS].to_csv(folder / "Y_train_CVw08PX.csv")
-    (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
-    return folder
+pytestmark = [pytest.mark.slow, pytest.mark.training]
+MORE_ROWS_PER_CATEGORY = 2 * TINY_ROWS_PER_CATEGORY
+MIN_NEW_ROWS = 100  # below the rows the second load adds (about 160), above none
 
 
 def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trained_from_a_folder(
@@ -66,7 +59,9 @@ def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trai
 
 
 def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path):
-    env = dict(os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), RAKUTEN_DATA_ROOT=str(tmp_path / "data"))
+    env = dict(
+        os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), RAKUTEN_DATA_ROOT=str(tmp_path / "data"), **TINY_SETTINGS
+    )
     env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
 
     def rakuten(*args):
@@ -77,29 +72,30 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     def production():
         return rakuten("models")["production"]
 
-    assert (
-        rakuten("data", "load", "--data-dir", str(_first_rows_folder(sample_dir, tmp_path / "first")))["inserted"]
-        == FIRST_ROWS
-    )
+    first_rows = few_rows(sample_dir, tmp_path / "first")
+    more_rows = few_rows(sample_dir, tmp_path / "more", MORE_ROWS_PER_CATEGORY)  # holds the first ones
+    loaded = rakuten("data", "load", "--data-dir", str(first_rows))
+    assert loaded["inserted"] == loaded["rows"] == len(CATEGORY_CODES) * TINY_ROWS_PER_CATEGORY
 
     first = rakuten("retrain")  # no production yet: the first run trains and promotes
     assert first["triggers"] == ["no production models yet"]
     assert first["promoted"] is True
     assert production()["fusion"] == first["models"]["fusion"]
 
-    idle = rakuten("retrain", "--min-new-rows", "300")
+    idle = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
     assert idle["outcome"] == "skipped: no trigger fired"
     assert idle["new_labelled_rows"] == 0
     assert production()["fusion"] == first["models"]["fusion"]
 
-    added = rakuten("data", "load", "--data-dir", str(sample_dir))["inserted"]
-    assert added == 1638 - FIRST_ROWS
-    check = rakuten("retrain", "--min-new-rows", "300", "--dry-run")
+    more = rakuten("data", "load", "--data-dir", str(more_rows))
+    added = more["inserted"]
+    assert added == more["rows"] - loaded["rows"] >= MIN_NEW_ROWS
+    check = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS), "--dry-run")
     assert check["new_labelled_rows"] == added
     assert check["trained"] is False
 
-    more_data = rakuten("retrain", "--min-new-rows", "300")
-    assert more_data["triggers"] == [f"{added} new labelled rows >= 300"]
+    more_data = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
+    assert more_data["triggers"] == [f"{added} new labelled rows >= {MIN_NEW_ROWS}"]
     assert more_data["trained"] is True
     # Both scored on the same, current test split; the gate promotes when the candidate is not worse.
     assert more_data["candidate_fused_test_weighted_f1"] >= more_data["production_fused_test_weighted_f1"]

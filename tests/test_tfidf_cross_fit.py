@@ -15,6 +15,8 @@ from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, text_p
 from rakuten_classifier.modeling.text_cross_fit import out_of_fold_scores
 from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 
+pytestmark = pytest.mark.slow  # fits on 600 sample texts in worker processes: out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def sample_texts(sample_dir):

@@ -1,7 +1,7 @@
-"""End to end on the real sample: train_all, the store, MLflow, the gate, evaluate, Python API."""
+"""End to end on the real sample: train_all, the store, MLflow, evaluate, Python API (the promotion gate:
+tests/test_gate.py)."""
 
 import json
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -10,12 +10,10 @@ import pytest
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.fusion import COMBINERS
-from rakuten_classifier.modeling.text import TfidfParams
-from rakuten_classifier.modeling.text_encoder import NO_ENCODER, EncoderParams
-from rakuten_classifier.pipeline.steps import train_fusion, train_text
+from rakuten_classifier.modeling.text_encoder import NO_ENCODER
 from rakuten_classifier.pipeline.tracking import tracking_uri
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, production_trio
+from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info
 
 pytestmark = pytest.mark.slow
 
@@ -89,36 +87,6 @@ def test_every_run_is_tracked_in_mlflow(trained, session_data_root):
     text_run = client.get_run(model_info(trained["text"]["tag"])["metadata"]["mlflow_run_id"])
     artifacts = {a.path for a in client.list_artifacts(text_run.info.run_id)}
     assert {"text_test_classification_report.txt", "text_test_confusion_matrix.png"} <= artifacts
-
-
-def test_promotion_gate_refuses_worse_and_accepts_not_worse(trained, sample_dir, session_data_root, monkeypatch):
-    # Under model names of its own: promoting in the session's store moved the production pointer that
-    # later tests serve and compare with trained["fusion"] (test_faults asserts the served fusion is that tag).
-    from rakuten_classifier import registry
-    from rakuten_classifier.pipeline import fusion_step, steps
-
-    suffix = uuid.uuid4().hex[:8]
-    monkeypatch.setattr(registry, "FUSION_MODEL", f"gate-fusion-{suffix}")
-    monkeypatch.setattr(fusion_step, "FUSION_MODEL", f"gate-fusion-{suffix}")
-    monkeypatch.setattr(steps, "TEXT_MODEL", f"gate-text-{suffix}")
-    settings = Settings(data_root=session_data_root)
-    data = load_training_data(sample_dir, settings=settings)
-    first = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
-    assert first["promoted"] is True  # nothing in production under these names yet
-    before = production_trio()
-    assert before is not None
-    assert before.fusion == first["tag"]
-    weak_tfidf = TfidfParams(C=1e-4, char_ngram_max=1, word_ngram_max=1)
-    weak = train_text(data, tfidf=weak_tfidf, encoder=EncoderParams(NO_ENCODER), settings=settings)
-    refused = train_fusion(data, text_tag=weak["tag"], image_tag=trained["image"]["tag"], settings=settings)
-    assert refused["promoted"] is False
-    assert model_info(refused["tag"])["labels"]["stage"] == "candidate"
-    assert production_trio() == before  # nothing served changed
-    again = train_fusion(data, text_tag=trained["text"]["tag"], image_tag=trained["image"]["tag"], settings=settings)
-    assert again["promoted"] is True  # equal score: not worse, promoted
-    production = production_trio()
-    assert production is not None
-    assert production.fusion == again["tag"]
 
 
 def test_evaluate_cli_reproduces_the_training_test_scores(trained, sample_dir, capsys, monkeypatch, session_data_root):

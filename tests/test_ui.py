@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, run_json, server_env
+from conftest import REPO_ROOT, TINY_SETTINGS, VENV_BIN, run_json, server_env
 
 from rakuten_classifier.config import get_settings
 
@@ -214,10 +214,11 @@ def test_page_and_health_show_no_data_warning_for_models_trained_on_real_product
 
 @pytest.fixture(scope="module")
 def served_synthetic(serve, request, tmp_path_factory):
-    """`bentoml serve` of models trained by `rakuten train all` on a small synthetic catalogue, in a
-    store and data root of their own (the session's production models are untouched)."""
+    """`bentoml serve` of models trained by `rakuten train all` on a small synthetic catalogue (with the tiny
+    trio's settings: 3 folds), in a store and data root of their own (the session's production models are
+    untouched)."""
     root = tmp_path_factory.mktemp("synthetic-trained")
-    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"))
+    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"), **TINY_SETTINGS)
     folder = root / "data" / "synthetic"
     rakuten = str(VENV_BIN / "rakuten")
     run_json([rakuten, "data", "synth", "--out", str(folder), "--rows", "300", "--image-size", "32", "--json"], env)
@@ -228,6 +229,7 @@ def served_synthetic(serve, request, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_models_trained_on_the_synthetic_catalogue_say_so_in_training_health_and_on_the_page(page, served_synthetic):
     server, trained = served_synthetic
     # `rakuten train all` (what `make demo` runs) says it and tells how to train on the real files.
@@ -250,20 +252,14 @@ def test_models_trained_on_the_synthetic_catalogue_say_so_in_training_health_and
     page.screenshot(path=str(ARTIFACTS / "ui-synthetic-warning.png"), full_page=True)
 
 
-# ---------------------------------------------------------------- the gallery (own server)
-
-
-@pytest.fixture(scope="module")
-def served_with_examples(trained, session_data_root, sample_dir, serve, request):
-    """A server whose /ui gallery reads the sample (RAKUTEN_UI_EXAMPLES_DIR)."""
-    return serve(request, data_root=session_data_root, RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir))
+# ---------------------------------------------------------------- the gallery (conftest's served_extras)
 
 
 @pytest.mark.slow
-def test_gallery_lists_examples_and_a_click_fills_the_form(page, served_with_examples):
+def test_gallery_lists_examples_and_a_click_fills_the_form(page, served_extras):
     from PIL import Image
 
-    url = served_with_examples.url
+    url = served_extras.url
     examples = httpx.get(f"{url}/ui/examples", timeout=30).json()
     assert 1 <= len(examples) <= 8
     assert all("image_path" not in e and e["image_url"] == f"/ui/examples/{e['n']}/image" for e in examples)
