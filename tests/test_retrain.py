@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 
+import pandas as pd
 import pytest
 from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, VENV_BIN, few_rows
 
@@ -19,6 +20,18 @@ from rakuten_classifier.categories import CATEGORY_CODES
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 MORE_ROWS_PER_CATEGORY = 2 * TINY_ROWS_PER_CATEGORY
 MIN_NEW_ROWS = 100  # below the rows the second load adds (about 160), above none
+FIRST_ROWS = 1000
+
+
+def _first_rows_folder(sample_dir, folder):
+    """The sample's first rows in the challenge layout (images shared by a link, nothing copied)."""
+    folder.mkdir()
+    features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0)
+    labels = pd.read_csv(sample_dir / "Y_train_CVw08PX.csv", index_col=0)
+    features.iloc[:FIRST_ROWS].to_csv(folder / "X_train_update.csv")
+    labels.iloc[:FIRST_ROWS].to_csv(folder / "Y_train_CVw08PX.csv")
+    (folder / "images").symlink_to(sample_dir / "images", target_is_directory=True)
+    return folder
 
 
 def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trained_from_a_folder(
