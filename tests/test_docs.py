@@ -135,7 +135,7 @@ def test_every_setting_has_one_row_in_one_docs_table():
     written = "".join(settings_tables.pages().values())
     for name in Settings.model_fields:
         assert written.count(f"| `RAKUTEN_{name.upper()}` |") == 1, name
-    assert set(settings_tables.groups()) == {"training", "serving", "monitoring"}
+    assert set(settings_tables.groups()) == {"training", "serving", "monitoring", "scale"}
 
 
 class _Example(BaseSettings):
