@@ -62,18 +62,11 @@ def predict_multimodal(
 SOURCES = {"test": X_TEST_FILE, "train": X_TRAIN_FILE}
 
 
-def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", batch_size: int = 64) -> dict:
-    """Score every product of the challenge X file with the production models; write the submission CSV.
-
-    The CSV has the X file's index as first, unnamed column and a ``prdtypecode`` column, one row per
-    product in the X file's order. Products without an image file are decided by the text. Every
-    answer is built by the service's own `build_answer` (the same fusion as /predict_multimodal).
-    """
+def products_to_score(data_dir: str | Path, source: str = "test") -> pd.DataFrame:
+    """The products of the challenge folder's X file named by ``source`` (``test`` or ``train``), as
+    `rakuten predict` scores them; DataError when that file is absent or empty."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, not {source!r}")
-    started = time.perf_counter()
-    trio = require_production_trio()
-    config = read_fusion_config(trio.fusion)
     products = read_challenge_dir(data_dir).products
     products = products[products["source"] == source]
     if products.empty:
@@ -81,6 +74,20 @@ def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", ba
         raise DataError(
             f"{data_dir}: no products in {SOURCES[source]} (absent or empty); --source {other} reads {SOURCES[other]}"
         )
+    return products
+
+
+def predict_file(data_dir: str | Path, out: str | Path, source: str = "test", batch_size: int = 64) -> dict:
+    """Score every product of the challenge X file with the production models; write the submission CSV.
+
+    The CSV has the X file's index as first, unnamed column and a ``prdtypecode`` column, one row per
+    product in the X file's order. Products without an image file are decided by the text. Every
+    answer is built by the service's own `build_answer` (the same fusion as /predict_multimodal).
+    """
+    products = products_to_score(data_dir, source)
+    started = time.perf_counter()
+    trio = require_production_trio()
+    config = read_fusion_config(trio.fusion)
     text_model, image_model = text_model_for(trio.text), served_image_model_for(trio.image)
     tags = {"text": trio.text, "image": trio.image, "fusion": trio.fusion}
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..data.reader import DataError, read_challenge_dir
-from ..serving.predict import SOURCES
+from ..data.reader import DataError
+from ..serving.predict import SOURCES, products_to_score
 
 # Columns a product table must have, with the Arrow type each must be of.
 TEXT_COLUMNS = ("designation", "description")
@@ -42,15 +42,7 @@ class Products:
 
 def folder_products(data_dir: str | Path, source: str = "test") -> Products:
     """The products of X_test_update.csv (or X_train) of a challenge folder, as `rakuten predict` reads them."""
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {sorted(SOURCES)}, not {source!r}")
-    products = read_challenge_dir(data_dir).products
-    products = products[products["source"] == source]
-    if products.empty:
-        other = "train" if source == "test" else "test"
-        raise DataError(
-            f"{data_dir}: no products in {SOURCES[source]} (absent or empty); --source {other} reads {SOURCES[other]}"
-        )
+    products = products_to_score(data_dir, source)
     table = pa.table(
         {
             ROW_INDEX: pa.array(products["row_index"].to_numpy(), pa.int64()),
