@@ -43,8 +43,16 @@ SAMPLE_DIR = (REPO_ROOT / ".." / "shared" / "rakuten-sample").resolve()
 
 # The tiers (docs/reliability.md, "The test suite"). A test that uses one of these fixtures, itself or
 # through another fixture, gets its marker and `slow`, so `make test-fast` (-m "not slow") never trains a
-# trio (on the whole sample or the tiny one) nor boots a server, whatever markers its module declares.
-TIER_FIXTURES = {"trained": "sample_training", "tiny": "training", "serve": "server"}
+# trio (on the whole sample or the tiny one) nor boots a server, whatever markers its module declares; and
+# one that builds the Bento or runs the Kubernetes manifests' tools gets `system` too (`make test` leaves
+# those out, `make test-all` and CI run them).
+TIER_FIXTURES = {
+    "trained": "sample_training",
+    "tiny": "training",
+    "serve": "server",
+    "bento": "system",
+    "deploy_tools": "system",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT, VENV_BIN, free_port, sample_requests, server_env
 
 from rakuten_classifier.registry import production_trio
 
-pytestmark = [pytest.mark.slow, pytest.mark.container]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.system]
 
 IMAGE = "localhost/rakuten-classifier:test"
 # The image installs requirements-serving.lock only (issue 25: at most 1.5 GB; 7.06 GB with torch and CUDA).

@@ -170,6 +170,7 @@ def correct_on_the_page(page, url: str, token: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.system
 def test_two_checkouts_demos_keep_their_own_models_and_leave_the_default_store_alone(tmp_path, page):
     _needs("make", "git", venv=True)
     home = tmp_path / "home"

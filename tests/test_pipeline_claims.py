@@ -20,7 +20,7 @@ from rakuten_classifier.data.store import load_into_db
 from rakuten_classifier.data.synthetic import write_synthetic_catalogue
 from rakuten_classifier.monitoring.drift import build_profile, save_profile
 from rakuten_classifier.monitoring.prediction_log import PredictionLog, prediction_record
-from rakuten_classifier.pipeline import retrain as retrain_module
+from rakuten_classifier.pipeline import steps as steps_module
 
 # ------------------------------------------------------------------ drift alone triggers a retrain
 
@@ -137,7 +137,7 @@ def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_row
             "fusion": {"tag": "f:new", "promoted": False, "promotion": "worse", "metrics": {"fused": fused}},
         }
 
-    monkeypatch.setattr(retrain_module, "train_all", fake_train_all)
+    monkeypatch.setattr(steps_module, "train_all", fake_train_all)
     result = _retrain_json(capsys)
     assert result["trained"] is True
     assert result["triggers"] == check["triggers"]

@@ -23,7 +23,7 @@ from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import Settings
 from rakuten_classifier.data.reader import X_TEST_FILE, image_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 # Small tasks: the 338 held-out products make 17 tasks, so a worker killed after the first ones leaves work.
 PARTITION_ROWS = 20
