@@ -1,11 +1,16 @@
-"""How every endpoint answers a ClientError: the API methods' decorator (BentoML still reads their signature)."""
+"""How every endpoint answers a ClientError: the API methods' decorator (BentoML still reads their signature);
+refusals in plain words (characters, MB, the field's name), logged as one WARNING line without a traceback,
+in this process and against `bentoml serve` (conftest's `served`)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import json
+import os
+import time
 import typing as t
+from pathlib import Path
 from types import SimpleNamespace
 
 import bentoml
@@ -154,3 +159,67 @@ def test_sizes_are_said_in_mb_and_exact_bytes_only_where_the_rounded_figures_wou
     assert str(image_too_large(int(10.5 * mb))) == "the image is 10.5 MB; the limit is 10 MB"
     assert sizes_text(10 * mb + 1, 10 * mb) == ("10 MB (10,485,761 bytes)", "10 MB (10,485,760 bytes)")
     assert (size_text(100_000), size_text(512)) == ("97.7 KB", "512 bytes")
+
+
+# ---------------------------------------------------------------- the four bad inputs against `bentoml serve`
+
+MEGABYTE = 1024 * 1024
+FIELDS = "designation, description, image, text_weight, top_k, explain"
+# name: (the request's httpx arguments, made when sent; status; message). The limits: the defaults (10 MB, 20,000).
+BAD_INPUTS: dict[str, tuple[t.Callable[[], dict], int, str]] = {
+    "empty form": (
+        lambda: {"files": {"designation": (None, ""), "description": (None, "")}},
+        400,
+        "empty product: nothing to classify; give a designation (title), a description, an image, or several",
+    ),
+    "20 MB of random bytes": (
+        lambda: {"files": {"image": ("random.jpg", os.urandom(20 * MEGABYTE), "image/jpeg")}},
+        413,
+        "the image is 20 MB; the limit is 10 MB",
+    ),
+    "100,000 characters": (
+        lambda: {"data": {"designation": "x" * 100_000}},
+        400,
+        "designation is 100,000 characters long; the limit is 20,000",
+    ),
+    "a stray field": (
+        lambda: {"data": {"designation": "piscine hors sol", "foo": "bar"}},
+        400,
+        f"unknown field 'foo'; the fields are {FIELDS}",
+    ),
+}
+
+
+def logged_since(log_path: Path, offset: int, message: str, timeout: float = 10) -> str:
+    """The server's log written after ``offset``, once it holds ``message`` (the server writes it asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        if message in text or time.monotonic() > deadline:
+            return text
+
+
+def refuse_and_log(server, name: str) -> tuple[int, str, str]:
+    """Send one of BAD_INPUTS to /predict_multimodal: its status, its message and the server's log line of it."""
+    import httpx
+
+    arguments, _, message = BAD_INPUTS[name]
+    offset = server.log_path.stat().st_size
+    answer = httpx.post(f"{server.url}/predict_multimodal", timeout=120, **arguments())
+    written = logged_since(server.log_path, offset, message)
+    lines = [line for line in written.splitlines() if message in line]
+    assert len(lines) == 1, written[-3000:]  # one line, not the access log's nor a traceback's
+    assert "Traceback" not in written, written[-3000:]
+    assert "[ERROR]" not in written, written[-3000:]
+    return answer.status_code, answer.json().get("error", answer.text), lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_inputs_over_http_are_refused_in_plain_words_and_logged_as_one_warning_line(served, name):
+    status, message, line = refuse_and_log(served, name)
+    assert (status, message) == BAD_INPUTS[name][1:]
+    assert "[WARNING]" in line
+    assert f"refused predict_multimodal (HTTP {status}): {message}" in line
