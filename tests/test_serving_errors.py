@@ -127,6 +127,10 @@ def test_input_models_refuse_in_plain_words_naming_the_field():
     notes = _refusal(_form_request(MultimodalInput, {"designation": "x"}, {"image": ("n.txt", b"hi", "text/plain")}))
     assert notes == "image must be a file of content type image/* (a JPEG, PNG or WebP photo); it is text/plain"
     assert _refusal(_form_request(TextInput, json_body=b"{not json")).startswith("the body is not valid JSON")
+    # A file field sent as text: BentoML would fetch it as a URL (a 500 when it is not one); refused instead.
+    for text in ("hello", "http://127.0.0.1:9/p.jpg"):
+        as_text = _form_request(MultimodalInput, {"designation": "x", "image": text})
+        assert _refusal(as_text) == "image must be a file (a photo sent as a file part), not text"
     # A valid request is the model itself, as BentoML parses it.
     assert _form_request(MultimodalInput, {"designation": "piscine", "top_k": "3"})["top_k"] == 3
 

@@ -49,11 +49,22 @@ class CheckedInput(bentoml.IODescriptor):
 
     @classmethod
     async def from_http_request(cls, request, serde):  # BentoML's signature: (Request, Serde) -> IODescriptor
+        form_types = ("multipart/form-data", "application/x-www-form-urlencoded")
+        if cls.multipart_fields and request.headers.get("content-type", "").startswith(form_types):
+            # BentoML would download a file field sent as text as a URL (a 500 when it is not one): refused.
+            form = await request.form()  # Starlette keeps the parsed form: BentoML's parse reads it again
+            for name in cls.multipart_fields:
+                if any(isinstance(value, str) for value in form.getlist(name)):
+                    return cls._refused(f"{name} must be a file (a photo sent as a file part), not text")
         try:
             return await super().from_http_request(request, serde)
         except ValidationError as exc:
-            refusal = ClientError(plain_words(exc, cls))
-            return cls.model_construct(**dict.fromkeys(cls.model_fields, refusal))
+            return cls._refused(plain_words(exc, cls))
+
+    @classmethod
+    def _refused(cls, message: str) -> "CheckedInput":
+        """The input whose every argument is the refusal (what ``answers_client_errors`` answers)."""
+        return cls.model_construct(**dict.fromkeys(cls.model_fields, ClientError(message)))
 
 
 class MultimodalInput(CheckedInput):
