@@ -459,7 +459,8 @@ def test_the_demos_page_explains_an_answer_in_one_colour_rule_and_corrects_it_wi
     page.wait_for_selector("#why-words[data-overflow=true]", state="attached")
     assert page.is_visible("#why-words-more")
     assert "scroll inside the box" in page.text_content("#why-words-more")
-    page.locator("#why").screenshot(path=str(ARTIFACTS / "demo-long-description.png"))
+    assert not UNREADABLE_NUMBERS.search(page.inner_text("#results")), page.inner_text("#results")
+    page.locator("#results").screenshot(path=str(ARTIFACTS / "demo-long-description.png"))
 
 
 # ---------------------------------------------------------------- the bad inputs on the page (and over HTTP)
