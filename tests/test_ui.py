@@ -457,6 +457,7 @@ def test_the_demos_page_explains_an_answer_in_one_colour_rule_and_corrects_it_wi
     page.fill("#description", " ".join(["piscine tubulaire acier hors sol bâche filtre"] * 60))
     page.click("#submit")
     page.wait_for_selector("#why-words[data-overflow=true]", state="attached")
+    assert page.is_hidden("#expected")  # the example's true category went with its edited text
     assert page.is_visible("#why-words-more")
     assert "scroll inside the box" in page.text_content("#why-words-more")
     assert not UNREADABLE_NUMBERS.search(page.inner_text("#results")), page.inner_text("#results")
