@@ -58,3 +58,12 @@ def test_admin_routes_need_the_admin_token_when_one_is_configured():
     status, seen = _call(guarded, [(b"authorization", b"Bearer secret")], [b"{}"], "/train")
     assert status == 200
     assert seen == [b"{}"]
+
+
+def test_the_guards_refusals_are_in_mb_and_logged_as_one_warning(caplog):
+    guard = RequestGuard(None, max_body_bytes=64 * 1024 * 1024)
+    with caplog.at_level("INFO"):
+        assert _call(guard, [(b"content-length", str(70 * 1024 * 1024).encode())], [b""])[0] == 413
+    [record] = caplog.records
+    assert (record.name, record.levelname, record.exc_info) == ("rakuten.refused", "WARNING", None)
+    assert record.getMessage() == "refused POST /predict_text (HTTP 413): the request body is 70 MB; the limit is 64 MB"

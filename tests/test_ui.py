@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,12 @@ def codes(page, list_id: str) -> list[int]:
         int(code)
         for code in page.eval_on_selector_all(f"#{list_id} li.bar", "els => els.map(e => e.dataset.prdtypecode)")
     ]
+
+
+def shown_percent(probability: float) -> str:
+    """A probability as the page shows it: never "100.0 %" nor "0.0 %"."""
+    x = 100 * probability
+    return ">99.9\u00a0%" if x >= 99.95 else "<0.1\u00a0%" if x < 0.05 else f"{x:.1f}\u00a0%"
 
 
 def api_predict(url: str, product: dict, image: Path, weight: float) -> dict:
@@ -120,7 +127,7 @@ def test_page_classifies_a_real_product_like_the_api(page, served, product):
     assert codes(page, "image-bars") == [e["prdtypecode"] for e in api["image"]]
     first_bar = page.text_content("#fused-bars li.bar")
     assert api["top_k"][0]["category"] in first_bar
-    assert f"{100 * api['top_k'][0]['probability']:.1f}\u00a0%" in first_bar
+    assert shown_percent(api["top_k"][0]["probability"]) in first_bar
     assert re.fullmatch(r"\d+ ms", page.text_content("#latency")), page.text_content("#latency")
     shown_models = page.text_content("#models")
     for tag in api["models"].values():
@@ -316,3 +323,196 @@ def test_no_examples_without_a_readable_folder(value, monkeypatch):
     get_settings.cache_clear()
     assert web.examples() == []
     assert web.example_image_response(0).status_code == 404
+
+
+# ---------------------------------------------------------------- the demo's page: explanation and correction
+
+DEMO_SERVE = REPO_ROOT / "tools" / "demo_serve.py"
+READY_TOKEN = re.compile(r"The demo is ready\. Open (\S+)\nadmin token: (\S+)\n")
+# What the page must never show (issue 38): a sure "100.0 %", a row of "0.0 %", a negative zero.
+UNREADABLE_NUMBERS = re.compile(r"100\.0\u00a0%|(?<![\d.])0\.0\u00a0%|[-\u2212]0\.0+(?!\d*[1-9])")
+
+
+@pytest.fixture(scope="module")
+def served_demo(trained, serve, request, sample_dir, tmp_path_factory):
+    """The session's models served as `make demo` serves them: tools/demo_serve.py around `bentoml serve`, no
+    admin token in the environment (it makes one, keeps it in its token file and gives it to the server), the
+    sample's gallery. Returns the server and the token read from the block it printed."""
+    from conftest import SERVICE, free_port, linked_home
+
+    folder = tmp_path_factory.mktemp("demo")
+    env = server_env(
+        folder / "data",
+        BENTOML_HOME=str(linked_home(folder / "bentoml")),
+        RAKUTEN_UI_EXAMPLES_DIR=str(sample_dir),
+    )
+    env.pop("RAKUTEN_ADMIN_TOKEN", None)
+    port = free_port()
+    command = [str(VENV_BIN / "python"), str(DEMO_SERVE), "--port", str(port), "--token-file", str(folder / "token")]
+    command += ["--", str(VENV_BIN / "bentoml"), "serve", SERVICE, "--port", str(port), "--host", "127.0.0.1"]
+    command += ["--timeout-graceful-shutdown", "15"]
+    server = serve.start(request, command, port, env, REPO_ROOT, folder / "demo.log")
+    server.wait_ready()
+    deadline = time.monotonic() + 30
+    while not (ready := READY_TOKEN.search(server.log_tail(100_000))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ready, server.log_tail()
+    assert ready[2] == (folder / "token").read_text().strip()
+    return server, ready[2]
+
+
+def _example_the_photo_disagrees_with(url: str, examples: list[dict]) -> tuple[dict, dict]:
+    """The first gallery example whose photo alone ranks another category first than the fused answer (the
+    first example when none does), and its answer."""
+    answers = []
+    for example in examples:
+        photo = httpx.get(f"{url}{example['image_url']}", timeout=30).content
+        fields = {"designation": example["designation"], "description": example["description"]}
+        answer = httpx.post(
+            f"{url}/predict_multimodal", data=fields, files={"image": ("p.jpg", photo, "image/jpeg")}, timeout=120
+        ).json()
+        if answer["image"][0]["prdtypecode"] != answer["prdtypecode"]:
+            return example, answer
+        answers.append(answer)
+    return examples[0], answers[0]
+
+
+def _stored_category(server, productid: int) -> int:
+    import sqlalchemy as sa
+
+    from rakuten_classifier.data.schema import get_engine, products
+
+    engine = get_engine(f"sqlite:///{server.data_root / 'rakuten.db'}")
+    with engine.connect() as conn:
+        code = conn.execute(sa.select(products.c.prdtypecode).where(products.c.productid == productid)).scalar_one()
+    engine.dispose()
+    return int(code)
+
+
+@pytest.mark.slow
+def test_the_demos_page_explains_an_answer_in_one_colour_rule_and_corrects_it_with_the_printed_token(page, served_demo):
+    server, token = served_demo
+    url = server.url
+    examples = httpx.get(f"{url}/ui/examples", timeout=30).json()
+    example, answer = _example_the_photo_disagrees_with(url, examples)
+    open_ui(page, url)
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-gallery.png"), full_page=True)
+
+    # The explanation: one legend, the same colours on the words, captions in an operator's words.
+    page.click(f"#gallery .example[data-n='{example['n']}']")
+    wait_answer(page)
+    page.wait_for_selector("#heat[data-rows]", state="attached")
+    category = answer["category"]
+    assert page.text_content("#fused-result").startswith(category)
+    legend = page.inner_text("#why-legend")
+    assert page.is_visible("#why-legend")
+    assert f"points to {category}" in legend
+    assert f"points away from {category}" in legend
+    why = page.inner_text("#why")
+    assert f"How strongly each word points to {category}" in why
+    assert f"Where the photo points to {category}" in why
+    for jargon in ("softmax", "logit", "bias", "intercept"):  # the maths sits behind "details"
+        assert jargon not in why, jargon
+    words = page.eval_on_selector_all(
+        "#why-words .w", "els => els.map(e => [Number(e.dataset.weight), e.style.background])"
+    )
+    for weight, shade in words:
+        assert shade in ("transparent", "") or shade.startswith("rgba(31, 138, 91" if weight > 0 else "rgba(176, 0, 32")
+    assert any(shade.startswith("rgba(31, 138, 91") for _, shade in words)
+    for part, lead in page.eval_on_selector_all(
+        "#why-shares li", "els => els.map(e => [e.dataset.part, e.querySelector('.lead').className])"
+    ):
+        assert part in ("text", "image", "constant")
+        assert lead.strip() in ("lead", "lead pos", "lead neg")
+    if answer["image"][0]["prdtypecode"] != answer["prdtypecode"]:  # the photo alone ranks another category first
+        reconcile = page.inner_text("#why-reconcile")
+        assert f"The photo alone ranks {answer['image'][0]['category']}" in reconcile
+        assert f"moves the answer towards {category}" in reconcile
+    assert not UNREADABLE_NUMBERS.search(page.inner_text("#results")), page.inner_text("#results")
+    for details in ("#why-text-maths", "#why-image-maths", "#why-modalities-maths"):
+        page.click(f"{details} summary")
+    maths = page.inner_text("#why")
+    assert "softmax of the scores" in maths
+    assert "head's bias" in maths
+    assert page.locator("#why-modalities tr[data-part]").count() == 3
+    page.locator("#why").screenshot(path=str(ARTIFACTS / "demo-explanation.png"))
+
+    # "Wrong category?": without the token the page says where it comes from; with the printed one it is saved.
+    right = next(e["prdtypecode"] for e in answer["top_k"][1:])
+    page.click("#correction summary")
+    page.select_option("#correct-code", str(right))
+    page.click("#correct-submit")
+    page.wait_for_selector("#correction[data-state=error]", state="attached")
+    assert "make demo" in page.text_content("#correct-status")
+    page.fill("#admin-token", token)
+    page.click("#correct-submit")
+    page.wait_for_selector("#correction[data-state=saved]", state="attached")
+    assert f"is now category {right}" in page.text_content("#correct-status")
+    assert _stored_category(server, int(page.get_attribute("#correction", "data-productid"))) == right
+    page.screenshot(path=str(ARTIFACTS / "demo-correction.png"), full_page=True)
+
+    # A long description: the words' box scrolls, and says so.
+    page.fill("#description", " ".join(["piscine tubulaire acier hors sol bâche filtre"] * 60))
+    page.click("#submit")
+    page.wait_for_selector("#why-words[data-overflow=true]", state="attached")
+    assert page.is_hidden("#expected")  # the example's true category went with its edited text
+    assert page.is_visible("#why-words-more")
+    assert "scroll inside the box" in page.text_content("#why-words-more")
+    assert not UNREADABLE_NUMBERS.search(page.inner_text("#results")), page.inner_text("#results")
+    page.locator("#results").screenshot(path=str(ARTIFACTS / "demo-long-description.png"))
+
+
+# ---------------------------------------------------------------- the bad inputs on the page (and over HTTP)
+
+
+@pytest.mark.slow
+def test_the_page_shows_each_bad_input_in_plain_words_as_the_api_says_it(page, served):
+    from test_serving_errors import BAD_INPUTS, logged_since, refuse_and_log
+
+    open_ui(page, served.url)
+    rows = []
+
+    def through_the_page(name: str, send) -> tuple[str, str]:
+        """Send a bad input through the page: the message it shows, and the server's log line (if it sent it)."""
+        message = BAD_INPUTS[name][2]
+        offset = served.log_path.stat().st_size
+        send()
+        page.click("#submit")
+        page.wait_for_function("document.getElementById('error').textContent !== ''")
+        shown = page.text_content("#error")
+        written = logged_since(served.log_path, offset, message, timeout=5)
+        logged = [line for line in written.splitlines() if message in line]
+        page.evaluate("document.getElementById('error').textContent = ''")
+        return shown, logged[0] if logged else ""
+
+    # The empty form: the page refuses it itself, before sending anything.
+    shown, logged = through_the_page("empty form", lambda: None)
+    assert (shown, logged) == ("Give a title, a description or an image first.", "")
+    pages = {"empty form": shown + " (not sent: the page checks it first)"}
+    random_photo = {"name": "random.jpg", "mimeType": "image/jpeg", "buffer": os.urandom(20 * 1024 * 1024)}
+    shown, logged = through_the_page(
+        "20 MB of random bytes", lambda: page.set_input_files("#image-input", [random_photo])
+    )
+    assert shown == "the image is 20 MB; the limit is 10 MB (HTTP 413)"
+    assert "[WARNING]" in logged
+    pages["20 MB of random bytes"] = shown
+
+    def long_title() -> None:
+        page.click("#clear-image")
+        page.fill("#designation", "x" * 100_000)
+
+    shown, logged = through_the_page("100,000 characters", long_title)
+    assert shown == "designation is 100,000 characters long; the limit is 20,000 (HTTP 400)"
+    assert "[WARNING]" in logged
+    pages["100,000 characters"] = shown
+    pages["a stray field"] = "(the page cannot send one: its form has fixed fields)"
+
+    for name in BAD_INPUTS:
+        status, message, line = refuse_and_log(served, name)
+        rows.append(f"| {name} | {status} | `{message}` | {pages[name]} | `{line.strip()}` |")
+    ARTIFACTS.mkdir(exist_ok=True)
+    header = "| bad input | HTTP status | message (JSON `error`) | shown on the page | server log line |"
+    header += "\n|---|---|---|---|---|"
+    (ARTIFACTS / "bad-inputs.md").write_text("\n".join([header, *rows]) + "\n")

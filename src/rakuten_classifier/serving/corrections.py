@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from .errors import ClientError
+from .errors import ClientError, plain_words
 from .schemas import CorrectionForm, check_image_bytes
 
 if t.TYPE_CHECKING:
@@ -36,9 +36,7 @@ async def _correction(request: Request) -> Correction:
     try:
         fields = CorrectionForm.model_validate({k: v for k, v in form.items() if k != IMAGE_FIELD})
     except ValidationError as exc:
-        raise ClientError(
-            "invalid correction form", detail=exc.errors(include_url=False, include_context=False)
-        ) from None
+        raise ClientError(f"invalid correction form: {plain_words(exc, CorrectionForm)}") from None
     data = None
     if photo is not None:
         if not isinstance(photo, UploadFile) or not (photo.content_type or "").startswith("image/"):

@@ -16,11 +16,14 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .auth import Refusal, check_bearer
+from .errors import log_refusal, size_text, sizes_text
 
 log = logging.getLogger(__name__)
 
 
-async def _send_error(send, status: int, message: str) -> None:
+async def _send_error(send, scope, status: int, message: str) -> None:
+    """Answer a refused request with its JSON message, and log it as one line (serving.errors.log_refusal)."""
+    log_refusal(f"{scope['method']} {scope.get('path', '')}", status, message)
     body = json.dumps({"error": message}).encode()
     await send(
         {
@@ -89,14 +92,13 @@ class RequestGuard:
         elif self.predict_token and path.startswith(PREDICTION_PATH_PREFIX):
             refusal = check_bearer(authorization, self.predict_token, "prediction")
         if refusal is not None:
-            return await _send_error(send, refusal.status, refusal.message)
+            return await _send_error(send, scope, refusal.status, refusal.message)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await _send_error(
-                send, 413, f"request body is {int(declared)} bytes; the limit is {self.max_body_bytes}"
-            )
+            shown, limit = sizes_text(int(declared), self.max_body_bytes)
+            return await _send_error(send, scope, 413, f"the request body is {shown}; the limit is {limit}")
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -105,7 +107,8 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return await _send_error(send, 413, f"request body over the limit of {self.max_body_bytes} bytes")
+                over = f"the request body is over the limit of {size_text(self.max_body_bytes)}"
+                return await _send_error(send, scope, 413, over)
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
@@ -113,7 +116,7 @@ class RequestGuard:
         if content_type.lower().startswith(b"multipart/form-data"):
             problem = multipart_problem(content_type, body)
             if problem:
-                return await _send_error(send, 400, problem)
+                return await _send_error(send, scope, 400, problem)
         replayed = False
 
         async def replay():

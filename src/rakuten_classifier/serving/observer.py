@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ from ..monitoring.prediction_log import (
     record_feedback,
 )
 from . import metrics
-from .errors import ClientError
+from .errors import ClientError, plain_words
 from .hot_swap import ProductionFollower
 from .schemas import FeedbackInput, Product
 
@@ -95,7 +94,7 @@ class Observer:
         try:
             item = FeedbackInput.model_validate(body)
         except ValidationError as exc:
-            raise ClientError("invalid feedback", 400, json.loads(exc.json())) from exc
+            raise ClientError(f"invalid feedback: {plain_words(exc, FeedbackInput)}", 400) from exc
         if item.prdtypecode not in CATEGORY_CODES:
             raise ClientError(f"unknown prdtypecode {item.prdtypecode}")
         self.prediction_log.flush()  # the prediction may still be queued

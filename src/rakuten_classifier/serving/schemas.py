@@ -1,7 +1,7 @@
 """Request schemas of the entry service, and the checks that turn a request into products to classify.
 
 Every limit is a field of rakuten_classifier.config.Settings (RAKUTEN_* env); breaking one is a 4xx
-with a message, never a traceback.
+with a message in plain words (serving/errors.py), never a traceback.
 """
 
 import base64
@@ -14,12 +14,12 @@ from typing import Annotated
 import bentoml
 from bentoml.validators import ContentType
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..categories import CATEGORY_CODES
 from ..config import get_settings
 from ..data.preprocessing import product_text
-from .errors import ClientError
+from .errors import ClientError, plain_words, sizes_text
 
 settings = get_settings()
 N_CLASSES = len(CATEGORY_CODES)
@@ -38,7 +38,36 @@ ImageUpload = Annotated[Path, ContentType("image/*")]
 Explain = Annotated[bool, Field(description="add why: word weights, the photo's class map, each modality's share")]
 
 
-class MultimodalInput(bentoml.IODescriptor):
+class CheckedInput(bentoml.IODescriptor):
+    """An API method's input whose refusal is the project's own: said in plain words, logged as one line.
+
+    BentoML validates a request into the input model before the method runs, and answers a pydantic
+    ValidationError itself: "1 validation error for ...", logged as an ERROR with a traceback. Here the
+    ValidationError becomes a ClientError in plain words (serving.errors.plain_words) that takes the place
+    of every argument; the method's `answers_client_errors` answers it (400) without calling the method.
+    """
+
+    @classmethod
+    async def from_http_request(cls, request, serde):  # BentoML's signature: (Request, Serde) -> IODescriptor
+        form_types = ("multipart/form-data", "application/x-www-form-urlencoded")
+        if cls.multipart_fields and request.headers.get("content-type", "").startswith(form_types):
+            # BentoML would download a file field sent as text as a URL (a 500 when it is not one): refused.
+            form = await request.form()  # Starlette keeps the parsed form: BentoML's parse reads it again
+            for name in cls.multipart_fields:
+                if any(isinstance(value, str) for value in form.getlist(name)):
+                    return cls._refused(f"{name} must be a file (a photo sent as a file part), not text")
+        try:
+            return await super().from_http_request(request, serde)
+        except ValidationError as exc:
+            return cls._refused(plain_words(exc, cls))
+
+    @classmethod
+    def _refused(cls, message: str) -> "CheckedInput":
+        """The input whose every argument is the refusal (what ``answers_client_errors`` answers)."""
+        return cls.model_construct(**dict.fromkeys(cls.model_fields, ClientError(message)))
+
+
+class MultimodalInput(CheckedInput):
     """Form of /predict_multimodal: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,7 +79,7 @@ class MultimodalInput(bentoml.IODescriptor):
     explain: Explain = False
 
 
-class TextInput(bentoml.IODescriptor):
+class TextInput(CheckedInput):
     """Body of /predict_text."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +89,7 @@ class TextInput(bentoml.IODescriptor):
     explain: Explain = False
 
 
-class ImageInput(bentoml.IODescriptor):
+class ImageInput(CheckedInput):
     """Form of /predict_image."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,7 +109,7 @@ class BatchItem(BaseModel):
     image_base64: str | None = None
 
 
-class BatchInput(bentoml.IODescriptor):
+class BatchInput(CheckedInput):
     """Body of /predict_batch."""
 
     model_config = ConfigDict(extra="forbid")
@@ -90,7 +119,7 @@ class BatchInput(bentoml.IODescriptor):
     explain: Explain = False
 
 
-class TrainInput(bentoml.IODescriptor):
+class TrainInput(CheckedInput):
     """Body of /train: a folder under the data root to read instead of the database, or a retrain check."""
 
     model_config = ConfigDict(extra="forbid")
@@ -116,6 +145,9 @@ class CorrectionForm(BaseModel):
     prediction_id: str | None = Field(None, min_length=1, max_length=32)
 
 
+EMPTY_PRODUCT = "empty product: nothing to classify; give a designation (title), a description, an image, or several"
+
+
 class Product(t.NamedTuple):
     """One product to classify: model text, encoded image and its header size (width, height)."""
 
@@ -124,10 +156,16 @@ class Product(t.NamedTuple):
     size: tuple[int, int] | None = None
 
 
+def image_too_large(size: int) -> ClientError:
+    """The 413 of an image of ``size`` bytes over RAKUTEN_MAX_IMAGE_BYTES, in MB."""
+    shown, limit = sizes_text(size, settings.max_image_bytes)
+    return ClientError(f"the image is {shown}; the limit is {limit}", 413)
+
+
 def check_image_bytes(data: bytes) -> tuple[bytes, tuple[int, int]]:
     """Size and pixel limits checked from the header, before any decoding; returns (data, (w, h))."""
     if len(data) > settings.max_image_bytes:
-        raise ClientError(f"image is {len(data)} bytes; the limit is {settings.max_image_bytes}", 413)
+        raise image_too_large(len(data))
     if not data:
         raise ClientError("image file is empty")
     try:
@@ -136,7 +174,9 @@ def check_image_bytes(data: bytes) -> tuple[bytes, tuple[int, int]]:
     except Exception as exc:
         raise ClientError(f"image is not a readable JPEG/PNG/WebP file ({type(exc).__name__})") from exc
     if width * height > settings.max_image_pixels:
-        raise ClientError(f"image has {width}x{height} pixels; the limit is {settings.max_image_pixels} pixels", 413)
+        megapixels = f"{width * height / 1e6:.1f}".removesuffix(".0")
+        limit = f"{settings.max_image_pixels / 1e6:g} megapixels"
+        raise ClientError(f"the image is {width}x{height} pixels ({megapixels} megapixels); the limit is {limit}", 413)
     return data, (width, height)
 
 
@@ -145,7 +185,7 @@ def form_product(designation: str, description: str, image: Path | None) -> Prod
     text = product_text(designation, description)
     data, size = check_image_bytes(Path(image).read_bytes()) if image is not None else (None, None)
     if not text and data is None:
-        raise ClientError("empty product: give a designation, an image, or both")
+        raise ClientError(EMPTY_PRODUCT)
     return Product(text, data, size)
 
 
@@ -172,14 +212,14 @@ def batch_products(items: list[BatchItem]) -> list[Product]:
             try:
                 encoded_size = _decoded_size(item.image_base64)
                 if encoded_size > settings.max_image_bytes:  # refused before decoding it
-                    raise ClientError(f"image is {encoded_size} bytes; the limit is {settings.max_image_bytes}", 413)
+                    raise image_too_large(encoded_size)
                 data, size = check_image_bytes(base64.b64decode(item.image_base64, validate=True))
             except ClientError as exc:
                 raise ClientError(f"items[{number}]: {exc}", exc.status) from exc
             except ValueError as exc:
                 raise ClientError(f"items[{number}]: image_base64 is not valid base64") from exc
         if not text and data is None:
-            raise ClientError(f"items[{number}]: empty product: give a designation, an image, or both")
+            raise ClientError(f"items[{number}]: {EMPTY_PRODUCT}")
         prepared.append(Product(text, data, size))
     return prepared
 
