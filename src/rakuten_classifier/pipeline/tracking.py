@@ -4,6 +4,7 @@ unless RAKUTEN_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI says otherwise)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,9 @@ def tracked_run(settings: Settings, run_name: str, tags: dict | None = None) -> 
     # one's store (seen in the test suite). The variable is restored when the outermost run ends.
     exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(settings))
+    # "Creating initial MLflow database tables...", "Updating database tables": MLflow's INFO lines on a
+    # new SQLite store, nothing a user acts on (issue 38); its warnings and errors still show.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     try:
         with _run(settings, run_name, tags) as run:
             yield run
