@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from datetime import UTC
 from pathlib import Path
 
@@ -318,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # joblib's "A worker stopped while some jobs were given to the executor ... or by a memory leak": loky
+    # replacing a worker whose memory grew (its periodic check) or that idled out; the job goes on and
+    # nothing is lost, so a user can do nothing with it (issue 38). Not shown unless --verbose.
+    if not args.verbose:
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
     from bentoml.exceptions import NotFound
 
     from .modeling.errors import ModelLoadError
