@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     retrain_min_new_rows: int = Field(
         1000, ge=1, description="labelled rows no production model learned from that call a retrain"
     )
+    alert_label_count: int = Field(
+        100,
+        ge=1,
+        description="predictions listed to label (least confident first) when a drift alert finds no new labelled rows",
+    )
 
     # Spark (the spark extra: `rakuten predict --engine spark`, `rakuten train image --engine spark`; docs/scale.md).
     spark_master: str = Field(
