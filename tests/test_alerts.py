@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from rakuten_classifier.serving.alerts import AlertReceiver
 from rakuten_classifier.serving.errors import ClientError
 from rakuten_classifier.serving.jobs import JobManager
 
-DRIFT = {
+DRIFT: dict[str, Any] = {
     "status": "firing",
     "labels": {"alertname": "RakutenInputDrift", "severity": "warning", "service": "rakuten-classifier"},
     "annotations": {"summary": "Incoming products drifted from the training reference (score 0.61)"},
@@ -33,7 +34,7 @@ DRIFT = {
     "generatorURL": "http://prometheus:9090/graph?g0.expr=...",
     "fingerprint": "4b4f1e1c0e2a9d77",
 }
-ERRORS = {
+ERRORS: dict[str, Any] = {
     **DRIFT,
     "labels": {"alertname": "RakutenServerErrors", "severity": "critical"},
     "fingerprint": "0d3e5c1a2b4f6e88",
