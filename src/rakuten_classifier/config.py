@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
     admin_token: SecretStr | None = Field(
-        None, description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*; unset = disabled"
+        None,
+        description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*, /alerts; unset = disabled",
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
