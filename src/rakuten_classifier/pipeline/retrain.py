@@ -29,10 +29,17 @@ from ..monitoring.drift import drift_of_recent
 from ..monitoring.labelling import labelling_request
 from ..registry import production_trio
 from .protocol import trained_rows
-from .steps import train_all
 from .tracking import tracked_run
 
 log = logging.getLogger(__name__)
+
+
+def train_all(**options) -> dict:
+    """`steps.train_all`, imported only when a retrain trains: the check, a skip and a drift alert's
+    no-new-rows answer never load the modelling stack (torch: 17 s of a busy 2-core VM's time)."""
+    from .steps import train_all as train
+
+    return train(**options)
 
 
 def new_labelled_rows(url: str, trained: np.ndarray) -> dict:
