@@ -49,7 +49,12 @@ def _existing(conn: sa.Connection, alert: Alert) -> sa.RowMapping | None:
     return conn.execute(query).mappings().first()
 
 
-def record_alerts(engine: sa.Engine, received: list[Alert], acts: Callable[[Alert], bool], start: Callable[[], str]):
+Outcomes = tuple[list[dict], str | None]  # one outcome a distinct alert, and the job started (or None)
+
+
+def record_alerts(
+    engine: sa.Engine, received: list[Alert], acts: Callable[[Alert], bool], start: Callable[[], str]
+) -> Outcomes:
     """Store each alert of a notification not stored yet, and start one job for the new firing ones that
     ``acts`` selects; a resolved alert marks its stored firing resolved. Returns one outcome a distinct alert
     (alertname, fingerprint, starts_at, status, outcome, job_id) and the job started (or None).
@@ -69,7 +74,9 @@ def record_alerts(engine: sa.Engine, received: list[Alert], acts: Callable[[Aler
     raise AssertionError("unreachable")
 
 
-def _record(conn: sa.Connection, received: list[Alert], acts: Callable[[Alert], bool], start: Callable[[], str]):
+def _record(
+    conn: sa.Connection, received: list[Alert], acts: Callable[[Alert], bool], start: Callable[[], str]
+) -> Outcomes:
     now = datetime.now(UTC)
     outcomes: list[dict] = []
     to_start: list[tuple[int, int]] = []  # (outcome index, row id) of the alerts waiting for the job id
