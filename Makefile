@@ -30,7 +30,7 @@ PORT ?= 3000
 DEMO_TOKEN_FILE := $(CURDIR)/data/.demo-admin-token
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo data test test-all test-fast lint format docs clean-venv browser container
+.PHONY: help setup demo data test test-all test-fast lint format docs clean-venv browser monitoring-tools container
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,15 +78,15 @@ demo: data ## set up, load, train, then serve on PORT (3000): page at /ui; model
 	  $(BIN)/python tools/demo_serve.py --port $(PORT) --token-file $(DEMO_TOKEN_FILE) -- \
 	  $(BIN)/bentoml serve service:RakutenClassifier --port $(PORT) --timeout-graceful-shutdown 30
 
-# The browser tests' Chromium and the manifest tests' checkov come from these prerequisites, never from a test.
-# The tiers, and what each runs: docs/reliability.md, "The test suite".
-test: setup browser ## the suite but its system tier: unit, in-process, HTTP, end to end on ../shared/rakuten-sample
+# The browser tests' Chromium, the monitoring tests' Prometheus and Alertmanager and the manifest tests' checkov
+# come from these prerequisites, never from a test. The tiers, and what each runs: docs/reliability.md, "The test suite".
+test: setup browser monitoring-tools ## the suite but its system tier: unit, in-process, HTTP, end to end on the sample
 	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
-test-all: setup browser deploy-tools ## everything, as CI runs it: `make test` plus the Bento, container, Spark, demos, k8s
+test-all: setup browser monitoring-tools deploy-tools ## everything, as CI: `make test` + Bento, container, Spark, demos, k8s, Prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the units, under 2 minutes: no trained trio, no server, no long fit (-m "not slow")
+test-fast: setup monitoring-tools ## the units, under 2 minutes: no trained trio, no server, no long fit (-m "not slow")
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint and format check) and mypy, as CI and pre-commit run them
@@ -110,6 +110,13 @@ clean-venv: ## remove .venv
 # Headless Chromium for the browser tests (tests/test_ui.py); Debian's package, not `playwright install`.
 browser: ## install Debian's Chromium for the browser tests when missing
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# Prometheus (with promtool) and Alertmanager for the monitoring tests (tests/test_prometheus.py, docs/monitoring.md):
+# Debian's packages. The lock timeout waits for another apt-get (an unattended upgrade) instead of failing.
+monitoring-tools: ## install Debian's prometheus and prometheus-alertmanager when missing
+	command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	   apt-get install -y -qq -o DPkg::Lock::Timeout=300 prometheus prometheus-alertmanager)
 
 CONTAINER_IMAGE ?= rakuten-classifier:latest
 

@@ -139,9 +139,10 @@ web_app.add_exception_handler(ClientError, client_error_answer)  # each route's 
 @bentoml.asgi_app(web_app, path="/")
 @bentoml.service(workers=1, traffic={"timeout": settings.request_timeout_s + 30}, http={"port": 3000})
 class RakutenClassifier:
-    """Entry service: predictions, feedback, monitoring, training trigger, health.
+    """Entry service: predictions, feedback, monitoring, training trigger, Alertmanager's webhook, health.
 
-    The admin routes (/train, /corrections, /jobs, /feedback, /monitor) are authorised by the RequestGuard below."""
+    The admin routes (/train, /corrections, /jobs, /feedback, /monitor, /alerts) are authorised by the
+    RequestGuard below."""
 
     text_service = bentoml.depends(TextModelService, url=settings.text_service_url)
     image_service = bentoml.depends(ImageModelService, url=settings.image_service_url)
@@ -158,6 +159,9 @@ class RakutenClassifier:
         from rakuten_classifier.serving.observer import Observer  # entry only: pandas, SQLAlchemy (docs/serving.md)
 
         self.observer = Observer(settings, self.fusion)
+        from rakuten_classifier.serving.alerts import AlertReceiver  # entry only: SQLAlchemy
+
+        self.alerts = AlertReceiver(settings.database_url, lambda: self.jobs.start(from_alert=True))
 
     def _fusion_swapped(self, previous: str, tag: str) -> None:
         set_model_info(previous, read_fusion_config(previous), 0)
@@ -262,6 +266,12 @@ class RakutenClassifier:
         """Recompute drift of the recent window now and update the gauge."""
         result = self.observer.refresh_drift()
         return result if result is not None else JSONResponse({"error": "no logged predictions yet"}, status_code=409)
+
+    @web_app.post("/alerts")
+    def alerts_webhook(self, body: dict):
+        """Alertmanager's webhook: each alert stored once; a new drift alert starts the retraining job (202)."""
+        status, answer = self.alerts.receive(body)
+        return JSONResponse(answer, status_code=status)
 
     @web_app.get("/health")
     async def health(self):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz the running service from its own OpenAPI schema, two ways; fails on any 5xx answer.
 #   1. without credentials: every route (the admin ones answer 401/403 before reading the body);
-#   2. with the admin token: the admin routes' real code (POST /train, /jobs, /feedback, /monitor/*).
+#   2. with the admin token: the admin routes' real code (POST /train, /jobs, /feedback, /monitor/*, /alerts).
 #
 #   RAKUTEN_ADMIN_TOKEN=<admin token> bash benchmarks/fuzz.sh [URL] [EXAMPLES_PER_OPERATION]
 #

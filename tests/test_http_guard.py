@@ -46,7 +46,7 @@ def test_guard_refuses_oversized_bodies_and_replays_valid_ones():
 def test_admin_routes_answer_403_when_no_admin_token_is_configured():
     """Without RAKUTEN_ADMIN_TOKEN the administrative routes are disabled, whatever the request carries."""
     disabled = RequestGuard(None, max_body_bytes=1000, admin_token=None)
-    for path in ("/train", "/jobs/abc", "/feedback", "/monitor/drift", "/monitor/accuracy"):
+    for path in ("/train", "/jobs/abc", "/feedback", "/monitor/drift", "/monitor/accuracy", "/alerts"):
         assert _call(disabled, [(b"authorization", b"Bearer anything")], [b"{}"], path)[0] == 403, path
     assert _call(disabled, [], [b"{}"], "/predict_text")[0] == 200  # predictions stay open
 
@@ -58,6 +58,10 @@ def test_admin_routes_need_the_admin_token_when_one_is_configured():
     status, seen = _call(guarded, [(b"authorization", b"Bearer secret")], [b"{}"], "/train")
     assert status == 200
     assert seen == [b"{}"]
+    # Alertmanager's webhook likewise (it sends the token from its credentials_file: deploy/alertmanager.yml).
+    assert _call(guarded, [], [b"{}"], "/alerts")[0] == 401
+    assert _call(guarded, [(b"authorization", b"Bearer nope")], [b"{}"], "/alerts")[0] == 403
+    assert _call(guarded, [(b"authorization", b"Bearer secret")], [b"{}"], "/alerts")[0] == 200
 
 
 def test_the_guards_refusals_are_in_mb_and_logged_as_one_warning(caplog):

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     )
     # Secrets have no default anywhere: an unset admin token disables the administrative endpoints.
     admin_token: SecretStr | None = Field(
-        None, description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*; unset = disabled"
+        None,
+        description="Admin bearer token: /train, /corrections, /jobs, /feedback, /monitor/*, /alerts; unset = disabled",
     )
     predict_token: SecretStr | None = Field(
         None, description="Optional bearer token required by the prediction endpoints; unset = open"
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
     # Retraining (pipeline/retrain.py, `rakuten retrain --min-new-rows`, POST /train {"retrain": true}).
     retrain_min_new_rows: int = Field(
         1000, ge=1, description="labelled rows no production model learned from that call a retrain"
+    )
+    alert_label_count: int = Field(
+        100,
+        ge=1,
+        description="predictions listed to label (least confident first) when a drift alert finds no new labelled rows",
     )
 
     # Spark (the spark extra: `rakuten predict --engine spark`, `rakuten train image --engine spark`; docs/scale.md).

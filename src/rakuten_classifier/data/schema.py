@@ -1,5 +1,5 @@
 """The SQL schema (SQLite by default, PostgreSQL by URL): products and loads, corrections, the prediction log
-and feedback."""
+and feedback, and the alerts Alertmanager sent."""
 
 from __future__ import annotations
 
@@ -87,6 +87,26 @@ corrections = sa.Table(
     sa.Column("prediction_id", sa.String(32), unique=True),
     sa.Column("corrected_by", sa.String(128), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Every alert Alertmanager posted to the service's webhook (monitoring/alert_log.py, serving/alerts.py), once per
+# firing: Alertmanager re-sends an alert (same fingerprint, same start) until it resolves, and a re-send is
+# recognised by this key and starts nothing. `action` says what its arrival did; `job_id` the job it started.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("alertname", sa.String(128), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # firing | resolved: the latest received
+    sa.Column("labels", sa.Text, nullable=False),  # JSON object
+    sa.Column("annotations", sa.Text, nullable=False),  # JSON object
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.String(64)),
+    sa.UniqueConstraint("fingerprint", "starts_at", name="uq_alerts_fingerprint_starts_at"),
 )
 
 # Columns added after a table's first release: a store created before them gets them on first use.

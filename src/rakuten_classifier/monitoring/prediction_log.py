@@ -78,11 +78,13 @@ class PredictionLog:
         flush_seconds: float = 1.0,
         buffer_max: int = 100_000,
         on_dropped: Callable[[int], None] | None = None,
+        on_backlog: Callable[[int], None] | None = None,
     ):
         self.engine = get_engine(url)
         self.flush_seconds = flush_seconds
         self.buffer_max = buffer_max
         self.on_dropped = on_dropped
+        self.on_backlog = on_backlog  # told the backlog at start and after each period's write (a gauge)
         self.dropped = 0
         self.written = 0
         self._queue: queue.Queue[dict] = queue.Queue()
@@ -125,12 +127,18 @@ class PredictionLog:
             self.written += len(rows)
             return len(rows)
 
+    def _report_backlog(self) -> None:
+        if self.on_backlog:
+            self.on_backlog(self.backlog)
+
     def _run(self) -> None:
+        self._report_backlog()
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
             except Exception:  # database down: rows stay pending and are retried next period
                 log.exception("prediction log: write failed; %d rows kept for retry", self.backlog)
+            self._report_backlog()
 
     def close(self) -> None:
         """Stop the writer and write what is left (the service calls this on shutdown)."""

@@ -17,6 +17,7 @@ models on the same current test split; everything is logged to one MLflow "retra
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -25,11 +26,20 @@ from ..config import Settings, get_settings
 from ..data.origin import CORRECTION
 from ..data.schema import get_engine, loads, products
 from ..monitoring.drift import drift_of_recent
+from ..monitoring.labelling import labelling_request
 from ..registry import production_trio
 from .protocol import trained_rows
 from .tracking import tracked_run
 
 log = logging.getLogger(__name__)
+
+
+def train_all(**options) -> dict:
+    """`steps.train_all`, imported only when a retrain trains: the check, a skip and a drift alert's
+    no-new-rows answer never load the modelling stack (torch: 17 s of a busy 2-core VM's time)."""
+    from .steps import train_all as train
+
+    return train(**options)
 
 
 def new_labelled_rows(url: str, trained: np.ndarray) -> dict:
@@ -88,11 +98,16 @@ def retrain(
     use_drift: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    new_rows_required: bool = False,
+    action_dir: Path | None = None,
     **train_options,
 ) -> dict:
     """Check the triggers; when one fires (or ``force``), train from the database and gate the promotion.
 
-    ``min_new_rows`` defaults to the settings' ``retrain_min_new_rows``.
+    ``min_new_rows`` defaults to the settings' ``retrain_min_new_rows``. ``new_rows_required`` (the retrain
+    a drift alert starts): with no new labelled row there is nothing new to learn from, and training the
+    same rows with the same seeds would rebuild the same models; nothing is trained, and the drift report
+    and the predictions to label are written to ``action_dir`` instead (monitoring/labelling.py).
     """
     import mlflow
 
@@ -115,6 +130,12 @@ def retrain(
         if "drift" in check:
             mlflow.log_metric("drift_score", check["drift"]["drift_score"])
         mlflow.set_tag("triggers", "; ".join(check["triggers"]) or "none")
+        if new_rows_required and check.get("new_labelled_rows") == 0 and not force and not dry_run:
+            outcome = "not retrained: no new labelled rows"
+            labelling = labelling_request(settings, check["production"]["fusion"], action_dir or settings.reports_dir)
+            mlflow.set_tags({"outcome": outcome, "to_label": labelling["to_label"] or "none"})
+            log.info("retrain %s; to label: %s (%d predictions)", outcome, labelling["to_label"], labelling["listed"])
+            return {**check, "outcome": outcome, "trained": False, "promoted": False, "labelling": labelling}
         if not check["triggers"] or dry_run:
             outcome = "dry run" if dry_run else "skipped: no trigger fired"
             mlflow.set_tag("outcome", outcome)

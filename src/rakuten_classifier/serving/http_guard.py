@@ -51,8 +51,9 @@ def multipart_problem(content_type: bytes, body: bytes) -> str | None:
 
 
 PREDICTION_PATH_PREFIX = "/predict"
-# The administrative routes: training, job status, feedback, corrections and monitoring (RAKUTEN_ADMIN_TOKEN).
-ADMIN_PATHS = ("/train", "/corrections")
+# The administrative routes: training, job status, feedback, corrections, monitoring and Alertmanager's webhook
+# (RAKUTEN_ADMIN_TOKEN).
+ADMIN_PATHS = ("/train", "/corrections", "/alerts")
 ADMIN_PATH_PREFIXES = ("/jobs/", "/feedback", "/monitor/")
 
 

@@ -88,9 +88,10 @@ class JobManager:
             write_status(self.jobs_dir / job_id, state="failed", error="job process died", finished_at=now())
         return None
 
-    def start(self, data_dir: Path | None = None, retrain: bool = False) -> str:
-        """Spawn a training job (or a `rakuten retrain` check); JobConflict (409) if one is running, a
-        ClientError (409) where the training requirements are not installed."""
+    def start(self, data_dir: Path | None = None, retrain: bool = False, from_alert: bool = False) -> str:
+        """Spawn a training job (or a `rakuten retrain` check; ``from_alert``: its variant started by a drift
+        alert, which trains only on new labelled rows: pipeline/retrain.py); JobConflict (409) if one is
+        running, a ClientError (409) where the training requirements are not installed."""
         missing = missing_training_packages()
         if missing:
             raise ClientError(
@@ -116,13 +117,16 @@ class JobManager:
             progress=0.0,
             started_at=now(),
             data_dir=str(data_dir) if data_dir else None,
-            kind="retrain" if retrain else "train",
+            kind="retrain" if retrain or from_alert else "train",
+            started_by="alert" if from_alert else "request",
         )
         command = [sys.executable, "-m", "rakuten_classifier.pipeline.job_runner", str(job_dir)]
         if data_dir is not None:
             command += ["--data-dir", str(data_dir)]
-        if retrain:
+        if retrain or from_alert:
             command.append("--retrain")
+        if from_alert:
+            command.append("--from-alert")
         with open(job_dir / LOG_FILE, "ab") as log_file:
             child = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

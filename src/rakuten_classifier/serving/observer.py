@@ -39,6 +39,7 @@ class Observer:
             settings.log_flush_seconds,
             settings.log_buffer_max,
             on_dropped=metrics.LOG_DROPPED.inc,
+            on_backlog=metrics.LOG_BACKLOG.set,  # a series from the start, not only after /health or a drift refresh
         )
         self.last_drift: dict | None = None
         for missing in ("image", "text"):  # exported at 0 from the start, so dashboards find the series
@@ -87,7 +88,6 @@ class Observer:
                 self.refresh_drift()
             except Exception:  # monitoring must never take the service down
                 log.exception("drift refresh failed")
-            metrics.LOG_BACKLOG.set(self.prediction_log.backlog)
 
     def feedback(self, body: dict) -> dict:
         """Store the true category of a logged prediction; ClientError for a bad body or an unknown id."""
