@@ -142,10 +142,6 @@ def retrain(
             log.info("retrain %s", outcome)
             return {**check, "outcome": outcome, "trained": False, "promoted": False}
         log.info("retraining: %s", "; ".join(check["triggers"]))
-        # Imported here: training pulls in torch (about 5 s of imports), which a check that trains nothing
-        # (a dry run, no trigger: most `rakuten retrain` calls from cron) never needs.
-        from .steps import train_all
-
         result = train_all(db_url=settings.database_url, settings=settings, **train_options)
         fusion = result["fusion"]
         outcome = "promoted" if fusion["promoted"] else "kept production"
