@@ -449,8 +449,13 @@ def test_the_demos_page_explains_an_answer_in_one_colour_rule_and_corrects_it_wi
     page.fill("#admin-token", token)
     page.click("#correct-submit")
     page.wait_for_selector("#correction[data-state=saved]", state="attached")
-    assert f"is now category {right}" in page.text_content("#correct-status")
-    assert _stored_category(server, int(page.get_attribute("#correction", "data-productid"))) == right
+    saved = page.text_content("#correct-status")
+    assert f"is now category {right}" in saved
+    productid = int(page.get_attribute("#correction", "data-productid"))
+    # The page's form names no catalogue product: a new row, said in words rather than as "product -1".
+    assert productid < 0
+    assert f"this product (a new row, id {productid})" in saved, saved
+    assert _stored_category(server, productid) == right
     page.screenshot(path=str(ARTIFACTS / "demo-correction.png"), full_page=True)
 
     # A long description: the words' box scrolls, and says so.
