@@ -36,11 +36,11 @@ class Settings(BaseSettings):
     # EfficientNet-Lite1: the best out-of-fold image and fused figures on the sample, at 45 ms a view
     # against Lite2's 70 (docs/accuracy.md); mobilenet_v2, efficientnet_lite0/2 and others selectable.
     image_backbone: str = Field("efficientnet_lite1", description="image backbone trained by default")
-    # TF-IDF alone by default. USE multilingual v3 beside it is the best encoder out-of-fold (text 0.669 ->
-    # 0.716, fused 0.768 -> 0.782 on the sample) but fails issue 26's serving cost: one client's p50 48.8 ms
-    # (limit 40) and 0.77x the products/s at 32 clients (limit 0.8x), docs/accuracy.md.
+    # USE multilingual v3 beside TF-IDF by default: the best encoder out-of-fold (text 0.669 -> 0.716, fused
+    # 0.768 -> 0.782 on the sample), over the whole text with the arithmetic mean; on ONNX Runtime with the
+    # compiled tokenizer its serving and training cost is within issue 36's bounds (docs/accuracy.md).
     text_encoder: str = Field(
-        "none", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
+        "use-m3", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
     )
     # The fusion's combiners have at most 1,485 parameters; fitted on every out-of-fold row, its selection
     # took 4 s at 10,000 products and 35 s at 40,000 (faster than the rows grow), 74 s at 84,916 against

