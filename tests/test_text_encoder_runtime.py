@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,28 @@ def test_an_encoder_without_a_graph_of_its_own_refuses_one(graph):
     assert encoder_graph(ENCODERS["e5-small"]) is None
     with pytest.raises(ValueError, match="does not run on an ONNX graph"):
         SentenceEncoder("e5-small", graph=graph)
+
+
+def test_recent_embeddings_are_kept_in_memory_up_to_its_size_and_equal_the_computed_ones(graph):
+    texts = ["Console de jeux portable", "Piscine hors sol", "Livre de cuisine", "Pompe de filtration"]
+    computed = SentenceEncoder("use-m3", graph=graph).embed(texts)
+    kept = SentenceEncoder("use-m3", graph=graph, memory=2)
+    same = partial(np.testing.assert_allclose, rtol=0, atol=1e-6)  # a text alone or in a batch: last bits differ
+    same(kept.embed(texts[:2]), computed[:2])
+    assert (kept.hits, kept.misses) == (0, 2)
+    same(kept.embed([texts[0], texts[2], texts[0]]), computed[[0, 2, 0]])
+    assert (kept.hits, kept.misses) == (2, 3)  # text 0 twice from memory, text 2 computed once
+    same(kept.embed([texts[1]]), computed[[1]])  # the least recent, dropped: computed again
+    assert (kept.hits, kept.misses) == (2, 4)
+    assert kept.embed([]).shape == (0, 512)
+
+
+def test_embedding_beside_the_tfidf_scores_gives_the_same_probabilities(graph):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["Console de jeux portable", "Piscine hors sol", "Livre de cuisine"]
+    tfidf = np.random.default_rng(1).normal(size=(3, 27))
+    alone = _channel(graph)
+    with ThreadPoolExecutor(1) as beside:
+        paired = EncoderChannel(alone.encoder, alone.head, alone.combination, beside)
+        np.testing.assert_array_equal(paired.proba(lambda: tfidf, texts), alone.proba(lambda: tfidf, texts))

@@ -21,15 +21,17 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import Settings
+from ..config import Settings, get_settings
 from ..digest import sha256_of
 from .calibration import softmax
 from .errors import ModelLoadError
@@ -184,9 +186,18 @@ def _load_backend(spec: EncoderSpec, graph: bytes | None) -> Callable[[list[str]
 
 class SentenceEncoder:
     """A verified encoder embedding texts cut to ``max_chars`` (0: whole texts), on ``threads`` threads;
-    with ``graph`` (an encoder whose spec says ``graph``), its network on ONNX Runtime."""
+    with ``graph`` (an encoder whose spec says ``graph``), its network on ONNX Runtime.
 
-    def __init__(self, name: str, max_chars: int | None = None, threads: int = 1, graph: bytes | None = None):
+    ``memory`` keeps the embeddings of that many recent texts (serving: the same products come back),
+    counted in ``hits`` and ``misses``; 0 keeps none.
+    """
+
+    def __init__(
+        self, name: str, max_chars: int | None = None, threads: int = 1, graph: bytes | None = None, memory: int = 0
+    ):
+        self.memory_size, self.hits, self.misses = memory, 0, 0
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memory_lock = threading.Lock()
         self.spec = encoder_spec(name)
         self.record = verify_encoder(self.spec)
         self.max_chars = self.spec.max_chars if max_chars is None else max_chars
@@ -210,8 +221,29 @@ class SentenceEncoder:
         return [text[: self.max_chars] if self.max_chars else text for text in texts]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) float32 embeddings; chunks spread over the threads (each backend runs single-threaded)."""
+        """(n, dim) float32 embeddings (those of recent texts from memory, if kept)."""
+        if not self.memory_size:
+            return self._embed(self.cut(texts))
         cut = self.cut(texts)
+        with self._memory_lock:
+            known = {text: self._memory[text] for text in cut if text in self._memory}
+            for text in known:
+                self._memory.move_to_end(text)
+        new = list(dict.fromkeys(text for text in cut if text not in known))
+        if new:
+            known.update(zip(new, self._embed(new), strict=True))
+        with self._memory_lock:
+            self.hits, self.misses = self.hits + len(cut) - len(new), self.misses + len(new)
+            for text in new:
+                self._memory[text] = known[text]
+            while len(self._memory) > self.memory_size:
+                self._memory.popitem(last=False)
+        if not cut:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        return np.stack([known[text] for text in cut])
+
+    def _embed(self, cut: list[str]) -> np.ndarray:
+        """(n, dim) float32 embeddings of cut texts; chunks spread over the threads (each backend single-threaded)."""
         if not cut:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
         if self.threads == 1 or len(cut) <= EMBED_CHUNK:
@@ -291,16 +323,25 @@ class Combination:
 
 
 class EncoderChannel:
-    """A text model's encoder, head and combination with its TF-IDF scores."""
+    """A text model's encoder, head and combination with its TF-IDF scores; with a ``beside`` thread, the
+    texts are embedded there while the caller computes their TF-IDF scores."""
 
-    def __init__(self, encoder: SentenceEncoder, head: EncoderHead, combination: Combination):
+    def __init__(
+        self, encoder: SentenceEncoder, head: EncoderHead, combination: Combination, beside: Executor | None = None
+    ):
         self.encoder = encoder
         self.head = head
         self.combination = combination
+        self.beside = beside
 
-    def proba(self, tfidf_scores: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """(n, 27) probabilities of the texts whose TF-IDF scores are given."""
-        return self.combination.proba(tfidf_scores, self.head.scores(self.encoder.embed(texts)))
+    def proba(self, tfidf_scores: Callable[[], np.ndarray], texts: Sequence[str]) -> np.ndarray:
+        """(n, 27) probabilities of the texts, ``tfidf_scores()`` giving their TF-IDF scores."""
+        if self.beside is None:
+            embeddings, scores = self.encoder.embed(texts), tfidf_scores()
+        else:
+            embedding = self.beside.submit(self.encoder.embed, texts)
+            scores, embeddings = tfidf_scores(), embedding.result()
+        return self.combination.proba(scores, self.head.scores(embeddings))
 
     def save(self, directory: Path) -> dict:
         """Write the head's weights (and the encoder's graph) into the folder; returns what the text model's
@@ -330,6 +371,10 @@ class EncoderChannel:
             graph = path.read_bytes() if path.is_file() else b""
             if hashlib.sha256(graph).hexdigest() != saved["graph_sha256"]:
                 raise EncoderMismatch(f"{path}: missing, or not the graph the text model was saved with: retrain it")
-        # One thread: a serving worker answers on one inference thread (modeling/threads.py).
-        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1, graph=graph)
-        return cls(encoder, head, Combination(**saved["combination"]))
+        # One thread: a serving worker answers on one inference thread (modeling/threads.py); with
+        # ``text_encoder_beside``, the embedding runs on a second one, beside the TF-IDF scores.
+        settings = get_settings()
+        memory = settings.text_embedding_memory
+        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1, graph=graph, memory=memory)
+        beside = ThreadPoolExecutor(1, "encoder") if settings.text_encoder_beside else None
+        return cls(encoder, head, Combination(**saved["combination"]), beside)
