@@ -10,10 +10,10 @@ import pytest
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.fusion import COMBINERS
-from rakuten_classifier.modeling.text_encoder import NO_ENCODER
+from rakuten_classifier.modeling.text_encoder import GRAPH_FILE
 from rakuten_classifier.pipeline.tracking import tracking_uri
 from rakuten_classifier.pipeline.training_data import load_training_data
-from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info
+from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, model_path
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +54,10 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     assert image_params["multi_stage"] is True
     assert image_params["pooled_blocks"] == "12,16,21"
     assert image_params["feature_dim"] == 1904  # Lite1: 112 + 192 + 320 + 1280
-    # The text model records the sentence encoder it was fitted with (none by default: TF-IDF alone).
+    # The text model records the sentence encoder it was fitted with (USE by default), and holds its graph.
     text_info = model_info(trained["text"]["tag"])
-    assert text_info["labels"]["encoder"] == NO_ENCODER
+    assert text_info["labels"]["encoder"] == "use-m3"
+    assert (model_path(trained["text"]["tag"]) / GRAPH_FILE).is_file()
     text_metrics = text_info["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold

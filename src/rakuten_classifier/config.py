@@ -42,14 +42,6 @@ class Settings(BaseSettings):
     text_encoder: str = Field(
         "use-m3", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
     )
-    # Serving the encoder (docs/benchmarks.md, issue 36): its embedding runs on a thread of its own beside
-    # the TF-IDF scores of the same texts, and the embeddings of the latest texts are kept in memory.
-    text_encoder_beside: bool = Field(
-        True, description="serving: embed a batch's texts on a second thread while the first computes TF-IDF"
-    )
-    text_embedding_memory: int = Field(
-        0, ge=0, description="serving: embeddings of this many recent texts kept in memory (0: none)"
-    )
     # The fusion's combiners have at most 1,485 parameters; fitted on every out-of-fold row, its selection
     # took 4 s at 10,000 products and 35 s at 40,000 (faster than the rows grow), 74 s at 84,916 against
     # 33 s with this limit (2026-12-06, docs/benchmarks.md).
@@ -93,6 +85,14 @@ class Settings(BaseSettings):
     # box's noise), and ONNX Runtime holds about 12 MiB more per image of a batch: 2 keeps the image
     # workers smallest. TF-IDF is cheap at any size.
     text_max_batch: int = Field(64, ge=2, description="largest batch of texts one text-model call takes")
+    # Serving the encoder (docs/benchmarks.md, issue 36): its embedding runs on a thread of its own beside
+    # the TF-IDF scores of the same texts, and the embeddings of the latest texts are kept in memory.
+    text_encoder_beside: bool = Field(
+        True, description="serving: embed a batch's texts on a second thread while the first computes TF-IDF"
+    )
+    text_embedding_memory: int = Field(
+        0, ge=0, description="serving: embeddings of this many recent texts kept in memory (0: none)"
+    )
     image_max_batch: int = Field(2, ge=2, description="largest batch of images one image-model call takes")
     adaptive_batching: bool = Field(True, description="false: each request is its own model call (for comparison)")
     # Image worker layout for 2 cores (docs/benchmarks.md, "Lean serving"): two worker processes, each
