@@ -45,7 +45,7 @@ def per_text_ms(work: Callable[[], object], count: int) -> float:
 
 
 def text_model_cost(
-    args: argparse.Namespace, texts: list[str], encoders: dict, graph: bytes | None
+    args: argparse.Namespace, texts: list[str], encoders: dict, graph: object
 ) -> dict[str, dict[str, float]]:
     """Median wall and CPU ms per product of each text model variant at batch 1, best of the rounds."""
     from concurrent.futures import ThreadPoolExecutor

