@@ -20,7 +20,8 @@ Full size (``--full-size``): each encoder of the variants over the 84,916 texts 
 catalogue built from the sample (benchmarks/bench_full_scale.py), uncached, on 2 threads, with the load
 average before and after. Embeddings are cached under the feature cache (RAKUTEN_FEATURE_CACHE_DIR).
 ``--runtime package`` times the package's own numpy forward pass and tokenizer instead of ONNX Runtime
-and the compiled tokenizer (what training and serving run, issue 36).
+and the compiled tokenizer (what training and serving run, issue 36); ``--runtime onnx package`` both,
+one after the other; ``--texts N`` embeds the catalogue's first N texts only.
 """
 
 from __future__ import annotations
@@ -202,9 +203,9 @@ def accuracy(args: argparse.Namespace, settings: Settings, data: TrainingData) -
     return rows
 
 
-def encoder_of(args: argparse.Namespace, name: str, max_chars: int, threads: int) -> SentenceEncoder:
-    """The encoder on the runtime asked: ONNX Runtime where it has a graph (what the project runs), or the package's."""
-    graph = encoder_graph(encoder_spec(name)) if args.runtime == "onnx" else None
+def encoder_of(runtime: str, name: str, max_chars: int, threads: int) -> SentenceEncoder:
+    """The encoder on ``runtime``: ONNX Runtime where it has a graph (what the project runs), or the package's."""
+    graph = encoder_graph(encoder_spec(name)) if runtime == "onnx" else None
     return SentenceEncoder(name, max_chars, threads=threads, graph=graph)
 
 
@@ -225,14 +226,14 @@ def cost(args: argparse.Namespace, data: TrainingData) -> list[dict]:
         parts = VARIANTS[label]
         for part in parts:
             if part not in speeds:
-                encoder = encoder_of(args, part[0], part[1], threads=2)
+                encoder = encoder_of(args.runtime[0], part[0], part[1], threads=2)
                 encoder.embed(texts[:4])
                 wall, cpu = time.perf_counter(), time.process_time()
                 encoder.embed(inputs(texts, part))
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 speeds[part] = {"texts_per_s": len(texts) / wall, "cpu_ms": 1000 * cpu / len(texts)}
         throughput = 1 / sum(1 / speeds[part]["texts_per_s"] for part in parts)
-        single = [encoder_of(args, name, chars, threads=1) for name, chars, _ in parts]
+        single = [encoder_of(args.runtime[0], name, chars, threads=1) for name, chars, _ in parts]
         # What EncoderChannel.proba runs; a head's cost does not depend on its values.
         head = EncoderHead(np.zeros((27, sum(e.spec.dim for e in single))), np.zeros(27), 0.01)
 
@@ -262,16 +263,18 @@ def full_size(args: argparse.Namespace) -> list[dict]:
     texts = [
         product_text(title, description) for title, description in zip(x["designation"], x["description"], strict=True)
     ]
+    texts = texts[: args.texts]
     rows = []
-    for part in dict.fromkeys(part for label in args.variants for part in VARIANTS[label]):
-        encoder = encoder_of(args, part[0], part[1], threads=2)
+    parts = dict.fromkeys(part for label in args.variants for part in VARIANTS[label])
+    for part, runtime in [(part, runtime) for part in parts for runtime in args.runtime]:
+        encoder = encoder_of(runtime, part[0], part[1], threads=2)
         chunk = 2048
         load_before = os.getloadavg()
         wall, cpu = time.perf_counter(), time.process_time()
         for start in tqdm(range(0, len(texts), chunk), desc=f"{part[0]} {part[1]} chars", unit_scale=chunk):
             encoder.embed(inputs(texts[start : start + chunk], part))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        row = {"encoder": part[0], "max_chars": part[1], "input": part[2], "runtime": args.runtime, "texts": len(texts)}
+        row = {"encoder": part[0], "max_chars": part[1], "input": part[2], "runtime": runtime, "texts": len(texts)}
         row.update({"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
         row.update({"mean_chars": round(float(np.mean([len(t) for t in texts])), 1), "wall_s": round(wall, 1)})
         row.update({"texts_per_s": round(len(texts) / wall, 1), "cpu_ms_per_text": round(1000 * cpu / len(texts), 2)})
@@ -288,7 +291,8 @@ def main() -> int:
     parser.add_argument("--cost", action="store_true", help="time the encoders and serving instead")
     parser.add_argument("--held-out", action="store_true", help="also score the held-out split (after choosing)")
     parser.add_argument("--full-size", action="store_true", help="embed 84,916 challenge-size texts instead")
-    parser.add_argument("--runtime", choices=("onnx", "package"), default="onnx", help="see above")
+    parser.add_argument("--runtime", nargs="+", choices=("onnx", "package"), default=["onnx"], help="see above")
+    parser.add_argument("--texts", type=int, default=FULL_SIZE_TEXTS, help="with --full-size: the first N texts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings()
