@@ -22,6 +22,7 @@ class _StridedConstant(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.table: torch.Tensor
         self.register_buffer("table", torch.arange(12.0))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
