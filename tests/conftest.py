@@ -309,20 +309,21 @@ class Server:
         """The end of the server's log."""
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 180, path: str = "/readyz", every: float = 1) -> None:
+        """Until ``path`` answers 200 (BentoML's /readyz; Prometheus's and Alertmanager's /-/ready)."""
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.log_path.name}: server exited:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(1)
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_tail()}")
+            time.sleep(every)
+        raise RuntimeError(f"{self.url}{path} not ready in {timeout}s:\n{self.log_tail()}")
 
     def workers(self) -> dict[str, list]:
         """This server's BentoML worker processes (psutil), by the name of the service each runs."""

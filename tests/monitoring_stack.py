@@ -42,20 +42,6 @@ def shortened(rendered: dict[str, dict], seconds: int = 1) -> dict[str, dict]:
     return rendered
 
 
-def _wait(server: Server, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.log_path.name} exited:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{server.url}{path} not ready in {timeout} s:\n{server.log_tail()}")
-
-
 def start_prometheus(serve: ServerFactory, request: pytest.FixtureRequest, folder: Path) -> Server:
     """Prometheus on ``folder``/prometheus.yml (and its rules beside it), ready."""
     port = free_port()
@@ -66,7 +52,7 @@ def start_prometheus(serve: ServerFactory, request: pytest.FixtureRequest, folde
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     server = serve.start(request, command, port, {"PATH": "/usr/bin:/bin"}, folder, folder / "prometheus.log")
-    _wait(server, "/-/ready")
+    server.wait_ready(60, "/-/ready", every=0.3)
     return server
 
 
@@ -80,7 +66,7 @@ def start_alertmanager(serve: ServerFactory, request: pytest.FixtureRequest, fol
         "--cluster.listen-address=",
     ]
     server = serve.start(request, command, port, {"PATH": "/usr/bin:/bin"}, folder, folder / "alertmanager.log")
-    _wait(server, "/-/ready")
+    server.wait_ready(60, "/-/ready", every=0.3)
     return server
 
 
