@@ -17,6 +17,12 @@ DEMO_ROWS ?= 1200
 DEMO_IMAGE_SIZE ?= 256
 DEMO_CV_FOLDS ?= 3
 PYTEST_ARGS ?=
+# `make test` and `make test-fast` run on pytest-xdist's worker processes, one a core (the trios are trained once
+# a run and shared: conftest.py); PYTEST_WORKERS=0 runs them in one process. `make test-all` (CI) runs in one
+# process, as CI has always run it: its system tier was not timed on workers.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 LINT_PATHS := src service.py tests benchmarks training tools
 # The model store of every target here (train, serve, container): this checkout's own, so that a second
 # clone's demo never gates against, nor hot-swaps onto, this one's models. BentoML's default is ~/bentoml,
@@ -81,13 +87,13 @@ demo: data ## set up, load, train, then serve on PORT (3000): page at /ui; model
 # The browser tests' Chromium, the monitoring tests' Prometheus and Alertmanager and the manifest tests' checkov
 # come from these prerequisites, never from a test. The tiers, and what each runs: docs/reliability.md, "The test suite".
 test: setup browser monitoring-tools ## the suite but its system tier: unit, in-process, HTTP, end to end on the sample
-	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
+	$(PYTEST) $(XDIST) -m "not system" $(PYTEST_ARGS)
 
 test-all: setup browser monitoring-tools deploy-tools ## everything, as CI: `make test` + Bento, container, Spark, demos, k8s, Prometheus
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: setup monitoring-tools ## the units, under 2 minutes: no trained trio, no server, no long fit (-m "not slow")
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint and format check) and mypy, as CI and pre-commit run them
 	$(BIN)/ruff check $(LINT_PATHS)

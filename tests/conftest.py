@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -26,13 +28,25 @@ import sqlalchemy as sa
 if t.TYPE_CHECKING:
     from starlette.testclient import TestClient
 
-# One BentoML store for the whole session, set before bentoml first resolves its home (it caches it).
+# The suite runs on pytest-xdist's worker processes (`make test`: two, one a core; docs/reliability.md, "The
+# test suite"). What the workers share lives in one folder, made by the process that starts them (they inherit
+# its environment) or by the only process of a run without workers, and removed when that process ends.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["RAKUTEN_TEST_SHARED_DIR"] = tempfile.mkdtemp(prefix="rakuten-test-shared-")
+    atexit.register(shutil.rmtree, os.environ["RAKUTEN_TEST_SHARED_DIR"], ignore_errors=True)
+SHARED_DIR = Path(os.environ["RAKUTEN_TEST_SHARED_DIR"])
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Two workers on two cores: a library's pool of one thread a core (torch's, OpenBLAS's) in each would put
+    # four busy threads on two cores. The MiniLM fine-tuning of test_transformer_serving.py took 172 s beside
+    # the other worker against 83 s alone (2026-12-07). Settings that name their threads still apply.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One BentoML store per process, set before bentoml first resolves its home (it caches it).
 os.environ["BENTOML_HOME"] = SESSION_BENTOML_HOME = tempfile.mkdtemp(prefix="rakuten-test-bentoml-")
 atexit.register(shutil.rmtree, SESSION_BENTOML_HOME, ignore_errors=True)  # the session's store goes with it
-# One image-feature cache for the whole session (servers and CLI children inherit it): every test
-# that trains on the sample after the first reuses the backbone's features instead of re-running it.
-os.environ["RAKUTEN_FEATURE_CACHE_DIR"] = SESSION_FEATURE_CACHE = tempfile.mkdtemp(prefix="rakuten-test-features-")
-atexit.register(shutil.rmtree, SESSION_FEATURE_CACHE, ignore_errors=True)
+# One image-feature cache for the whole run, shared by the workers (servers and CLI children inherit it):
+# every test that trains on the sample after the first reuses the backbone's features instead of re-running
+# it (shards are written whole, under a name of their own, then renamed: shard_cache.write_shard).
+os.environ["RAKUTEN_FEATURE_CACHE_DIR"] = SESSION_FEATURE_CACHE = str(SHARED_DIR / "features")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -126,14 +140,28 @@ def session_data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(sample_dir, session_data_root):
-    """`train_all` on the real sample, once per session (the end-to-end run, default settings)."""
+    """`train_all` on the real sample (the end-to-end run, default settings), once a run: the first worker that
+    needs it trains it in a store and data root of the run's shared folder under a file lock; each worker copies
+    that store's models into its own session store and that data root (its MLflow runs) into `session_data_root`."""
+    from filelock import FileLock
+
     from rakuten_classifier.config import Settings
     from rakuten_classifier.pipeline.steps import train_all
 
-    started = time.perf_counter()
-    result = train_all(data_dir=sample_dir, settings=Settings(data_root=session_data_root))
-    result["wall_seconds"] = time.perf_counter() - started
-    return result
+    shared = SHARED_DIR / "sample"
+    done = shared / "result.pickle"
+    with FileLock(SHARED_DIR / "sample.lock"):
+        if not done.is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a worker that failed midway left part of it
+            started = time.perf_counter()
+            (shared / "bentoml" / "models").mkdir(parents=True)
+            with model_store(shared / "bentoml"):
+                result = train_all(data_dir=sample_dir, settings=Settings(data_root=shared / "data"))
+            result["wall_seconds"] = time.perf_counter() - started
+            done.write_bytes(pickle.dumps(result))
+    shutil.copytree(shared / "bentoml" / "models", Path(SESSION_BENTOML_HOME) / "models", dirs_exist_ok=True)
+    shutil.copytree(shared / "data", session_data_root, dirs_exist_ok=True)
+    return pickle.loads(done.read_bytes())
 
 
 # ---------------------------------------------------------------- the tiny trio (the machinery tests' models)
@@ -194,16 +222,26 @@ class TinyTrio:
 
 
 @pytest.fixture(scope="session")
-def tiny(sample_dir, tmp_path_factory) -> TinyTrio:
+def tiny(sample_dir) -> TinyTrio:
     """`rakuten data load` of `few_rows`, then `rakuten train all` from the database with 3 folds, in a BentoML
-    home and data root of their own, once per session (the feature cache is the session's)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rows = few_rows(sample_dir, root / "rows")
-    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"), **TINY_SETTINGS)
-    rakuten = str(VENV_BIN / "rakuten")
-    loaded = run_json([rakuten, "data", "load", "--data-dir", str(rows), "--json"], env)
-    result = run_json([rakuten, "train", "all", "--json"], env)
-    return TinyTrio(rows, root / "bentoml", root / "data", loaded, result)
+    home and data root of their own, once per run: the first worker to need it trains it under a file lock, the
+    other reads what it wrote (tests only read the trio, or `copy` it)."""
+    from filelock import FileLock
+
+    root = SHARED_DIR / "tiny"
+    trio = TinyTrio(root / "rows", root / "bentoml", root / "data", {}, {})
+    done = root / "trio.json"
+    with FileLock(SHARED_DIR / "tiny.lock"):
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed midway left part of it
+            few_rows(sample_dir, trio.rows)
+            env = server_env(trio.data_root, BENTOML_HOME=str(trio.home), **TINY_SETTINGS)
+            rakuten = str(VENV_BIN / "rakuten")
+            loaded = run_json([rakuten, "data", "load", "--data-dir", str(trio.rows), "--json"], env)
+            result = run_json([rakuten, "train", "all", "--json"], env)
+            done.write_text(json.dumps({"loaded": loaded, "result": result}))
+        written = json.loads(done.read_text())
+    return dataclasses.replace(trio, loaded=written["loaded"], result=written["result"])
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,9 @@ def write_shard(cache_dir: Path, prefix: str, keys: list[str], rows: np.ndarray,
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     shard = cache_dir / f"{prefix}-{digest}.npz"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = shard.with_suffix(".tmp.npz")
+    # This thread's own temporary file, outside the ``<prefix>-*.npz`` that readers glob: two writers
+    # filling one cache (the suite's two workers, Spark's executors) may write the same shard at once.
+    partial = cache_dir / f".{shard.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz"
     arrays: dict[str, np.ndarray] = {fields[0]: np.array(keys), fields[1]: rows}
     np.savez(partial, allow_pickle=False, **arrays)
     os.replace(partial, shard)  # a reader never sees half a shard
