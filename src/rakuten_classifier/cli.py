@@ -57,6 +57,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     # Built first, so a wrong option fails before any data is read.
     settings = get_settings()
+    if args.refit_all_rows:
+        if args.target != "all":
+            raise ValueError("--refit-all-rows refits the promoted trio: give `train all`")
+        settings = settings.model_copy(update={"refit_all_rows": True})
     transformer, tfidf, encoder, image_options = (
         model_options.transformer_params(args, settings),
         model_options.tfidf_params(args),
@@ -234,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the image features are computed: this process (default) or Spark (docs/scale.md)",
     )
     train.add_argument("--master", help="with --engine spark: the Spark master (default RAKUTEN_SPARK_MASTER)")
+    train.add_argument(
+        "--refit-all-rows",
+        action="store_true",
+        help="with `all`: once promoted, train the trio again on every labelled row (RAKUTEN_REFIT_ALL_ROWS)",
+    )
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=cmd_train)
 

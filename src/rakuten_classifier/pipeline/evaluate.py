@@ -43,6 +43,12 @@ def evaluate_production(
         "method": config["method"],
         "models": {"text": trio.text, "image": trio.image, "fusion": trio.fusion},
     }
+    if config.get("refit_of") and split == "test":  # not a held-out figure: say so where it is read
+        result["warning"] = (
+            f"the production trio was refit on every labelled row, the test split included: these are not "
+            f"held-out scores (the gated fit {config['refit_of']}'s are in its metadata)"
+        )
+        log.warning("%s", result["warning"])
     report_dir = report_dir or settings.reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     predicted = fused.argmax(axis=1)

@@ -27,7 +27,7 @@ from ..data.reader import DataError
 from ..modeling.fusion import fuse
 from ..modeling.fusion_selection import select_fusion
 from ..modeling.scores import classification_scores
-from ..monitoring.drift import build_profile, reference_features, save_profile
+from ..monitoring.drift import build_profile, load_profile, reference_features, save_profile
 from ..registry import (
     FUSION_FILE,
     FUSION_MODEL,
@@ -37,8 +37,11 @@ from ..registry import (
     TEXT_MODEL,
     Trio,
     latest_tag,
+    model_path,
     production_trio,
+    read_fusion_config,
     save_to_store,
+    trio_of,
 )
 from .gate import production_scores, promotion_decision
 from .protocol import common_metadata, learning_folds, load_oof, save_trained_rows, scores_and_log
@@ -107,10 +110,28 @@ def score_held_out(
 
 
 def gate_candidate(candidate_f1: float, test: pd.DataFrame, settings: Settings) -> Verdict:
-    """Compare the candidate's fused held-out weighted F1 with the production trio's on the same rows."""
+    """Compare the candidate's fused held-out weighted F1 with the production trio's on the same rows.
+
+    A production trio refit on every labelled row learned from those rows: the gated trio it was refit
+    from (which never saw them) stands in for it, so the comparison stays one of held-out figures.
+    """
     current = production_trio()
-    production_f1 = None if current is None else production_scores(current, test, settings.features_dir)["weighted_f1"]
-    return Verdict(current, production_f1, *promotion_decision(candidate_f1, production_f1))
+    if current is None:
+        return Verdict(None, None, *promotion_decision(candidate_f1, None))
+    gated = read_fusion_config(current.fusion).get("refit_of")
+    judged = trio_of(gated) if gated else current
+    production_f1 = production_scores(judged, test, settings.features_dir)["weighted_f1"]
+    promote, reason = promotion_decision(candidate_f1, production_f1)
+    if gated:
+        reason += f" (production is a refit on every labelled row: scored as the gated fit {gated} it came from)"
+    return Verdict(current, production_f1, promote, reason)
+
+
+def refit_verdict(gated_fusion: str) -> Verdict:
+    """The refit on every labelled row of a trio the gate just promoted is promoted with it: it has no
+    held-out rows to be gated on."""
+    reason = f"refit of the promoted {gated_fusion} on every labelled row (held-out scores: the gated fit's)"
+    return Verdict(production_trio(), None, True, reason)
 
 
 def log_to_mlflow(choice: Choice, verdict: Verdict, text_tag: str, image_tag: str) -> None:
@@ -180,8 +201,13 @@ def train_fusion(
     text_tag: str | None = None,
     image_tag: str | None = None,
     settings: Settings | None = None,
+    refit_of: dict | None = None,
 ) -> dict:
-    """Choose and fit the fusion on out-of-fold predictions, score on test, store it; promote it past the gate."""
+    """Choose and fit the fusion on out-of-fold predictions, score on test, store it; promote it past the gate.
+
+    ``refit_of``: the gated fit's fusion result, in the refit on every labelled row (`steps.refit_on_every_row`):
+    no held-out scoring nor gate; the gated fit's held-out scores and drift reference are kept.
+    """
     import mlflow
 
     settings = settings or get_settings()
@@ -190,11 +216,18 @@ def train_fusion(
     image_tag = image_tag or latest_tag(IMAGE_MODEL)
     if text_tag is None or image_tag is None:
         raise DataError("train the text and image models first (rakuten train text / rakuten train image)")
-    test = data.split("test")
+    if data.held_out == (refit_of is not None):
+        raise ValueError("a refit on every labelled row (data.every_row_learned()) needs the gated fit's result")
+    test = data.held_out_rows()
     with tracked_run(settings, "fusion", {"stage": "fusion"}) as run, tempfile.TemporaryDirectory() as tmp:
         choice = select_combiner(data, text_tag, image_tag, settings)
-        metrics, fused = score_held_out(choice, test, text_tag, image_tag, settings, Path(tmp))
-        verdict = gate_candidate(metrics["fused"]["weighted_f1"], test, settings)
+        if refit_of is None:
+            metrics, fused = score_held_out(choice, test, text_tag, image_tag, settings, Path(tmp))
+            verdict = gate_candidate(metrics["fused"]["weighted_f1"], test, settings)
+            profile = drift_profile(test, fused, settings.seed)
+        else:
+            metrics, verdict = refit_of["metrics"], refit_verdict(refit_of["tag"])
+            profile = load_profile(model_path(refit_of["tag"]))  # its held-out rows: the unseen products' answers
         log_to_mlflow(choice, verdict, text_tag, image_tag)
         params = {
             "method": choice.config["method"],
@@ -205,7 +238,9 @@ def train_fusion(
         metadata = common_metadata(data, run.info.run_id, params, scores, choice.seconds, settings.cv_folds)
         metadata.update({"text_model": text_tag, "image_model": image_tag, "promotion": verdict.reason})
         config = fusion_config(choice, metrics, verdict, text_tag, image_tag, data.origin)
-        tag = store_version(config, drift_profile(test, fused, settings.seed), data, metadata, verdict.promote)
+        if refit_of is not None:
+            metadata["refit_of"] = config["refit_of"] = refit_of["tag"]
+        tag = store_version(config, profile, data, metadata, verdict.promote)
         mlflow.set_tag("model_tag", tag)
     log.info(
         "fusion %s (%s): out-of-fold weighted F1 %.4f, test %.4f; %s",
@@ -231,4 +266,5 @@ def train_fusion(
         "seconds": round(choice.seconds, 2),
         "trained_on": data.origin,
         "learned_from": metadata["learned_from"],
+        **({"refit_of": refit_of["tag"]} if refit_of else {}),
     }

@@ -12,8 +12,9 @@ from pathlib import Path
 
 STATUS_FILE = "status.json"
 LOCK_FILE = "active.lock"
-# The stages `train_all` goes through (pipeline/steps.py announces each), then "done".
-STAGES = ("loading data", "text model", "image model", "fusion and promotion", "done")
+# The stages `train_all` goes through (pipeline/steps.py announces each; the refit only with
+# RAKUTEN_REFIT_ALL_ROWS), then "done".
+STAGES = ("loading data", "text model", "image model", "fusion and promotion", "refit on every labelled row", "done")
 
 
 def now() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,14 +22,26 @@ class TrainingData:
 
     products: pd.DataFrame
     fingerprint: str
+    # False in the refit on every labelled row (RAKUTEN_REFIT_ALL_ROWS): the test split is learned from too.
+    held_out: bool = True
 
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split ('train', 'val' or 'test')."""
         return self.products[self.products["split"] == name]
 
     def learning(self) -> pd.DataFrame:
-        """The rows models learn from: every labelled row but the held-out test split."""
+        """The rows models learn from: every labelled row but the held-out test split (all of them in a refit)."""
+        if not self.held_out:
+            return self.products
         return self.products[self.products["split"] != "test"]
+
+    def held_out_rows(self) -> pd.DataFrame:
+        """The rows that score the models and feed the gate: the test split, none in a refit."""
+        return self.split("test") if self.held_out else self.products.iloc[:0]
+
+    def every_row_learned(self) -> TrainingData:
+        """The same rows for the refit on every labelled row: the test split becomes a learning split."""
+        return replace(self, held_out=False)
 
     @property
     def origin(self) -> str:
