@@ -5,7 +5,7 @@ compares candidates with the gated trio, never with the refit that saw the held-
 
 import numpy as np
 import pytest
-from conftest import TINY_SETTINGS, model_store
+from conftest import TINY_SETTINGS, in_process_service, model_store
 
 from rakuten_classifier.cli import main
 from rakuten_classifier.config import Settings
@@ -54,6 +54,13 @@ def test_refit_learns_every_row_keeps_the_gated_scores_and_the_gate_judges_the_g
         scores = evaluate_production(tiny.rows, split="test", report_dir=tmp_path / "report", settings=settings)
         assert scores["models"]["fusion"] == refit["fusion"]["tag"]
         assert "not held-out scores" in scores["warning"]
+
+    # The service answers with the refit trio.
+    with in_process_service(home, data_root) as client:
+        assert client.get("/health").json()["models"] == production.__dict__
+        answer = client.post("/predict_text", json={"designation": "Piscine tubulaire hors sol 3 m"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["models"]["text"] == refit["text"]["tag"]
 
 
 def test_refit_all_rows_is_refused_for_a_single_model(capsys):
