@@ -19,7 +19,7 @@ DEMO_CV_FOLDS ?= 3
 PYTEST_ARGS ?=
 # `make test` and `make test-fast` run on pytest-xdist's worker processes, one a core (the trios are trained once
 # a run and shared: conftest.py); PYTEST_WORKERS=0 runs them in one process. `make test-all` (CI) runs in one
-# process, as CI has always run it: its system tier was not timed on workers.
+# process, as CI has always run it: the system tier passed on workers once (docs/benchmarks.md), not yet often.
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
