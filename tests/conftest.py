@@ -413,6 +413,13 @@ def linked_home(folder: Path) -> Path:
     return folder
 
 
+# A test server's bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until the
+# traffic timeout, which would otherwise hold a SIGTERM for up to 90 s. At 15 s, the stops that waited it out took
+# 16 s each (tests' teardowns in a suite run, 2026-12-07). A stop still writes the queued logs, which the server
+# does after that wait (tests/test_monitoring_http.py's graceful stop and the PostgreSQL path check them).
+BOUNDED_STOP = ["--timeout-graceful-shutdown", "5"]
+
+
 class ServerFactory:
     """The `serve` fixture: starts servers, each stopped (by process group) when the scope of the
     pytest request that asked for it ends; a failing test shows the logs of the servers it used."""
@@ -443,10 +450,8 @@ class ServerFactory:
             data_root or folder / "data", BENTOML_HOME=str(home or linked_home(folder / "bentoml")), **settings
         )
         port = free_port()
-        # Bounded graceful stop: BentoML keeps readiness probes sent during start-up pending until
-        # the traffic timeout, which would otherwise hold a SIGTERM for up to 90 s.
         command = [str(VENV_BIN / "bentoml"), "serve", target, "--port", str(port), "--host", "127.0.0.1"]
-        command += ["--timeout-graceful-shutdown", "15"]
+        command += BOUNDED_STOP
         server = self.start(request, command, port, env, cwd, folder / "serve.log")
         try:
             server.wait_ready()
@@ -604,6 +609,23 @@ def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rakuten_here(capsys: pytest.CaptureFixture[str], home: Path, *arguments: str) -> dict:
+    """`rakuten ARGUMENTS --json` run in this process against the store at ``home``, the settings from this
+    process's environment: the command's own code (cli.main) without a child's start-up, which imports
+    bentoml, sqlalchemy and mlflow before doing anything (several seconds each time on this 2-core box).
+    For commands that train nothing: a training stays in a child (`run_json`), with its own thread pools."""
+    from rakuten_classifier.cli import main
+    from rakuten_classifier.config import get_settings
+
+    get_settings.cache_clear()  # the environment the caller set
+    capsys.readouterr()
+    with model_store(home):
+        code = main([*arguments, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import TINY_SETTINGS, VENV_BIN
+from conftest import TINY_SETTINGS, VENV_BIN, rakuten_here
 
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data.corrections import Correction, record_correction
@@ -22,20 +22,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.training]
 CORRECTED = 50
 
 
-def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_dir, tmp_path, monkeypatch):
+def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_dir, tmp_path, monkeypatch, capsys):
     home, data_root = tiny.copy(tmp_path)
     monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(data_root))  # the corrections go to the copied database
     get_settings.cache_clear()
-    env = dict(os.environ, BENTOML_HOME=str(home), RAKUTEN_DATA_ROOT=str(data_root), **TINY_SETTINGS)
-    env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # every run in the copied data root's store
+    env = dict(os.environ, BENTOML_HOME=str(home), **TINY_SETTINGS)
 
     def rakuten(*args):
+        """The retraining: a child of its own."""
         done = subprocess.run([str(VENV_BIN / "rakuten"), *args, "--json"], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 
+    def dry_run(*args):
+        """`rakuten retrain --dry-run`, which trains nothing: in this process, the same command's code."""
+        return rakuten_here(capsys, home, "retrain", "--dry-run", *args)
+
     before = tiny.result["production"]["metadata"]["learned_from"]  # what the production models learned from
-    assert rakuten("retrain", "--min-new-rows", "1", "--dry-run")["new_labelled_rows"] == 0
+    assert dry_run("--min-new-rows", "1")["new_labelled_rows"] == 0
 
     # Products the models never saw, corrected to their true category (as the page sends them: raw text, photo).
     features = pd.read_csv(sample_dir / "X_train_update.csv", index_col=0, dtype=str, keep_default_na=False)
@@ -59,7 +64,7 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_
     held_out = sum(s["split"] == "test" for s in stored)
     assert 0 < held_out < CORRECTED  # the split rule holds some out, as it would any loaded row
 
-    check = rakuten("retrain", "--min-new-rows", str(CORRECTED), "--dry-run")
+    check = dry_run("--min-new-rows", str(CORRECTED))
     assert (check["new_labelled_rows"], check["new_corrected_rows"]) == (CORRECTED, CORRECTED)
     assert check["triggers"] == [f"{CORRECTED} new labelled rows >= {CORRECTED}"]
     assert check["trained"] is False
@@ -72,5 +77,5 @@ def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_
     assert after["rows"] - before["rows"] == CORRECTED - held_out
     assert after["held_out_rows"] - before["held_out_rows"] == held_out
     # Promoted, the corrections are no longer new; kept out by the gate, they still count.
-    still_new = rakuten("retrain", "--min-new-rows", "1", "--dry-run")["new_labelled_rows"]
+    still_new = dry_run("--min-new-rows", "1")["new_labelled_rows"]
     assert still_new == (0 if learned["promoted"] else CORRECTED)

@@ -10,7 +10,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_SETTINGS, program, run_json, server_env
+from conftest import TINY_SETTINGS, program, rakuten_here, run_json, server_env
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
@@ -161,6 +161,12 @@ def test_retrain_fires_nothing_on_ordinary_traffic_or_with_drift_disabled(produc
     assert ignored["triggers"] == []
     assert ignored["outcome"] == "skipped: no trigger fired"
     assert ignored["trained"] is False
+
+
+def test_models_on_a_new_store_lists_no_version_and_no_production(tmp_path, capsys):
+    (tmp_path / "bentoml" / "models").mkdir(parents=True)
+    listing = rakuten_here(capsys, tmp_path / "bentoml", "models")  # it said "no Models with name 'rakuten-text'"
+    assert listing == {"production": None, registry.TEXT_MODEL: [], registry.IMAGE_MODEL: [], registry.FUSION_MODEL: []}
 
 
 # ------------------------------------------------------------------ training one model leaves production alone

@@ -13,9 +13,10 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, VENV_BIN, few_rows
+from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, VENV_BIN, few_rows, model_store, rakuten_here
 
 from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier.registry import production_trio
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
 MORE_ROWS_PER_CATEGORY = 2 * TINY_ROWS_PER_CATEGORY
@@ -71,23 +72,31 @@ def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trai
     assert (check["labelled_in_database"], check["new_labelled_rows"], check["new_corrected_rows"]) == (1639, 1, 1)
 
 
-def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path):
-    env = dict(
-        os.environ, BENTOML_HOME=str(tmp_path / "bentoml"), RAKUTEN_DATA_ROOT=str(tmp_path / "data"), **TINY_SETTINGS
-    )
-    env.pop("MLFLOW_TRACKING_URI", None)  # set in this process by earlier in-process training (mlflow does)
+def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(tmp_path / "data"))  # also the children's (conftest's own choice)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # every run in this data root's store
+    env = dict(os.environ, BENTOML_HOME=str(home), **TINY_SETTINGS)
 
     def rakuten(*args):
+        """A run that may train: a child of its own."""
         done = subprocess.run([str(VENV_BIN / "rakuten"), *args, "--json"], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 
+    def here(*args):
+        """A run that trains nothing (a load, a check, a skip): in this process, the same command's code."""
+        return rakuten_here(capsys, home, *args)
+
     def production():
-        return rakuten("models")["production"]
+        """The store's production pointer, as `rakuten models` reads it."""
+        with model_store(home):
+            trio = production_trio()
+        return None if trio is None else vars(trio)
 
     first_rows = few_rows(sample_dir, tmp_path / "first")
     more_rows = few_rows(sample_dir, tmp_path / "more", MORE_ROWS_PER_CATEGORY)  # holds the first ones
-    loaded = rakuten("data", "load", "--data-dir", str(first_rows))
+    loaded = here("data", "load", "--data-dir", str(first_rows))
     assert loaded["inserted"] == loaded["rows"] == len(CATEGORY_CODES) * TINY_ROWS_PER_CATEGORY
 
     first = rakuten("retrain")  # no production yet: the first run trains and promotes
@@ -95,15 +104,15 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     assert first["promoted"] is True
     assert production()["fusion"] == first["models"]["fusion"]
 
-    idle = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
+    idle = here("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
     assert idle["outcome"] == "skipped: no trigger fired"
     assert idle["new_labelled_rows"] == 0
     assert production()["fusion"] == first["models"]["fusion"]
 
-    more = rakuten("data", "load", "--data-dir", str(more_rows))
+    more = here("data", "load", "--data-dir", str(more_rows))
     added = more["inserted"]
     assert added == more["rows"] - loaded["rows"] >= MIN_NEW_ROWS
-    check = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS), "--dry-run")
+    check = here("retrain", "--min-new-rows", str(MIN_NEW_ROWS), "--dry-run")
     assert check["new_labelled_rows"] == added
     assert check["trained"] is False
 

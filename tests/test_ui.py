@@ -338,7 +338,7 @@ def served_demo(trained, serve, request, sample_dir, tmp_path_factory):
     """The session's models served as `make demo` serves them: tools/demo_serve.py around `bentoml serve`, no
     admin token in the environment (it makes one, keeps it in its token file and gives it to the server), the
     sample's gallery. Returns the server and the token read from the block it printed."""
-    from conftest import SERVICE, free_port, linked_home
+    from conftest import BOUNDED_STOP, SERVICE, free_port, linked_home
 
     folder = tmp_path_factory.mktemp("demo")
     env = server_env(
@@ -350,7 +350,7 @@ def served_demo(trained, serve, request, sample_dir, tmp_path_factory):
     port = free_port()
     command = [str(VENV_BIN / "python"), str(DEMO_SERVE), "--port", str(port), "--token-file", str(folder / "token")]
     command += ["--", str(VENV_BIN / "bentoml"), "serve", SERVICE, "--port", str(port), "--host", "127.0.0.1"]
-    command += ["--timeout-graceful-shutdown", "15"]
+    command += BOUNDED_STOP
     server = serve.start(request, command, port, env, REPO_ROOT, folder / "demo.log")
     server.wait_ready()
     deadline = time.monotonic() + 30

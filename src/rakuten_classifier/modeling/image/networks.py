@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import get_model, get_model_weights
 
 from ..errors import ImageModelError
 from .backbones import BackboneSpec, backbone_spec
@@ -32,6 +31,10 @@ def build_blocks(backbone: str, pretrained: bool) -> nn.Sequential:
     spec = backbone_spec(backbone)
     if spec.name.startswith("efficientnet_lite"):
         return _lite_blocks(spec, pretrained)
+    # Imported here: torchvision's import (its detection ops pull in torch._dynamo) took 2.6 s of every training
+    # process on this 2-core box, and the default backbone, EfficientNet-Lite, never needs it (2026-12-07).
+    from torchvision.models import get_model, get_model_weights
+
     weights = None
     if pretrained:
         try:

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
 
 from ...data.preprocessing import Geometry, load_image
 from .views import View, center_pixels
 
+if TYPE_CHECKING:
+    from torchvision.transforms import v2 as T
+
 
 def train_transform(geometry: Geometry, min_scale: float = 0.35, jitter: float = 0.3) -> T.Compose:
     """Training augmentation: RandomResizedCrop, horizontal flip, ColorJitter."""
+    from torchvision.transforms import v2 as T  # only augmented views need it (networks.py says what it costs)
+
     return T.Compose(
         [
             T.ToImage(),
