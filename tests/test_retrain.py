@@ -132,6 +132,13 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     assert crippled["outcome"] == "kept production"
     assert crippled["candidate_fused_test_weighted_f1"] < crippled["production_fused_test_weighted_f1"]
     assert production() == promoted  # refused: the store's production pointer did not move
+    listing = here("models")  # `rakuten models`: the pointer, and every version trained here, oldest first
+    assert listing["production"] == promoted
+    assert [version["tag"] for version in listing["rakuten-fusion"]] == [
+        first["models"]["fusion"],
+        more_data["models"]["fusion"],
+        crippled["models"]["fusion"],
+    ]
 
     from mlflow.tracking import MlflowClient
 
