@@ -611,17 +611,18 @@ def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rakuten_here(capsys: pytest.CaptureFixture[str], home: Path, *arguments: str) -> dict:
-    """`rakuten ARGUMENTS --json` run in this process against the store at ``home``, the settings from this
-    process's environment: the command's own code (cli.main) without a child's start-up, which imports
-    bentoml, sqlalchemy and mlflow before doing anything (several seconds each time on this 2-core box).
-    For commands that train nothing: a training stays in a child (`run_json`), with its own thread pools."""
+def rakuten_here(capsys: pytest.CaptureFixture[str], home: Path | None, *arguments: str) -> dict:
+    """`rakuten ARGUMENTS --json` run in this process against the store at ``home`` (None: the session's), the
+    settings from this process's environment: the command's own code (cli.main) without a child's start-up,
+    which imports bentoml, sqlalchemy and mlflow before doing anything (several seconds each time on this
+    2-core box). For commands that train nothing: a training stays in a child (`run_json`), with its own
+    thread pools."""
     from rakuten_classifier.cli import main
     from rakuten_classifier.config import get_settings
 
     get_settings.cache_clear()  # the environment the caller set
     capsys.readouterr()
-    with model_store(home):
+    with model_store(home) if home is not None else contextlib.nullcontext():
         code = main([*arguments, "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]

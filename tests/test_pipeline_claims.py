@@ -14,7 +14,6 @@ from conftest import TINY_SETTINGS, program, rakuten_here, run_json, server_env
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
-from rakuten_classifier.cli import main
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data.store import load_into_db
 from rakuten_classifier.data.synthetic import write_synthetic_catalogue
@@ -107,8 +106,7 @@ def _log(rows: list[tuple[str, int, float]], fusion_tag: str) -> None:
 
 
 def _retrain_json(capsys, *args: str) -> dict:
-    assert main(["retrain", "--min-new-rows", "1", *args, "--json"]) == 0, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+    return rakuten_here(capsys, None, "retrain", "--min-new-rows", "1", *args)
 
 
 def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_rows, monkeypatch, capsys):

@@ -41,12 +41,10 @@ def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trai
     """Issue 34, item 7: the production trio was trained from the sample's folder (the session's
     `train_all(data_dir=...)`, as `rakuten train all --data-dir`), and the store holds that folder's
     rows, loaded later, and an operator's correction, which no model learned from."""
-    from rakuten_classifier.cli import main
     from rakuten_classifier.data.corrections import Correction, record_correction
 
     def rakuten(*args: str) -> dict:
-        assert main([*args, "--json"]) == 0, capsys.readouterr().err
-        return json.loads(capsys.readouterr().out)
+        return rakuten_here(capsys, None, *args)
 
     def dry_run() -> dict:
         return rakuten("retrain", "--dry-run", "--no-drift", "--min-new-rows", "1")
