@@ -169,7 +169,8 @@ def trained(sample_dir, session_data_root):
 # Six rows with a photo of each category (162 rows: 108 learning rows, 54 held out) and 3 folds: the fewest
 # a cross-fitted trio trains on (4 learning rows a category, one or two in each fold's held-out part).
 TINY_ROWS_PER_CATEGORY = 6
-# The settings of every training on tiny data, in a child's environment (the fixture's, and the tests' own).
+# The settings of every training on tiny data: a server's environment (its training job's child), or the
+# settings of `rakuten_here`, which runs the fits one after the other itself (its docstring).
 # JOBLIB_MULTIPROCESSING=0: the side-by-side fits (cross_fitting.run_side_by_side) run one after the other in
 # the training process instead of in worker processes, whose start-up is what such a training waits for:
 # `rakuten train all` on the tiny rows took 46 s with them, 18 s without (the image head's six fits: 17.8 s
@@ -223,9 +224,10 @@ class TinyTrio:
 
 @pytest.fixture(scope="session")
 def tiny(sample_dir) -> TinyTrio:
-    """`rakuten data load` of `few_rows`, then `rakuten train all` from the database with 3 folds, in a BentoML
-    home and data root of their own, once per run: the first worker to need it trains it under a file lock, the
-    other reads what it wrote (tests only read the trio, or `copy` it)."""
+    """`rakuten data load` of `few_rows`, then `rakuten train all` from the database with 3 folds (both in the
+    worker's process: `rakuten_here`), in a BentoML home and data root of their own, once per run: the first
+    worker to need it trains it under a file lock, the other reads what it wrote (tests only read the trio, or
+    `copy` it)."""
     from filelock import FileLock
 
     root = SHARED_DIR / "tiny"
@@ -235,10 +237,9 @@ def tiny(sample_dir) -> TinyTrio:
         if not done.is_file():
             shutil.rmtree(root, ignore_errors=True)  # a worker that failed midway left part of it
             few_rows(sample_dir, trio.rows)
-            env = server_env(trio.data_root, BENTOML_HOME=str(trio.home), **TINY_SETTINGS)
-            rakuten = str(VENV_BIN / "rakuten")
-            loaded = run_json([rakuten, "data", "load", "--data-dir", str(trio.rows), "--json"], env)
-            result = run_json([rakuten, "train", "all", "--json"], env)
+            settings = {"RAKUTEN_DATA_ROOT": str(trio.data_root), **TINY_SETTINGS}
+            loaded = rakuten_here(trio.home, "data", "load", "--data-dir", str(trio.rows), **settings)
+            result = rakuten_here(trio.home, "train", "all", **settings)
             done.write_text(json.dumps({"loaded": loaded, "result": result}))
         written = json.loads(done.read_text())
     return dataclasses.replace(trio, loaded=written["loaded"], result=written["result"])
@@ -249,12 +250,13 @@ def model_store(home: Path) -> Iterator[None]:
     """This process reads and writes the BentoML model store at ``home`` while inside, instead of the session's.
 
     BentoML resolves its store once per process (from BENTOML_HOME); its container's `patch` stands another
-    store in for it. Used only around in-process services of the tiny trio (`tiny_service`, test modules
-    of their own), never where the session's trio is read.
+    store in for it. Used around in-process services and commands (`in_process_service`, `rakuten_here`) of
+    stores of their own, never where the session's trio is read.
     """
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models import ModelStore
 
+    (home / "models").mkdir(parents=True, exist_ok=True)  # as BentoML makes its home's when a process starts
     with BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))):
         yield
 
@@ -611,22 +613,41 @@ def run_json(command: list[str], env: dict, timeout: float = 900) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rakuten_here(capsys: pytest.CaptureFixture[str], home: Path | None, *arguments: str) -> dict:
-    """`rakuten ARGUMENTS --json` run in this process against the store at ``home`` (None: the session's), the
-    settings from this process's environment: the command's own code (cli.main) without a child's start-up,
-    which imports bentoml, sqlalchemy and mlflow before doing anything (several seconds each time on this
-    2-core box). For commands that train nothing: a training stays in a child (`run_json`), with its own
-    thread pools."""
+def rakuten_here(home: Path | None, *arguments: str, **environment: str) -> dict:
+    """`rakuten ARGUMENTS --json` run in this process: the command's own code (cli.main) against the store at
+    ``home`` (None: the session's), with this process's environment plus ``environment`` (RAKUTEN_* settings,
+    set for the run only); the JSON document it printed.
+
+    A child would import bentoml, sqlalchemy, mlflow, torch and the modelling stack before doing anything: a
+    `rakuten train all` of the tiny rows took 15.2 s as a child and 4.2 s in a process that had trained once
+    (10.1 s the first time), the same models (2026-12-07). Trainings too, then: their side-by-side fits run one
+    after the other (joblib's sequential backend, what JOBLIB_MULTIPROCESSING=0 does in a child: worker
+    processes beside the test's two workers would put more busy processes than cores on this box), and torch
+    keeps this process's threads (one under xdist: the OMP_NUM_THREADS above).
+    """
+    import io
+
+    import joblib
+
     from rakuten_classifier.cli import main
     from rakuten_classifier.config import get_settings
 
-    get_settings.cache_clear()  # the environment the caller set
-    capsys.readouterr()
-    with model_store(home) if home is not None else contextlib.nullcontext():
-        code = main([*arguments, "--json"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    return json.loads(captured.out.strip().splitlines()[-1])
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # as a child (server_env): tracked under its data root
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        get_settings.cache_clear()  # the environment the caller set, and ``environment``
+        with (
+            model_store(home) if home is not None else contextlib.nullcontext(),
+            joblib.parallel_config(backend="sequential"),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            code = main([*arguments, "--json"])
+    get_settings.cache_clear()  # the caller's environment again
+    assert code == 0, err.getvalue()[-3000:]
+    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

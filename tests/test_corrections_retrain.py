@@ -7,13 +7,9 @@ of its database (copied too): what is checked is which rows count and are learne
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import pandas as pd
 import pytest
-from conftest import TINY_SETTINGS, VENV_BIN, rakuten_here
+from conftest import TINY_SETTINGS, rakuten_here
 
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data.corrections import Correction, record_correction
@@ -22,22 +18,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.training]
 CORRECTED = 50
 
 
-def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_dir, tmp_path, monkeypatch, capsys):
+def test_fifty_corrections_are_counted_by_retrain_and_learned_from(tiny, sample_dir, tmp_path, monkeypatch):
     home, data_root = tiny.copy(tmp_path)
     monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(data_root))  # the corrections go to the copied database
     get_settings.cache_clear()
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # every run in the copied data root's store
-    env = dict(os.environ, BENTOML_HOME=str(home), **TINY_SETTINGS)
 
     def rakuten(*args):
-        """The retraining: a child of its own."""
-        done = subprocess.run([str(VENV_BIN / "rakuten"), *args, "--json"], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout)
+        """`rakuten ARGS --json` in this process (the retraining too), against the copied store."""
+        return rakuten_here(home, *args, **TINY_SETTINGS)
 
     def dry_run(*args):
-        """`rakuten retrain --dry-run`, which trains nothing: in this process, the same command's code."""
-        return rakuten_here(capsys, home, "retrain", "--dry-run", *args)
+        return rakuten("retrain", "--dry-run", *args)
 
     before = tiny.result["production"]["metadata"]["learned_from"]  # what the production models learned from
     assert dry_run("--min-new-rows", "1")["new_labelled_rows"] == 0

@@ -10,16 +10,20 @@ import bentoml
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_SETTINGS, program, rakuten_here, run_json, server_env
+from conftest import TINY_SETTINGS, model_store, rakuten_here
 
 from rakuten_classifier import registry
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.config import get_settings
 from rakuten_classifier.data.store import load_into_db
 from rakuten_classifier.data.synthetic import write_synthetic_catalogue
+from rakuten_classifier.modeling import loading
+from rakuten_classifier.modeling.fusion import fuse
 from rakuten_classifier.monitoring.drift import build_profile, save_profile
 from rakuten_classifier.monitoring.prediction_log import PredictionLog, prediction_record
+from rakuten_classifier.pipeline import scoring
 from rakuten_classifier.pipeline import steps as steps_module
+from rakuten_classifier.pipeline.training_data import load_training_data
 
 # ------------------------------------------------------------------ drift alone triggers a retrain
 
@@ -105,16 +109,16 @@ def _log(rows: list[tuple[str, int, float]], fusion_tag: str) -> None:
     log.close()
 
 
-def _retrain_json(capsys, *args: str) -> dict:
-    return rakuten_here(capsys, None, "retrain", "--min-new-rows", "1", *args)
+def _retrain_json(*args: str) -> dict:
+    return rakuten_here(None, "retrain", "--min-new-rows", "1", *args)
 
 
-def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_rows, monkeypatch, capsys):
+def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_rows, monkeypatch):
     fusion = production_without_new_rows
     _log(_ordinary(np.random.default_rng(1), 200), fusion)
     _log(_books(np.random.default_rng(2), 300), fusion)  # the newest 300 rows: inside RAKUTEN_DRIFT_WINDOW
 
-    check = _retrain_json(capsys, "--dry-run")
+    check = _retrain_json("--dry-run")
     assert check["new_labelled_rows"] == 0  # no new labelled data: only drift can fire
     assert check["drift"]["drifted"] is True
     assert {"text_length", "prdtypecode"} <= set(check["drift"]["drifted_features"])
@@ -136,7 +140,7 @@ def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_row
         }
 
     monkeypatch.setattr(steps_module, "train_all", fake_train_all)
-    result = _retrain_json(capsys)
+    result = _retrain_json()
     assert result["trained"] is True
     assert result["triggers"] == check["triggers"]
     assert result["outcome"] == "kept production"
@@ -144,26 +148,26 @@ def test_drift_alone_makes_retrain_train_and_says_why(production_without_new_row
     assert calls[0]["db_url"] == get_settings().database_url  # retrains from the database
 
 
-def test_retrain_fires_nothing_on_ordinary_traffic_or_with_drift_disabled(production_without_new_rows, capsys):
+def test_retrain_fires_nothing_on_ordinary_traffic_or_with_drift_disabled(production_without_new_rows):
     fusion = production_without_new_rows
     _log(_ordinary(np.random.default_rng(4), 300), fusion)
-    ordinary = _retrain_json(capsys, "--dry-run")
+    ordinary = _retrain_json("--dry-run")
     assert ordinary["new_labelled_rows"] == 0
     assert ordinary["drift"]["drifted"] is False
     assert ordinary["triggers"] == []
 
     _log(_books(np.random.default_rng(5), 300), fusion)
-    assert _retrain_json(capsys, "--dry-run")["drift"]["drifted"] is True
-    ignored = _retrain_json(capsys, "--no-drift")
+    assert _retrain_json("--dry-run")["drift"]["drifted"] is True
+    ignored = _retrain_json("--no-drift")
     assert "drift" not in ignored
     assert ignored["triggers"] == []
     assert ignored["outcome"] == "skipped: no trigger fired"
     assert ignored["trained"] is False
 
 
-def test_models_on_a_new_store_lists_no_version_and_no_production(tmp_path, capsys):
+def test_models_on_a_new_store_lists_no_version_and_no_production(tmp_path):
     (tmp_path / "bentoml" / "models").mkdir(parents=True)
-    listing = rakuten_here(capsys, tmp_path / "bentoml", "models")  # it said "no Models with name 'rakuten-text'"
+    listing = rakuten_here(tmp_path / "bentoml", "models")  # it said "no Models with name 'rakuten-text'"
     assert listing == {"production": None, registry.TEXT_MODEL: [], registry.IMAGE_MODEL: [], registry.FUSION_MODEL: []}
 
 
@@ -172,19 +176,41 @@ def test_models_on_a_new_store_lists_no_version_and_no_production(tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.training
-def test_training_only_text_or_only_image_never_changes_what_is_served(tiny, tmp_path):
-    # In a process of its own, against a copy of the tiny trio (BentoML resolves its home once per process),
-    # training on the tiny trio's rows with its settings.
+def test_training_only_text_or_only_image_never_changes_what_is_served(tiny, tmp_path, monkeypatch):
+    # Against a copy of the tiny trio, training on its rows with its settings (`rakuten_here`: in this process).
     home, data_root = tiny.copy(tmp_path)
-    env = server_env(data_root, BENTOML_HOME=str(home), **TINY_SETTINGS)
-    report = run_json(program("production_answers", str(tiny.rows)), env)
+    monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(data_root))
+    rows = load_training_data(tiny.rows).split("test").head(24)  # with and without images
 
-    before = report["before"]
+    def served() -> dict:
+        """The production trio and its fused answers for ``rows``, loaded afresh (no cached model file)."""
+        loading.text_model_for.cache_clear()
+        loading.image_model_for.cache_clear()
+        scoring._PROBA_CACHE.clear()
+        with model_store(home):
+            production = registry.production_trio()
+            assert production is not None
+            registry.verify_production(production)
+            fused = fuse(
+                scoring.text_proba(production.text, rows),
+                scoring.image_proba(production.image, rows),
+                registry.read_fusion_config(production.fusion),
+            )
+        return {"production": vars(production), "answers": fused.round(6).tolist()}
+
+    def train(*args: str) -> str:
+        """`rakuten train ...` on the tiny rows: the new version's tag, whose labels say candidate."""
+        tag = rakuten_here(home, "train", *args, "--data-dir", str(tiny.rows), **TINY_SETTINGS)["tag"]
+        with model_store(home):
+            assert registry.model_info(tag)["labels"]["stage"] == registry.STAGE_CANDIDATE
+        return tag
+
+    before = served()
     assert before["production"] == tiny.production
-    for step, new in (("after_text", report["text"]), ("after_image", report["image"])):
-        assert report[step]["production"] == before["production"], step  # the pointer did not move
-        assert report[step]["answers"] == before["answers"], step  # the production trio answers the same
-        assert new["labels"]["stage"] == registry.STAGE_CANDIDATE
-        assert new["tag"] not in before["production"].values()
-    assert report["text"]["tag"].startswith(registry.TEXT_MODEL + ":")
-    assert report["image"]["tag"].startswith(registry.IMAGE_MODEL + ":")
+    new_text = train("text", "--text-max-features", "20000")
+    assert new_text.startswith(registry.TEXT_MODEL + ":")
+    assert served() == before  # the pointer did not move, and the production trio answers the same
+    new_image = train("image")
+    assert new_image.startswith(registry.IMAGE_MODEL + ":")
+    assert served() == before
+    assert not {new_text, new_image} & set(before["production"].values())

@@ -9,15 +9,13 @@ on the held-out rows exactly what the same training from SQLite scored.
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import TINY_SETTINGS, VENV_BIN, program, rakuten_here, run_json, server_env
+from conftest import TINY_SETTINGS, model_store, rakuten_here
 
 from rakuten_classifier.categories import CATEGORY_CODES
+from rakuten_classifier.registry import model_info
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.training]
 ADMIN = {"Authorization": "Bearer pg-token"}
@@ -32,25 +30,18 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
-def test_load_train_serve_log_feedback_and_drift_all_on_postgres(
-    tiny, pg_url, serve, request, tmp_path, monkeypatch, capsys
-):
+def test_load_train_serve_log_feedback_and_drift_all_on_postgres(tiny, pg_url, serve, request, tmp_path, monkeypatch):
     home, _ = tiny.copy(tmp_path / "tiny")  # a copy: the fusion trained here may be promoted
     data_root = tmp_path / "data"
     settings = {"RAKUTEN_DB_URL": pg_url, "RAKUTEN_ADMIN_TOKEN": "pg-token", "RAKUTEN_RELOAD_SECONDS": "1"}
-    env = server_env(data_root, BENTOML_HOME=str(home), **settings, **TINY_SETTINGS)
     for name, value in {"RAKUTEN_DATA_ROOT": str(data_root), **settings}.items():
-        monkeypatch.setenv(name, value)  # the commands run in this process read the same settings
+        monkeypatch.setenv(name, value)  # the commands, run in this process, read the server's settings
 
     def rakuten(*args: str) -> dict:
-        """A training: a child of its own."""
-        return run_json([str(VENV_BIN / "rakuten"), *args, "--json"], env)
+        """`rakuten ARGS --json` in this process (the trainings too), against the copied store."""
+        return rakuten_here(home, *args, **TINY_SETTINGS)
 
-    def here(*args: str) -> dict:
-        """A command that trains nothing: in this process, the same command's code."""
-        return rakuten_here(capsys, home, *args)
-
-    loaded = here("data", "load", "--data-dir", str(tiny.rows))
+    loaded = rakuten("data", "load", "--data-dir", str(tiny.rows))
     assert loaded["inserted"] == tiny.loaded["rows"]
     assert loaded["splits"] == tiny.loaded["splits"]  # the folder's split, as in SQLite
     assert _count(pg_url, "products") == tiny.loaded["rows"]
@@ -61,8 +52,8 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(
     fusion = rakuten("train", "fusion")
     assert fusion["text_model"] == text["tag"]
     assert fusion["image_model"] == tiny.production["image"]
-    done = subprocess.run(program("model_metadata", fusion["tag"]), env=env, capture_output=True, text=True, check=True)
-    provenance = json.loads(done.stdout)
+    with model_store(home):
+        provenance = model_info(fusion["tag"])["metadata"]
     assert provenance["learned_from"]["rows"] == tiny.loaded["rows"] - fusion["metrics"]["fused"]["n"]
     # The same rows, split and settings as the tiny trio's training from SQLite: the same held-out scores.
     assert text["metrics"]["test"] == tiny.result["text"]["metrics"]["test"]
@@ -106,12 +97,12 @@ def test_load_train_serve_log_feedback_and_drift_all_on_postgres(
     assert set(feedback) == set(ids[:10])
 
     # Monitoring and the retrain check read the same PostgreSQL tables.
-    assert here("monitor", "accuracy")["labelled"] == 10
-    drift = here("monitor", "drift", "--last", "40", "--out", str(tmp_path / "drift.html"))
+    assert rakuten("monitor", "accuracy")["labelled"] == 10
+    drift = rakuten("monitor", "drift", "--last", "40", "--out", str(tmp_path / "drift.html"))
     assert drift["window"] == 40
     assert drift["model"] == served["fusion"]
     assert (tmp_path / "drift.html").is_file()
-    check = here("retrain", "--dry-run", "--min-new-rows", "1")
+    check = rakuten("retrain", "--dry-run", "--min-new-rows", "1")
     assert check["labelled_in_database"] == tiny.loaded["rows"]
     assert check["new_labelled_rows"] == 0  # all of them were the fusion version's data
     assert check["drift"]["window"] == 40

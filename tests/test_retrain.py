@@ -7,13 +7,9 @@ gate and which rows count as new (those no production model learned from, howeve
 trained), not the scores; the accuracy of a training on the whole sample: tests/test_training_e2e.py.
 """
 
-import json
-import os
-import subprocess
-
 import pandas as pd
 import pytest
-from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, VENV_BIN, few_rows, model_store, rakuten_here
+from conftest import TINY_ROWS_PER_CATEGORY, TINY_SETTINGS, few_rows, model_store, rakuten_here
 
 from rakuten_classifier.categories import CATEGORY_CODES
 from rakuten_classifier.registry import production_trio
@@ -36,7 +32,7 @@ def _first_rows_folder(sample_dir, folder):
 
 
 def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trained_from_a_folder(
-    trained, sample_dir, tmp_path, capsys
+    trained, sample_dir, tmp_path
 ):
     """Issue 34, item 7: the production trio was trained from the sample's folder (the session's
     `train_all(data_dir=...)`, as `rakuten train all --data-dir`), and the store holds that folder's
@@ -44,7 +40,7 @@ def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trai
     from rakuten_classifier.data.corrections import Correction, record_correction
 
     def rakuten(*args: str) -> dict:
-        return rakuten_here(capsys, None, *args)
+        return rakuten_here(None, *args)
 
     def dry_run() -> dict:
         return rakuten("retrain", "--dry-run", "--no-drift", "--min-new-rows", "1")
@@ -70,21 +66,13 @@ def test_rows_no_production_model_learned_from_are_new_when_the_models_were_trai
     assert (check["labelled_in_database"], check["new_labelled_rows"], check["new_corrected_rows"]) == (1639, 1, 1)
 
 
-def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path, capsys, monkeypatch):
+def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, tmp_path):
     home = tmp_path / "bentoml"
-    monkeypatch.setenv("RAKUTEN_DATA_ROOT", str(tmp_path / "data"))  # also the children's (conftest's own choice)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # every run in this data root's store
-    env = dict(os.environ, BENTOML_HOME=str(home), **TINY_SETTINGS)
+    settings = {"RAKUTEN_DATA_ROOT": str(tmp_path / "data"), **TINY_SETTINGS}
 
     def rakuten(*args):
-        """A run that may train: a child of its own."""
-        done = subprocess.run([str(VENV_BIN / "rakuten"), *args, "--json"], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout)
-
-    def here(*args):
-        """A run that trains nothing (a load, a check, a skip): in this process, the same command's code."""
-        return rakuten_here(capsys, home, *args)
+        """`rakuten ARGS --json` (trainings too) in this process, against this test's store and data root."""
+        return rakuten_here(home, *args, **settings)
 
     def production():
         """The store's production pointer, as `rakuten models` reads it."""
@@ -94,7 +82,7 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
 
     first_rows = few_rows(sample_dir, tmp_path / "first")
     more_rows = few_rows(sample_dir, tmp_path / "more", MORE_ROWS_PER_CATEGORY)  # holds the first ones
-    loaded = here("data", "load", "--data-dir", str(first_rows))
+    loaded = rakuten("data", "load", "--data-dir", str(first_rows))
     assert loaded["inserted"] == loaded["rows"] == len(CATEGORY_CODES) * TINY_ROWS_PER_CATEGORY
 
     first = rakuten("retrain")  # no production yet: the first run trains and promotes
@@ -102,15 +90,15 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     assert first["promoted"] is True
     assert production()["fusion"] == first["models"]["fusion"]
 
-    idle = here("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
+    idle = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS))
     assert idle["outcome"] == "skipped: no trigger fired"
     assert idle["new_labelled_rows"] == 0
     assert production()["fusion"] == first["models"]["fusion"]
 
-    more = here("data", "load", "--data-dir", str(more_rows))
+    more = rakuten("data", "load", "--data-dir", str(more_rows))
     added = more["inserted"]
     assert added == more["rows"] - loaded["rows"] >= MIN_NEW_ROWS
-    check = here("retrain", "--min-new-rows", str(MIN_NEW_ROWS), "--dry-run")
+    check = rakuten("retrain", "--min-new-rows", str(MIN_NEW_ROWS), "--dry-run")
     assert check["new_labelled_rows"] == added
     assert check["trained"] is False
 
@@ -130,7 +118,7 @@ def test_load_then_retrain_promotes_only_models_that_are_not_worse(sample_dir, t
     assert crippled["outcome"] == "kept production"
     assert crippled["candidate_fused_test_weighted_f1"] < crippled["production_fused_test_weighted_f1"]
     assert production() == promoted  # refused: the store's production pointer did not move
-    listing = here("models")  # `rakuten models`: the pointer, and every version trained here, oldest first
+    listing = rakuten("models")  # `rakuten models`: the pointer, and every version trained here, oldest first
     assert listing["production"] == promoted
     assert [version["tag"] for version in listing["rakuten-fusion"]] == [
         first["models"]["fusion"],

@@ -42,11 +42,11 @@ def graph() -> EncoderGraphs:
     return built
 
 
-def _assert_same_embeddings(texts: list[str], graph: EncoderGraphs) -> None:
+def _assert_same_embeddings(texts: list[str], graph: EncoderGraphs, threads_tried: tuple[int, ...] = (1, 2)) -> None:
     package = SentenceEncoder("use-m3", threads=1)  # the package's own tokenizer and numpy forward pass
     assert package.graph is None
     expected = package.embed(texts)
-    for threads in (1, 2):
+    for threads in threads_tried:
         onnx = SentenceEncoder("use-m3", threads=threads, graph=graph)
         found = onnx.embed(texts)
         assert found.dtype == np.float32
@@ -66,7 +66,8 @@ def test_the_onnx_encoder_embeds_as_the_pinned_package_within_1e_5(sample_dir, g
 
 @pytest.mark.slow
 def test_the_onnx_encoder_embeds_every_sample_text_as_the_pinned_package(sample_dir, graph):
-    _assert_same_embeddings(_sample_texts(sample_dir), graph)
+    # On one thread: two threads giving one thread's embeddings is the 60 texts' test above.
+    _assert_same_embeddings(_sample_texts(sample_dir), graph, threads_tried=(1,))
 
 
 def _assert_same_ids(texts: list[str]) -> None:

@@ -1,6 +1,7 @@
 """A transformer text model end to end: `rakuten train text --backbone` with the packaged MiniLM
 checkpoint on the tiny trio's rows (conftest.py's `tiny`: it learns even from four rows a category),
-`rakuten train fusion` with the tiny trio's image model, then `bentoml serve` answering with it over
+`rakuten train fusion` with the tiny trio's image model (both in the test's process: conftest's
+`rakuten_here`), then `bentoml serve` answering with it over
 HTTP. The one real-MiniLM fine-tuning of the suite (a tiny random BERT covers the rest in
 test_text_model.py)."""
 
@@ -14,16 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TINY_SETTINGS, VENV_BIN, minilm_folder, run_json, server_env
+from conftest import TINY_SETTINGS, minilm_folder, rakuten_here
 
 from rakuten_classifier.pipeline.training_data import load_training_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.training]
-
-
-def _rakuten(env: dict, *arguments: str) -> dict:
-    """Run the `rakuten` command line with ``--json``; its result."""
-    return run_json([str(VENV_BIN / "rakuten"), *arguments, "--json"], env)
 
 
 def test_transformer_text_model_trained_by_the_cli_is_served_over_http(tiny, serve, request, tmp_path):
@@ -36,11 +32,11 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(tiny, ser
     shutil.copytree(source / image_version, home / "models" / image_name / image_version)
     (home / "models" / image_name / "latest").write_text(image_version)
     # Two folds: the cross-fitting costs three fine-tunings instead of the tiny settings' four.
-    env = server_env(tmp_path / "data", BENTOML_HOME=str(home), **{**TINY_SETTINGS, "RAKUTEN_CV_FOLDS": "2"})
+    settings = {"RAKUTEN_DATA_ROOT": str(tmp_path / "data"), **TINY_SETTINGS, "RAKUTEN_CV_FOLDS": "2"}
     timings = {}
     started = time.perf_counter()
-    text = _rakuten(
-        env,
+    text = rakuten_here(
+        home,
         "train",
         "text",
         "--data-dir",
@@ -59,6 +55,7 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(tiny, ser
         "5e-4",
         "--max-length",
         "32",
+        **settings,
     )
     timings["train text"] = time.perf_counter() - started
     assert text["tag"].startswith("rakuten-text:")
@@ -68,7 +65,7 @@ def test_transformer_text_model_trained_by_the_cli_is_served_over_http(tiny, ser
     assert config["kind"] == "transformer"
     assert config["params"]["backbone"] == str(minilm_folder())
     started = time.perf_counter()
-    fusion = _rakuten(env, "train", "fusion", "--data-dir", str(tiny.rows))
+    fusion = rakuten_here(home, "train", "fusion", "--data-dir", str(tiny.rows), **settings)
     timings["train fusion"] = time.perf_counter() - started
     assert fusion["promoted"] is True, fusion
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, TINY_SETTINGS, VENV_BIN, run_json, server_env
+from conftest import REPO_ROOT, TINY_SETTINGS, VENV_BIN, rakuten_here, server_env
 
 from rakuten_classifier.config import get_settings
 
@@ -222,17 +222,20 @@ def test_page_and_health_show_no_data_warning_for_models_trained_on_real_product
 @pytest.fixture(scope="module")
 def served_synthetic(serve, request, tmp_path_factory):
     """`bentoml serve` of models trained by `rakuten train all` on a small synthetic catalogue (with the tiny
-    trio's settings: 3 folds), in a store and data root of their own (the session's production models are
-    untouched)."""
+    trio's settings: 3 folds; in this process), in a store and data root of their own (the session's
+    production models are untouched)."""
     root = tmp_path_factory.mktemp("synthetic-trained")
-    env = server_env(root / "data", BENTOML_HOME=str(root / "bentoml"), **TINY_SETTINGS)
-    folder = root / "data" / "synthetic"
-    rakuten = str(VENV_BIN / "rakuten")
-    run_json([rakuten, "data", "synth", "--out", str(folder), "--rows", "300", "--image-size", "32", "--json"], env)
-    loaded = run_json([rakuten, "data", "load", "--data-dir", str(folder), "--json"], env)
+    home, folder = root / "bentoml", root / "data" / "synthetic"
+
+    def rakuten(*args: str) -> dict:
+        """The command in this process (conftest's `rakuten_here`), the training too."""
+        return rakuten_here(home, *args, RAKUTEN_DATA_ROOT=str(root / "data"), **TINY_SETTINGS)
+
+    rakuten("data", "synth", "--out", str(folder), "--rows", "300", "--image-size", "32")
+    loaded = rakuten("data", "load", "--data-dir", str(folder))
     assert loaded["origin"] == "synthetic"
-    trained = run_json([rakuten, "train", "all", "--json"], env)
-    return serve(request, data_root=root / "data", home=root / "bentoml"), trained
+    trained = rakuten("train", "all")
+    return serve(request, data_root=root / "data", home=home), trained
 
 
 @pytest.mark.slow
