@@ -155,7 +155,7 @@ def trained(sample_dir, session_data_root):
             shutil.rmtree(shared, ignore_errors=True)  # a worker that failed midway left part of it
             started = time.perf_counter()
             (shared / "bentoml" / "models").mkdir(parents=True)
-            with model_store(shared / "bentoml"):
+            with model_store(shared / "bentoml"), torch_threads_kept():
                 result = train_all(data_dir=sample_dir, settings=Settings(data_root=shared / "data"))
             result["wall_seconds"] = time.perf_counter() - started
             done.write_bytes(pickle.dumps(result))
@@ -259,6 +259,24 @@ def model_store(home: Path) -> Iterator[None]:
     (home / "models").mkdir(parents=True, exist_ok=True)  # as BentoML makes its home's when a process starts
     with BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))):
         yield
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """This process's torch thread count as it was before: a training sets it to the box's cores for its image
+    step (modeling/image/training.py: a command's process is the training's own). A worker would keep them: 1
+    thread before a tiny `rakuten train all` in a process with OMP_NUM_THREADS=1, 2 after (2026-12-07), and two
+    threads in each of two workers is what the OMP_NUM_THREADS above keeps off this 2-core box."""
+    torch = sys.modules.get("torch")
+    before = (
+        torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    )
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _current_service() -> object | None:
@@ -623,7 +641,8 @@ def rakuten_here(home: Path | None, *arguments: str, **environment: str) -> dict
     (10.1 s the first time), the same models (2026-12-07). Trainings too, then: their side-by-side fits run one
     after the other (joblib's sequential backend, what JOBLIB_MULTIPROCESSING=0 does in a child: worker
     processes beside the test's two workers would put more busy processes than cores on this box), and torch
-    keeps this process's threads (one under xdist: the OMP_NUM_THREADS above).
+    runs on this process's threads (one under xdist: the OMP_NUM_THREADS above), as they are again afterwards
+    (`torch_threads_kept`).
     """
     import io
 
@@ -641,6 +660,7 @@ def rakuten_here(home: Path | None, *arguments: str, **environment: str) -> dict
         with (
             model_store(home) if home is not None else contextlib.nullcontext(),
             joblib.parallel_config(backend="sequential"),
+            torch_threads_kept(),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
         ):

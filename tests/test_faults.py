@@ -1,9 +1,8 @@
 """Faults the service must survive: a training job killed midway, and corrupt models in the store.
 
 The killed job and the servers work on copies of the session's tiny trio (conftest.py's `tiny`; the job
-subprocess follows BENTOML_HOME from the environment), and stores other than the session's are read
-through tests/programs/store_tool.py in a subprocess: BentoML resolves its home once per process, so this
-process only ever sees the session's store.
+subprocess follows BENTOML_HOME from the environment), which this process reads and edits with
+tests/store_tools.py (the copy's store stood in for the session's while it does).
 """
 
 from __future__ import annotations
