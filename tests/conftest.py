@@ -646,11 +646,11 @@ def rakuten_here(home: Path | None, *arguments: str, **environment: str) -> dict
 
     A child would import bentoml, sqlalchemy, mlflow, torch and the modelling stack before doing anything: a
     `rakuten train all` of the tiny rows took 15.2 s as a child and 4.2 s in a process that had trained once
-    (10.1 s the first time), the same held-out scores (2026-12-07). Trainings too, then: their side-by-side fits run one
-    after the other (joblib's sequential backend, what JOBLIB_MULTIPROCESSING=0 does in a child: worker
-    processes beside the test's two workers would put more busy processes than cores on this box), and torch
-    runs on this process's threads (one under xdist: the OMP_NUM_THREADS above), as they are again afterwards
-    (`torch_threads_kept`).
+    (10.1 s the first time), with the same held-out scores (2026-12-07). Trainings run here too, then: their
+    side-by-side fits one after the other (joblib's sequential backend, what JOBLIB_MULTIPROCESSING=0 does in
+    a child: worker processes beside the test's two workers would put more busy processes than cores on this
+    box), and torch on this process's threads (one under xdist: the OMP_NUM_THREADS above), as they are again
+    afterwards (`torch_threads_kept`).
     """
     import io
 
