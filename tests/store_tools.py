@@ -15,7 +15,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import bentoml
 from conftest import model_store
 
 from rakuten_classifier import registry
@@ -25,14 +24,6 @@ def store_tool(home: Path, operation: str) -> dict:
     """``operation`` (one of OPERATIONS) on the store at ``home``: what it reports."""
     with model_store(home):
         return OPERATIONS[operation]()
-
-
-def versions(name: str) -> list:
-    """Every version of model ``name``, oldest first."""
-    try:
-        return sorted(bentoml.models.list(name), key=lambda m: m.info.creation_time)
-    except bentoml.exceptions.NotFound:
-        return []
 
 
 def copy_version(tag: str, name: str, edit: Callable[[Path], None] | None = None) -> str:
@@ -77,14 +68,14 @@ def state() -> dict:
     current = registry.production_trio()
     return {
         "production": None if current is None else vars(current),
-        "fusion": [str(m.tag) for m in versions(registry.FUSION_MODEL)],
+        "fusion": [str(m.tag) for m in registry.versions(registry.FUSION_MODEL)],
         "production_fusion": [
             str(m.tag)
-            for m in versions(registry.FUSION_MODEL)
+            for m in registry.versions(registry.FUSION_MODEL)
             if m.info.labels.get("stage") == registry.STAGE_PRODUCTION
         ],
-        "text": [str(m.tag) for m in versions(registry.TEXT_MODEL)],
-        "image": [str(m.tag) for m in versions(registry.IMAGE_MODEL)],
+        "text": [str(m.tag) for m in registry.versions(registry.TEXT_MODEL)],
+        "image": [str(m.tag) for m in registry.versions(registry.IMAGE_MODEL)],
     }
 
 

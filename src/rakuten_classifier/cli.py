@@ -181,21 +181,13 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 
 def cmd_models(args: argparse.Namespace) -> dict:
     """rakuten models: stored versions and the production pointer."""
-    import bentoml
-
-    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_trio
-
-    def versions(name: str) -> list:
-        try:
-            return bentoml.models.list(name)
-        except bentoml.exceptions.NotFound:  # none of that name yet (a new store): an empty list, not an error
-            return []
+    from .registry import FUSION_MODEL, IMAGE_MODEL, TEXT_MODEL, production_trio, versions
 
     production = production_trio()
     listing = {
         name: [
             {"tag": str(m.tag), "labels": dict(m.info.labels), "created": m.info.creation_time.isoformat()}
-            for m in sorted(versions(name), key=lambda m: m.info.creation_time)
+            for m in versions(name)
         ]
         for name in (TEXT_MODEL, IMAGE_MODEL, FUSION_MODEL)
     }

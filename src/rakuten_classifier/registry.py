@@ -131,16 +131,19 @@ def model_info(tag: str) -> dict:
     }
 
 
+def versions(name: str) -> list[bentoml.Model]:
+    """Every stored version of model ``name``, oldest first; none on a store that has no version of it yet."""
+    try:
+        found = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:  # no version of that name yet (a new store): nothing, not an error
+        return []
+    return sorted(found, key=lambda m: m.info.creation_time)
+
+
 def latest_tag(name: str, **labels: str) -> str | None:
     """Newest version of ``name`` whose labels include ``labels``, or None."""
-    try:
-        versions = bentoml.models.list(name)
-    except bentoml.exceptions.NotFound:  # no version of that name yet
-        return None
-    matching = [m for m in versions if all(m.info.labels.get(k) == v for k, v in labels.items())]
-    if not matching:
-        return None
-    return str(max(matching, key=lambda m: m.info.creation_time).tag)
+    matching = [m for m in versions(name) if all(m.info.labels.get(k) == v for k, v in labels.items())]
+    return str(matching[-1].tag) if matching else None
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,9 @@ def trio_of(fusion_tag: str) -> Trio:
 
 def last_good_production() -> tuple[Trio | None, dict[str, str]]:
     """The newest production trio whose files verify, and why newer ones were refused."""
-    try:
-        versions = bentoml.models.list(FUSION_MODEL)
-    except bentoml.exceptions.NotFound:
-        return None, {}
-    production = [m for m in versions if m.info.labels.get("stage") == STAGE_PRODUCTION]
+    production = [m for m in versions(FUSION_MODEL) if m.info.labels.get("stage") == STAGE_PRODUCTION]
     refused: dict[str, str] = {}
-    for model in sorted(production, key=lambda m: m.info.creation_time, reverse=True):
+    for model in reversed(production):
         tag = str(model.tag)
         try:
             trio = trio_of(tag)
